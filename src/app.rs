@@ -1,0 +1,75 @@
+//! The page shell, the router and the chat layout around every page.
+
+use crate::ui::{chat::Chat, lobby::Lobby, nick::NickGate, room::RoomPage, sidebar::Sidebar};
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::{
+    SsrMode,
+    components::{Route, Router, Routes},
+    path,
+};
+
+/// The HTML document the server renders around the app.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <meta name="description" content="Confab: real-time chat rooms" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let chat = Chat::new();
+    provide_context(chat);
+    // Browser only: effects never run on the server.
+    Effect::new(move |_| {
+        #[cfg(feature = "hydrate")]
+        crate::client::start(chat);
+    });
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/confab.css" />
+        <Title text="Confab" />
+        <Router>
+            <div class="layout">
+                <Sidebar />
+                <main class="main" id="main">
+                    <Routes fallback=|| view! { <NotFound /> }>
+                        <Route path=path!("/") view=Lobby />
+                        <Route path=path!("/r/:room") view=RoomPage ssr=SsrMode::Async />
+                    </Routes>
+                </main>
+            </div>
+            <NickGate />
+        </Router>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+        resp.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <section class="empty">
+            <h1>"Not found"</h1>
+            <p><a href="/">"Back to the lobby"</a></p>
+        </section>
+    }
+}

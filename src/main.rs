@@ -1,0 +1,32 @@
+//! Confab server entry: config → store → hub → router → serve.
+
+use clap::Parser;
+use confab::server::{Server, config::Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::new(&config.log)).init();
+    let db = config.db.clone();
+    let server = Server::bind(config).await?;
+    tracing::info!(addr = %server.local_addr(), db = %db.display(), "Confab listening on http://{}", server.local_addr());
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,569 @@
+//! Wire protocol v1, shared by the browser (WASM) and the server.
+//!
+//! One JSON object per WebSocket text frame, discriminated by `"type"` (snake_case).
+//! docs/PROTOCOL.md is the human-readable contract; the types here are the
+//! machine-checked one. Field names are fixed: tools outside the project speak them.
+//!
+//! Values that arrive from the wire are plain `String`s here so that decoding never fails
+//! on content; they become the validated newtypes ([`Nick`], [`RoomName`], [`MessageText`])
+//! at the server's edge, and after that the type proves the value is valid.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Version of this protocol, reported in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest nick, in characters.
+pub const MAX_NICK_CHARS: usize = 32;
+/// Longest room name, in characters (ASCII, so also bytes).
+pub const MAX_ROOM_CHARS: usize = 64;
+/// Longest message text, in characters.
+pub const MAX_TEXT_CHARS: usize = 4000;
+/// Longest `client_id`, in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 64;
+/// Messages replayed on a `join` without `since`.
+pub const JOIN_RECENT: usize = 50;
+
+/// Position of a message in its room: 1, 2, 3, … with no gaps.
+pub type Seq = u64;
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Must be the first frame. `session` resumes an earlier session (same nick).
+    Hello {
+        nick: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+    },
+    /// Join (and create) a room; `since` asks for every message after that seq.
+    Join {
+        room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Seq>,
+    },
+    Leave {
+        room: String,
+    },
+    /// Post a message. `client_id` makes retries idempotent within a session.
+    Send {
+        room: String,
+        text: String,
+        client_id: String,
+    },
+    Typing {
+        room: String,
+    },
+    /// Older messages than `before`, newest `limit` of them, oldest first.
+    History {
+        room: String,
+        before: Seq,
+        #[serde(default = "default_history_limit")]
+        limit: u32,
+    },
+    ListRooms {},
+}
+
+fn default_history_limit() -> u32 {
+    JOIN_RECENT as u32
+}
+
+/// A stored chat message as it travels in `message` and `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub room: String,
+    pub seq: Seq,
+    pub nick: String,
+    pub text: String,
+    /// Server time, Unix milliseconds.
+    pub ts: i64,
+    pub client_id: String,
+}
+
+/// One entry of `rooms` / `GET /api/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    /// Nicks present now.
+    pub members: u32,
+    /// Latest seq in the room (0 when empty).
+    pub head: Seq,
+}
+
+/// The server's limits, sent in `welcome` so a client can check before sending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_text_chars: u32,
+    pub max_nick_chars: u32,
+    pub max_room_chars: u32,
+    pub max_frame_bytes: u32,
+    pub max_rooms_per_connection: u32,
+    pub max_history: u32,
+    /// Sustained `send`s per second per connection.
+    pub messages_per_sec: u32,
+    /// Short bursts above the sustained rate.
+    pub message_burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    Joined,
+    Left,
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Welcome {
+        session: String,
+        nick: String,
+        limits: Limits,
+        #[serde(default)]
+        protocol: u32,
+    },
+    Joined {
+        room: String,
+        members: Vec<String>,
+        head: Seq,
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
+    },
+    Left {
+        room: String,
+    },
+    Message(ChatMessage),
+    Typing {
+        room: String,
+        nick: String,
+    },
+    History {
+        room: String,
+        messages: Vec<ChatMessage>,
+        has_more: bool,
+    },
+    Rooms {
+        rooms: Vec<RoomInfo>,
+    },
+    Presence {
+        room: String,
+        nick: String,
+        state: PresenceState,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ServerMsg {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+            client_id: None,
+        }
+    }
+}
+
+/// Stable error codes. Clients match on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, a binary frame, or a field of the wrong type.
+    BadFrame,
+    /// JSON with a `type` this server does not know.
+    UnknownType,
+    /// Anything but `hello` before `hello`.
+    HelloRequired,
+    /// A second `hello` on one connection.
+    AlreadyHello,
+    NotJoined,
+    TooLong,
+    EmptyText,
+    InvalidNick,
+    InvalidRoom,
+    InvalidClientId,
+    NickTaken,
+    RateLimited,
+    TooManyRooms,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::BadFrame,
+        ErrorCode::UnknownType,
+        ErrorCode::HelloRequired,
+        ErrorCode::AlreadyHello,
+        ErrorCode::NotJoined,
+        ErrorCode::TooLong,
+        ErrorCode::EmptyText,
+        ErrorCode::InvalidNick,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidClientId,
+        ErrorCode::NickTaken,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyRooms,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::HelloRequired => "hello_required",
+            ErrorCode::AlreadyHello => "already_hello",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::EmptyText => "empty_text",
+            ErrorCode::InvalidNick => "invalid_nick",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::InvalidClientId => "invalid_client_id",
+            ErrorCode::NickTaken => "nick_taken",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a value from the wire was refused; each maps to one [`ErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("nick must be 1-{MAX_NICK_CHARS} characters with no control characters")]
+    Nick,
+    #[error("room names are 1-{MAX_ROOM_CHARS} characters of a-z, 0-9, '_' and '-'")]
+    Room,
+    #[error("message text is empty")]
+    EmptyText,
+    #[error("message text is longer than {max} characters")]
+    TooLong { max: usize },
+    #[error("client_id must be 1-{MAX_CLIENT_ID_BYTES} printable ASCII characters")]
+    ClientId,
+}
+
+impl ValidationError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ValidationError::Nick => ErrorCode::InvalidNick,
+            ValidationError::Room => ErrorCode::InvalidRoom,
+            ValidationError::EmptyText => ErrorCode::EmptyText,
+            ValidationError::TooLong { .. } => ErrorCode::TooLong,
+            ValidationError::ClientId => ErrorCode::InvalidClientId,
+        }
+    }
+}
+
+/// A nickname: 1–32 characters, no control characters, not blank.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Nick(String);
+
+impl Nick {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let trimmed = raw.trim();
+        let chars = trimmed.chars().count();
+        if chars == 0 || chars > MAX_NICK_CHARS || trimmed.chars().any(char::is_control) {
+            return Err(ValidationError::Nick);
+        }
+        Ok(Nick(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Key under which nicks collide: "Bob" and "bob" are the same person.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+/// A room name: 1–64 of `[a-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= MAX_ROOM_CHARS
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if ok {
+            Ok(RoomName(raw.to_owned()))
+        } else {
+            Err(ValidationError::Room)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Nick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Message text: 1 to `max` characters, not only white space. Kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    pub fn parse(raw: String, max: usize) -> Result<Self, ValidationError> {
+        if raw.trim().is_empty() {
+            return Err(ValidationError::EmptyText);
+        }
+        // Cheap byte check first: a string of n bytes has at most n chars.
+        if raw.len() > max && raw.chars().count() > max {
+            return Err(ValidationError::TooLong { max });
+        }
+        Ok(MessageText(raw))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Validates a client-chosen message id (used for idempotent retries).
+pub fn check_client_id(raw: &str) -> Result<(), ValidationError> {
+    let ok = !raw.is_empty()
+        && raw.len() <= MAX_CLIENT_ID_BYTES
+        && raw.bytes().all(|b| b.is_ascii_graphic());
+    if ok { Ok(()) } else { Err(ValidationError::ClientId) }
+}
+
+/// Splits text into plain runs and URLs, so the UI can render links without ever
+/// interpreting user text as HTML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment<'a> {
+    Text(&'a str),
+    Link(&'a str),
+}
+
+pub fn segments(text: &str) -> Vec<Segment<'_>> {
+    let mut finder = linkify::LinkFinder::new();
+    finder.kinds(&[linkify::LinkKind::Url]);
+    finder
+        .spans(text)
+        .map(|span| match span.kind() {
+            Some(linkify::LinkKind::Url)
+                if span.as_str().starts_with("http://") || span.as_str().starts_with("https://") =>
+            {
+                Segment::Link(span.as_str())
+            }
+            _ => Segment::Text(span.as_str()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip_client(msg: ClientMsg, wire: serde_json::Value) {
+        assert_eq!(serde_json::to_value(&msg).unwrap(), wire);
+        let back: ClientMsg = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    fn round_trip_server(msg: ServerMsg, wire: serde_json::Value) {
+        assert_eq!(serde_json::to_value(&msg).unwrap(), wire);
+        let back: ServerMsg = serde_json::from_value(wire).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    fn sample_message() -> ChatMessage {
+        ChatMessage {
+            room: "lobby".into(),
+            seq: 7,
+            nick: "ann".into(),
+            text: "hi <b>".into(),
+            ts: 1_700_000_000_000,
+            client_id: "c-1".into(),
+        }
+    }
+
+    #[test]
+    fn client_messages_round_trip_with_fixed_field_names() {
+        round_trip_client(
+            ClientMsg::Hello { nick: "ann".into(), session: None },
+            json!({"type": "hello", "nick": "ann"}),
+        );
+        round_trip_client(
+            ClientMsg::Hello { nick: "ann".into(), session: Some("s".into()) },
+            json!({"type": "hello", "nick": "ann", "session": "s"}),
+        );
+        round_trip_client(
+            ClientMsg::Join { room: "r".into(), since: Some(3) },
+            json!({"type": "join", "room": "r", "since": 3}),
+        );
+        round_trip_client(
+            ClientMsg::Join { room: "r".into(), since: None },
+            json!({"type": "join", "room": "r"}),
+        );
+        round_trip_client(ClientMsg::Leave { room: "r".into() }, json!({"type": "leave", "room": "r"}));
+        round_trip_client(
+            ClientMsg::Send { room: "r".into(), text: "t".into(), client_id: "c".into() },
+            json!({"type": "send", "room": "r", "text": "t", "client_id": "c"}),
+        );
+        round_trip_client(ClientMsg::Typing { room: "r".into() }, json!({"type": "typing", "room": "r"}));
+        round_trip_client(
+            ClientMsg::History { room: "r".into(), before: 10, limit: 5 },
+            json!({"type": "history", "room": "r", "before": 10, "limit": 5}),
+        );
+        round_trip_client(ClientMsg::ListRooms {}, json!({"type": "list_rooms"}));
+    }
+
+    #[test]
+    fn server_messages_round_trip_with_fixed_field_names() {
+        let limits = Limits {
+            max_text_chars: 4000,
+            max_nick_chars: 32,
+            max_room_chars: 64,
+            max_frame_bytes: 65536,
+            max_rooms_per_connection: 32,
+            max_history: 200,
+            messages_per_sec: 10,
+            message_burst: 20,
+        };
+        round_trip_server(
+            ServerMsg::Welcome {
+                session: "tok".into(),
+                nick: "ann".into(),
+                limits: limits.clone(),
+                protocol: PROTOCOL_VERSION,
+            },
+            json!({"type": "welcome", "session": "tok", "nick": "ann", "protocol": 1, "limits": {
+                "max_text_chars": 4000, "max_nick_chars": 32, "max_room_chars": 64,
+                "max_frame_bytes": 65536, "max_rooms_per_connection": 32, "max_history": 200,
+                "messages_per_sec": 10, "message_burst": 20}}),
+        );
+        round_trip_server(
+            ServerMsg::Joined { room: "r".into(), members: vec!["ann".into()], head: 4, truncated: false },
+            json!({"type": "joined", "room": "r", "members": ["ann"], "head": 4}),
+        );
+        round_trip_server(
+            ServerMsg::Joined { room: "r".into(), members: vec![], head: 900, truncated: true },
+            json!({"type": "joined", "room": "r", "members": [], "head": 900, "truncated": true}),
+        );
+        round_trip_server(ServerMsg::Left { room: "r".into() }, json!({"type": "left", "room": "r"}));
+        round_trip_server(
+            ServerMsg::Message(sample_message()),
+            json!({"type": "message", "room": "lobby", "seq": 7, "nick": "ann", "text": "hi <b>",
+                   "ts": 1_700_000_000_000_i64, "client_id": "c-1"}),
+        );
+        round_trip_server(
+            ServerMsg::Typing { room: "r".into(), nick: "bob".into() },
+            json!({"type": "typing", "room": "r", "nick": "bob"}),
+        );
+        round_trip_server(
+            ServerMsg::History { room: "lobby".into(), messages: vec![sample_message()], has_more: true },
+            json!({"type": "history", "room": "lobby", "has_more": true, "messages": [
+                {"room": "lobby", "seq": 7, "nick": "ann", "text": "hi <b>",
+                 "ts": 1_700_000_000_000_i64, "client_id": "c-1"}]}),
+        );
+        round_trip_server(
+            ServerMsg::Rooms { rooms: vec![RoomInfo { name: "r".into(), members: 2, head: 9 }] },
+            json!({"type": "rooms", "rooms": [{"name": "r", "members": 2, "head": 9}]}),
+        );
+        round_trip_server(
+            ServerMsg::Presence { room: "r".into(), nick: "bob".into(), state: PresenceState::Left },
+            json!({"type": "presence", "room": "r", "nick": "bob", "state": "left"}),
+        );
+        round_trip_server(
+            ServerMsg::Error { code: ErrorCode::TooLong, message: "m".into(), client_id: Some("c".into()) },
+            json!({"type": "error", "code": "too_long", "message": "m", "client_id": "c"}),
+        );
+    }
+
+    #[test]
+    fn every_error_code_serialises_to_its_stable_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
+    }
+
+    #[test]
+    fn history_limit_defaults_when_absent() {
+        let msg: ClientMsg = serde_json::from_str(r#"{"type":"history","room":"r","before":5}"#).unwrap();
+        assert_eq!(msg, ClientMsg::History { room: "r".into(), before: 5, limit: JOIN_RECENT as u32 });
+    }
+
+    #[test]
+    fn nick_validation() {
+        assert_eq!(Nick::parse("  ann ").unwrap().as_str(), "ann");
+        assert_eq!(Nick::parse(&"é".repeat(32)).unwrap().as_str().chars().count(), 32);
+        assert_eq!(Nick::parse(&"a".repeat(33)), Err(ValidationError::Nick));
+        assert_eq!(Nick::parse(""), Err(ValidationError::Nick));
+        assert_eq!(Nick::parse("   "), Err(ValidationError::Nick));
+        assert_eq!(Nick::parse("a\u{7}b"), Err(ValidationError::Nick));
+        assert_eq!(Nick::parse("Bob").unwrap().key(), Nick::parse("bob").unwrap().key());
+    }
+
+    #[test]
+    fn room_validation() {
+        assert!(RoomName::parse("general_chat-2").is_ok());
+        assert!(RoomName::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "General", "with space", "ünï", "a/b", &"a".repeat(65)] {
+            assert_eq!(RoomName::parse(bad), Err(ValidationError::Room), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn text_validation_counts_characters_not_bytes() {
+        assert!(MessageText::parse("é".repeat(4000), 4000).is_ok());
+        assert_eq!(
+            MessageText::parse("é".repeat(4001), 4000),
+            Err(ValidationError::TooLong { max: 4000 })
+        );
+        assert_eq!(MessageText::parse(" \n ".into(), 4000), Err(ValidationError::EmptyText));
+        assert_eq!(MessageText::parse(" x ".into(), 4000).unwrap().into_string(), " x ");
+    }
+
+    #[test]
+    fn client_id_validation() {
+        assert!(check_client_id("abc-123").is_ok());
+        assert!(check_client_id("").is_err());
+        assert!(check_client_id("has space").is_err());
+        assert!(check_client_id(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn segments_find_http_links_only() {
+        assert_eq!(
+            segments("see https://example.org/a?b=1 and javascript:alert(1)"),
+            vec![
+                Segment::Text("see "),
+                Segment::Link("https://example.org/a?b=1"),
+                Segment::Text(" and javascript:alert(1)"),
+            ]
+        );
+        assert_eq!(segments("<img src=x>"), vec![Segment::Text("<img src=x>")]);
+    }
+}

@@ -1,0 +1,24 @@
+//! Fan-out of stored messages to subscribers: the seam for running several nodes.
+//!
+//! With one process, [`LocalBroker`] delivers straight to the room. A multi-node engine
+//! (Redis pub/sub, PostgreSQL NOTIFY) implements the same trait by publishing the stored
+//! message to the other nodes, whose subscriber task calls `Room::deliver` there.
+
+use super::room::Room;
+use crate::protocol::ChatMessage;
+use axum::extract::ws::Utf8Bytes;
+use std::sync::Arc;
+
+pub trait Broker: Send + Sync + 'static {
+    /// Delivers a stored message to every subscriber of its room; returns the frame sent.
+    fn publish(&self, room: &Arc<Room>, msg: ChatMessage) -> Utf8Bytes;
+}
+
+/// Single-process fan-out.
+pub struct LocalBroker;
+
+impl Broker for LocalBroker {
+    fn publish(&self, room: &Arc<Room>, msg: ChatMessage) -> Utf8Bytes {
+        room.deliver(msg)
+    }
+}

@@ -1,0 +1,106 @@
+//! Server configuration: flags, each with an environment variable and a sensible default.
+
+use crate::protocol::{self, Limits};
+use clap::Parser;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "confab", version, about = "Confab chat server")]
+pub struct Config {
+    /// Address to listen on (overrides Leptos's configured site address).
+    #[arg(long, env = "CONFAB_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+
+    /// SQLite database file; created with its schema on first start.
+    #[arg(long, env = "CONFAB_DB", default_value = "confab.db")]
+    pub db: PathBuf,
+
+    /// Directory holding the built site (pkg/, CSS, assets): cargo-leptos's site root.
+    #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]
+    pub site_root: String,
+
+    /// Longest message text, in characters (at most 4000, the protocol's bound).
+    #[arg(long, env = "CONFAB_MAX_TEXT_CHARS", default_value_t = protocol::MAX_TEXT_CHARS)]
+    pub max_text_chars: usize,
+
+    /// Largest WebSocket frame or message a client may send, in bytes.
+    #[arg(long, env = "CONFAB_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Bytes that may wait in one connection's outbound queue before it is cut as too slow.
+    #[arg(long, env = "CONFAB_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
+
+    /// Rooms one connection may have joined at once.
+    #[arg(long, env = "CONFAB_MAX_ROOMS_PER_CONN", default_value_t = 32)]
+    pub max_rooms_per_conn: usize,
+
+    /// Rooms the server keeps in all; joining a new room beyond this is refused.
+    #[arg(long, env = "CONFAB_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
+    /// Sustained `send`s per second per connection (token bucket rate).
+    #[arg(long, env = "CONFAB_MSG_RATE", default_value_t = 20)]
+    pub msg_rate: u32,
+
+    /// Burst of `send`s allowed above the rate (token bucket size).
+    #[arg(long, env = "CONFAB_MSG_BURST", default_value_t = 40)]
+    pub msg_burst: u32,
+
+    /// Most messages returned by one `history` request or replayed by one `join` with `since`.
+    #[arg(long, env = "CONFAB_MAX_HISTORY", default_value_t = 500)]
+    pub max_history: u32,
+
+    /// Seconds between server pings.
+    #[arg(long, env = "CONFAB_PING_INTERVAL_SECS", default_value_t = 20)]
+    pub ping_interval_secs: u64,
+
+    /// Seconds without any frame from a client before it is considered dead and closed.
+    #[arg(long, env = "CONFAB_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds a session (and its nick) outlives its last connection, so a reconnect keeps it.
+    #[arg(long, env = "CONFAB_SESSION_GRACE_SECS", default_value_t = 120)]
+    pub session_grace_secs: u64,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "confab=debug".
+    #[arg(long, env = "CONFAB_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// Defaults, as if started with no flags (used by tests).
+    pub fn defaults() -> Self {
+        Config::parse_from(["confab"])
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs.max(1))
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs.max(1))
+    }
+
+    pub fn session_grace(&self) -> Duration {
+        Duration::from_secs(self.session_grace_secs)
+    }
+
+    pub fn text_limit(&self) -> usize {
+        self.max_text_chars.clamp(1, protocol::MAX_TEXT_CHARS)
+    }
+
+    /// What `welcome` tells clients.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_text_chars: self.text_limit() as u32,
+            max_nick_chars: protocol::MAX_NICK_CHARS as u32,
+            max_room_chars: protocol::MAX_ROOM_CHARS as u32,
+            max_frame_bytes: self.max_frame_bytes as u32,
+            max_rooms_per_connection: self.max_rooms_per_conn as u32,
+            max_history: self.max_history,
+            messages_per_sec: self.msg_rate,
+            message_burst: self.msg_burst,
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! One WebSocket connection: a reader (this task) that decodes and handles client frames,
+//! and a writer task that drains the outbound queue into the socket.
+
+use super::{
+    hub::Hub,
+    outbound::{CloseReason, ConnHandle, Outbound},
+    rate::TokenBucket,
+    room::{Room, encode},
+    session::{SendState, Session},
+    store::committer::Job,
+};
+use crate::protocol::{
+    ChatMessage, ClientMsg, ErrorCode, JOIN_RECENT, MessageText, Nick, PROTOCOL_VERSION, RoomName, Seq, ServerMsg,
+    ValidationError, check_client_id,
+};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt, stream::SplitSink};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+use tokio::sync::mpsc;
+
+/// Frames the writer takes from the queue per flush: coalesces bursts into one syscall.
+const WRITE_BATCH: usize = 256;
+/// Typing events per second a connection may send (burst of 3).
+const TYPING_RATE: f64 = 2.0;
+
+/// Runs a connection to its end.
+pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
+    let (sink, mut stream) = socket.split();
+    let (conn, rx) = ConnHandle::new(hub.next_conn_id(), hub.config.outbound_queue_bytes);
+    hub.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let last_heard = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), hub.clone(), last_heard.clone(), started));
+
+    let mut state = Reader::new(hub.clone(), conn.clone());
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = conn.closed().cancelled() => break,
+            _ = hub.shutdown.cancelled() => { conn.close(CloseReason::GOING_AWAY); break }
+        };
+        last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        match frame {
+            Some(Ok(Message::Text(text))) => state.handle_text(&text).await,
+            Some(Ok(Message::Binary(_))) => {
+                state.error(ErrorCode::BadFrame, "binary frames are not accepted; send JSON text").await
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(err)) => {
+                // tungstenite reports an over-size message as a capacity error.
+                let text = err.to_string();
+                if text.contains("too long") || text.contains("Space limit") {
+                    conn.close(CloseReason::TOO_BIG);
+                } else {
+                    tracing::debug!(conn = conn.id, %err, "read error");
+                }
+                break;
+            }
+        }
+    }
+    state.leave_all();
+    if conn.close_reason().is_none() {
+        // The client went away: let the writer finish by itself.
+        conn.close(CloseReason { code: 1000, reason: "" });
+    }
+    let _ = writer.await;
+    if conn.close_reason() == Some(CloseReason::SLOW_CONSUMER) {
+        hub.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    }
+    hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Per-room state of the writer: replaying a join, or streaming live.
+enum Stream {
+    /// Between `BeginJoin` and `Replay`: live messages wait here.
+    Joining(Vec<(Seq, Utf8Bytes)>),
+    /// Sent everything up to `last`; drop anything not newer.
+    Live { last: Seq },
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    conn: Arc<ConnHandle>,
+    hub: Arc<Hub>,
+    last_heard: Arc<AtomicU64>,
+    started: Instant,
+) {
+    let mut streams: HashMap<Arc<str>, Stream> = HashMap::new();
+    let mut items = Vec::with_capacity(WRITE_BATCH);
+    let mut out = Vec::with_capacity(WRITE_BATCH);
+    let mut ping = tokio::time::interval(hub.config.ping_interval());
+    ping.tick().await;
+    let idle_timeout = hub.config.idle_timeout().as_millis() as u64;
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.closed().cancelled() => break,
+            n = rx.recv_many(&mut items, WRITE_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                for item in items.drain(..) {
+                    conn.dequeued(item.bytes());
+                    order(item, &mut streams, &mut out);
+                }
+                if out.is_empty() {
+                    continue;
+                }
+                let write = async {
+                    for frame in out.drain(..) {
+                        sink.feed(Message::Text(frame)).await?;
+                    }
+                    sink.flush().await
+                };
+                // A client that stops reading must not keep this task alive forever.
+                let result = tokio::select! {
+                    r = write => r,
+                    _ = conn.closed().cancelled() => break,
+                };
+                if result.is_err() {
+                    conn.close(CloseReason { code: 1006, reason: "write failed" });
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                let heard = last_heard.load(Ordering::Relaxed);
+                if started.elapsed().as_millis() as u64 > heard + idle_timeout {
+                    conn.close(CloseReason::IDLE);
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let reason = conn.close_reason().unwrap_or(CloseReason::GOING_AWAY);
+    let close = Message::Close(Some(CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) }));
+    // Best effort: a slow consumer may never read it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+}
+
+/// Puts one queued item in order: a room's live messages wait while its join replays, and
+/// nothing at or below what was already sent for a room goes out again.
+fn order(item: Outbound, streams: &mut HashMap<Arc<str>, Stream>, out: &mut Vec<Utf8Bytes>) {
+    match item {
+        Outbound::Frame(frame) => out.push(frame),
+        Outbound::BeginJoin { room } => {
+            streams.insert(room, Stream::Joining(Vec::new()));
+        }
+        Outbound::Room { room, seq, frame } => match streams.get_mut(&room) {
+            Some(Stream::Joining(held)) => held.push((seq, frame)),
+            Some(Stream::Live { last }) if seq > *last => {
+                *last = seq;
+                out.push(frame);
+            }
+            _ => {}
+        },
+        Outbound::Replay { room, frames, upto } => {
+            out.extend(frames);
+            let mut last = upto;
+            if let Some(Stream::Joining(held)) = streams.remove(&room) {
+                for (seq, frame) in held {
+                    if seq > last {
+                        last = seq;
+                        out.push(frame);
+                    }
+                }
+            }
+            streams.insert(room, Stream::Live { last });
+        }
+        Outbound::EndRoom { room } => {
+            streams.remove(&room);
+        }
+    }
+}
+
+/// The reader's state: who this connection is and what it joined.
+struct Reader {
+    hub: Arc<Hub>,
+    conn: Arc<ConnHandle>,
+    session: Option<Arc<Session>>,
+    joined: HashMap<RoomName, Arc<Room>>,
+    sends: TokenBucket,
+    typing: TokenBucket,
+}
+
+impl Reader {
+    fn new(hub: Arc<Hub>, conn: Arc<ConnHandle>) -> Self {
+        let cfg = &hub.config;
+        let sends = TokenBucket::new(cfg.msg_rate as f64, cfg.msg_burst as f64);
+        Reader { hub, conn, session: None, joined: HashMap::new(), sends, typing: TokenBucket::new(TYPING_RATE, 3.0) }
+    }
+
+    async fn reply(&self, msg: &ServerMsg) {
+        self.conn.reply(Outbound::Frame(encode(msg))).await;
+    }
+
+    async fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.reply(&ServerMsg::error(code, message)).await;
+    }
+
+    async fn error_for(&self, code: ErrorCode, message: impl Into<String>, client_id: &str) {
+        let msg = ServerMsg::Error { code, message: message.into(), client_id: Some(client_id.to_owned()) };
+        self.reply(&msg).await;
+    }
+
+    async fn handle_text(&mut self, text: &str) {
+        let msg = match serde_json::from_str::<ClientMsg>(text) {
+            Ok(msg) => msg,
+            Err(err) => {
+                let (code, message) = classify_decode_error(text, &err);
+                return self.error(code, message).await;
+            }
+        };
+        let Some(session) = self.session.clone() else {
+            return match msg {
+                ClientMsg::Hello { nick, session } => self.hello(&nick, session.as_deref()).await,
+                _ => self.error(ErrorCode::HelloRequired, "send hello first").await,
+            };
+        };
+        match msg {
+            ClientMsg::Hello { .. } => self.error(ErrorCode::AlreadyHello, "this connection already said hello").await,
+            ClientMsg::Join { room, since } => self.join(&session, &room, since).await,
+            ClientMsg::Leave { room } => self.leave(&room).await,
+            ClientMsg::Send { room, text, client_id } => self.send(&session, &room, text, client_id).await,
+            ClientMsg::Typing { room } => self.typing(&session, &room).await,
+            ClientMsg::History { room, before, limit } => self.history(&room, before, limit).await,
+            ClientMsg::ListRooms {} => self.reply(&ServerMsg::Rooms { rooms: self.hub.room_list() }).await,
+        }
+    }
+
+    async fn hello(&mut self, nick: &str, token: Option<&str>) {
+        let nick = match Nick::parse(nick) {
+            Ok(nick) => nick,
+            Err(err) => return self.invalid(err).await,
+        };
+        match self.hub.sessions.attach(nick, token) {
+            Ok(session) => {
+                let welcome = ServerMsg::Welcome {
+                    session: session.token.clone(),
+                    nick: session.nick.as_str().to_owned(),
+                    limits: self.hub.config.limits(),
+                    protocol: PROTOCOL_VERSION,
+                };
+                self.session = Some(session);
+                self.reply(&welcome).await;
+            }
+            Err(code) => self.error(code, "that nick is in use by someone else").await,
+        }
+    }
+
+    async fn invalid(&self, err: ValidationError) {
+        self.error(err.code(), err.to_string()).await
+    }
+
+    fn joined_room(&self, room: &str) -> Result<&Arc<Room>, (ErrorCode, String)> {
+        let name = RoomName::parse(room).map_err(|e| (e.code(), e.to_string()))?;
+        self.joined.get(&name).ok_or((ErrorCode::NotJoined, format!("join {name} first")))
+    }
+
+    async fn join(&mut self, session: &Session, room: &str, since: Option<Seq>) {
+        let name = match RoomName::parse(room) {
+            Ok(name) => name,
+            Err(err) => return self.invalid(err).await,
+        };
+        let room = match self.joined.get(&name) {
+            Some(room) => room.clone(),
+            None => {
+                if self.joined.len() >= self.hub.config.max_rooms_per_conn {
+                    let max = self.hub.config.max_rooms_per_conn;
+                    return self.error(ErrorCode::TooManyRooms, format!("a connection may join at most {max} rooms")).await;
+                }
+                match self.hub.room(&name).await {
+                    Ok(room) => room,
+                    Err(err) => return self.error(err.code(), err.to_string()).await,
+                }
+            }
+        };
+        // Subscribe first, then replay from the store up to the head seen at subscription:
+        // the writer holds live messages meanwhile and drops what both would send.
+        self.conn.reply(Outbound::BeginJoin { room: room.key.clone() }).await;
+        let sub = room.subscribe(&session.nick, &self.conn);
+        self.joined.insert(name.clone(), room.clone());
+        let (after, cap) = match since {
+            Some(since) => (since, self.hub.config.max_history as usize),
+            None => (0, JOIN_RECENT),
+        };
+        let page = match self.hub.messages_after(&name, after, sub.head, cap).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::error!(%err, room = %name, "replay failed");
+                room.unsubscribe(self.conn.id);
+                self.joined.remove(&name);
+                self.conn.reply(Outbound::EndRoom { room: room.key.clone() }).await;
+                return self.error(ErrorCode::Internal, "could not load the room's history").await;
+            }
+        };
+        let joined = ServerMsg::Joined {
+            room: name.as_str().to_owned(),
+            members: sub.members,
+            head: sub.head,
+            truncated: since.is_some() && page.more,
+        };
+        let mut frames = Vec::with_capacity(page.messages.len() + 1);
+        frames.push(encode(&joined));
+        frames.extend(page.messages.into_iter().map(|m| encode(&ServerMsg::Message(m))));
+        self.conn.reply(Outbound::Replay { room: room.key.clone(), frames, upto: sub.head }).await;
+    }
+
+    async fn leave(&mut self, room: &str) {
+        let name = match RoomName::parse(room) {
+            Ok(name) => name,
+            Err(err) => return self.invalid(err).await,
+        };
+        match self.joined.remove(&name) {
+            Some(room) => {
+                room.unsubscribe(self.conn.id);
+                self.conn.reply(Outbound::EndRoom { room: room.key.clone() }).await;
+                self.reply(&ServerMsg::Left { room: name.as_str().to_owned() }).await;
+            }
+            None => self.error(ErrorCode::NotJoined, format!("not in {name}")).await,
+        }
+    }
+
+    async fn send(&mut self, session: &Arc<Session>, room: &str, text: String, client_id: String) {
+        if let Err(err) = check_client_id(&client_id) {
+            return self.error(err.code(), err.to_string()).await;
+        }
+        let room = match self.joined_room(room) {
+            Ok(room) => room.clone(),
+            Err((code, message)) => return self.error_for(code, message, &client_id).await,
+        };
+        let text = match MessageText::parse(text, self.hub.config.text_limit()) {
+            Ok(text) => text,
+            Err(err) => return self.error_for(err.code(), err.to_string(), &client_id).await,
+        };
+        match session.claim(&client_id) {
+            SendState::New => {}
+            // Already accepted: its echo reaches this room's members when stored.
+            SendState::InFlight => return,
+            SendState::Stored(frame) => return self.conn.reply(Outbound::Frame(frame)).await,
+        }
+        if !self.sends.take() {
+            session.forget(&client_id);
+            return self.error_for(ErrorCode::RateLimited, "slow down: too many messages", &client_id).await;
+        }
+        self.hub.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        let nick = session.nick.as_str().to_owned();
+        let text = text.into_string();
+        let ts = unix_ms();
+        let weak = Arc::downgrade(session);
+        let room_for_job = room.clone();
+        let committer = &self.hub.committer;
+        room.accept(
+            |seq| ChatMessage { room: room.name.as_str().to_owned(), seq, nick, text, ts, client_id },
+            |msg| {
+                committer.enqueue(Job { room: room_for_job, msg, session: weak });
+            },
+        );
+    }
+
+    async fn typing(&mut self, session: &Session, room: &str) {
+        let room = match self.joined_room(room) {
+            Ok(room) => room.clone(),
+            Err((code, message)) => return self.error(code, message).await,
+        };
+        if !self.typing.take() {
+            return self.error(ErrorCode::RateLimited, "too many typing events").await;
+        }
+        room.typing(&session.nick);
+    }
+
+    async fn history(&mut self, room: &str, before: Seq, limit: u32) {
+        let name = match self.joined_room(room) {
+            Ok(room) => room.name.clone(),
+            Err((code, message)) => return self.error(code, message).await,
+        };
+        let limit = limit.clamp(1, self.hub.config.max_history) as usize;
+        match self.hub.messages_before(&name, before, limit).await {
+            Ok(page) => {
+                let msg = ServerMsg::History { room: name.as_str().to_owned(), messages: page.messages, has_more: page.more };
+                self.reply(&msg).await
+            }
+            Err(err) => {
+                tracing::error!(%err, room = %name, "history failed");
+                self.error(ErrorCode::Internal, "could not load history").await
+            }
+        }
+    }
+
+    fn leave_all(&mut self) {
+        for (_, room) in self.joined.drain() {
+            room.unsubscribe(self.conn.id);
+        }
+        if let Some(session) = self.session.take() {
+            self.hub.sessions.detach(&session);
+        }
+    }
+}
+
+/// Tells "not our kind of JSON" (`bad_frame`) from "a type we do not know" (`unknown_type`).
+fn classify_decode_error(text: &str, err: &serde_json::Error) -> (ErrorCode, String) {
+    const KNOWN: [&str; 7] = ["hello", "join", "leave", "send", "typing", "history", "list_rooms"];
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(obj)) => match obj.get("type").and_then(|t| t.as_str()) {
+            Some(t) if !KNOWN.contains(&t) => (ErrorCode::UnknownType, format!("unknown type {t:?}")),
+            Some(_) => (ErrorCode::BadFrame, format!("bad fields: {err}")),
+            None => (ErrorCode::BadFrame, "missing \"type\"".to_owned()),
+        },
+        Ok(_) => (ErrorCode::BadFrame, "a frame must be a JSON object".to_owned()),
+        Err(_) => (ErrorCode::BadFrame, "not valid JSON".to_owned()),
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

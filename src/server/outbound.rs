@@ -1,0 +1,148 @@
+//! A connection's outbound side as the rest of the server sees it: a bounded queue of
+//! already-serialised frames, and a way to cut the connection.
+//!
+//! Rooms push into the queue without ever waiting: a client that does not read fills its
+//! own queue and is cut as a slow consumer, and nobody else notices.
+
+use crate::protocol::Seq;
+use axum::extract::ws::Utf8Bytes;
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicUsize, Ordering},
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub type ConnId = u64;
+
+/// Frames in one connection's queue at most (bytes are bounded separately).
+pub const QUEUE_FRAMES: usize = 4096;
+
+/// What the writer task receives. Room traffic carries its seq so the writer can put a
+/// join's replay and the live stream in order and drop what both contain.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A reply or an ephemeral event (presence, typing): written as is.
+    Frame(Utf8Bytes),
+    /// A stored room message from the live stream.
+    Room { room: Arc<str>, seq: Seq, frame: Utf8Bytes },
+    /// Sent before subscribing to a room: hold its live messages until the replay arrives.
+    BeginJoin { room: Arc<str> },
+    /// `joined` plus the replayed history, covering every seq up to `upto`.
+    Replay { room: Arc<str>, frames: Vec<Utf8Bytes>, upto: Seq },
+    /// The connection left the room: drop its messages still queued.
+    EndRoom { room: Arc<str> },
+}
+
+impl Outbound {
+    /// Bytes this item holds, for the queue's byte budget.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Outbound::Frame(f) | Outbound::Room { frame: f, .. } => f.len(),
+            Outbound::Replay { frames, .. } => frames.iter().map(|f| f.len()).sum(),
+            Outbound::BeginJoin { .. } | Outbound::EndRoom { .. } => 0,
+        }
+    }
+}
+
+/// Why the server closed a connection: a WebSocket close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    pub const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "server shutting down" };
+    pub const TOO_BIG: CloseReason = CloseReason { code: 1009, reason: "frame too large" };
+    pub const SLOW_CONSUMER: CloseReason = CloseReason { code: 4008, reason: "slow consumer" };
+    pub const IDLE: CloseReason = CloseReason { code: 4000, reason: "heartbeat timeout" };
+}
+
+pub struct ConnHandle {
+    pub id: ConnId,
+    tx: mpsc::Sender<Outbound>,
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    closed: CancellationToken,
+    close_reason: OnceLock<CloseReason>,
+}
+
+impl ConnHandle {
+    pub fn new(id: ConnId, max_bytes: usize) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
+        let handle = ConnHandle {
+            id,
+            tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes,
+            closed: CancellationToken::new(),
+            close_reason: OnceLock::new(),
+        };
+        (Arc::new(handle), rx)
+    }
+
+    /// Queues room traffic without waiting. Returns false (and cuts the connection as a slow
+    /// consumer) when the queue is over its byte or frame budget.
+    pub fn push(&self, item: Outbound) -> bool {
+        if self.closed.is_cancelled() {
+            return false;
+        }
+        let bytes = item.bytes();
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.max_bytes {
+            self.close(CloseReason::SLOW_CONSUMER);
+            return false;
+        }
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseReason::SLOW_CONSUMER);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a reply from this connection's own reader. The reader may wait for room (it
+    /// only delays the client that asked), and one reply may overshoot the byte budget so a
+    /// large but legitimate replay is not mistaken for a slow reader.
+    pub async fn reply(&self, item: Outbound) {
+        if self.closed.is_cancelled() {
+            return;
+        }
+        let bytes = item.bytes();
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > self.max_bytes {
+            self.close(CloseReason::SLOW_CONSUMER);
+            return;
+        }
+        tokio::select! {
+            _ = self.tx.send(item) => {}
+            _ = self.closed.cancelled() => {}
+        }
+    }
+
+    /// Called by the writer as it takes an item off the queue.
+    pub fn dequeued(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Asks the connection to close; the first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.close_reason.set(reason);
+        self.closed.cancel();
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason.get().copied()
+    }
+
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+}

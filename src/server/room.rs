@@ -1,0 +1,276 @@
+//! One chat room: who is in it, the next seq to assign, and fan-out of stored messages.
+//!
+//! Each room has its own lock, held only for short, non-blocking work (assigning a seq,
+//! pushing already-serialised bytes into bounded queues), so rooms never wait on each other.
+
+use super::outbound::{ConnHandle, ConnId, Outbound};
+use crate::protocol::{ChatMessage, Nick, PresenceState, RoomInfo, RoomName, Seq, ServerMsg};
+use axum::extract::ws::Utf8Bytes;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+struct Member {
+    nick: Arc<str>,
+    conn: Arc<ConnHandle>,
+}
+
+struct RoomState {
+    /// Seq the next accepted message gets.
+    next_seq: Seq,
+    /// Highest seq stored and fanned out; a new member's replay covers up to here.
+    head: Seq,
+    members: HashMap<ConnId, Member>,
+    /// Connections per nick: presence is per person, not per tab.
+    nicks: HashMap<Arc<str>, usize>,
+}
+
+pub struct Room {
+    pub name: RoomName,
+    /// The name as shared bytes, cheap to clone into every queued item.
+    pub key: Arc<str>,
+    state: Mutex<RoomState>,
+}
+
+/// What a new member learns when it subscribes.
+pub struct Subscription {
+    pub head: Seq,
+    pub members: Vec<String>,
+}
+
+impl Room {
+    pub fn new(name: RoomName, head: Seq) -> Self {
+        let key: Arc<str> = Arc::from(name.as_str());
+        Room {
+            name,
+            key,
+            state: Mutex::new(RoomState {
+                next_seq: head + 1,
+                head,
+                members: HashMap::new(),
+                nicks: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection. The caller must already have queued `Outbound::BeginJoin` so the
+    /// writer holds live messages until the replay (which covers up to `head`) arrives.
+    /// Returns `None` when the connection is already a member.
+    pub fn subscribe(&self, nick: &Nick, conn: &Arc<ConnHandle>) -> Subscription {
+        let mut state = self.lock();
+        if !state.members.contains_key(&conn.id) {
+            let nick: Arc<str> = Arc::from(nick.as_str());
+            let count = state.nicks.entry(nick.clone()).or_insert(0);
+            *count += 1;
+            let first = *count == 1;
+            if first {
+                let frame = encode(&ServerMsg::Presence {
+                    room: self.name.as_str().to_owned(),
+                    nick: nick.to_string(),
+                    state: PresenceState::Joined,
+                });
+                for member in state.members.values() {
+                    member.conn.push(Outbound::Frame(frame.clone()));
+                }
+            }
+            state.members.insert(conn.id, Member { nick, conn: conn.clone() });
+        }
+        let mut members: Vec<String> = state.nicks.keys().map(|n| n.to_string()).collect();
+        members.sort_unstable();
+        Subscription { head: state.head, members }
+    }
+
+    /// Removes a connection; tells the others when its nick has no connection left here.
+    pub fn unsubscribe(&self, conn: ConnId) -> bool {
+        let mut state = self.lock();
+        let Some(member) = state.members.remove(&conn) else {
+            return false;
+        };
+        let gone = match state.nicks.get_mut(&member.nick) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            _ => {
+                state.nicks.remove(&member.nick);
+                true
+            }
+        };
+        if gone {
+            let frame = encode(&ServerMsg::Presence {
+                room: self.name.as_str().to_owned(),
+                nick: member.nick.to_string(),
+                state: PresenceState::Left,
+            });
+            for other in state.members.values() {
+                other.conn.push(Outbound::Frame(frame.clone()));
+            }
+        }
+        true
+    }
+
+    /// Assigns the next seq and hands the message to `enqueue` (the committer) while the
+    /// room lock is held, so the committer sees each room's messages in seq order.
+    pub fn accept<E>(&self, build: impl FnOnce(Seq) -> ChatMessage, enqueue: E)
+    where
+        E: FnOnce(ChatMessage),
+    {
+        let mut state = self.lock();
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        enqueue(build(seq));
+    }
+
+    /// Fans a stored message out to every member. Serialised once; every member gets the
+    /// same bytes. Returns the frame so the sender's session can remember it for retries.
+    pub fn deliver(&self, msg: ChatMessage) -> Utf8Bytes {
+        let seq = msg.seq;
+        let frame = encode(&ServerMsg::Message(msg));
+        let mut state = self.lock();
+        state.head = state.head.max(seq);
+        for member in state.members.values() {
+            member.conn.push(Outbound::Room { room: self.key.clone(), seq, frame: frame.clone() });
+        }
+        frame
+    }
+
+    /// Tells the room's other people that `nick` is typing.
+    pub fn typing(&self, nick: &Nick) {
+        let frame = encode(&ServerMsg::Typing {
+            room: self.name.as_str().to_owned(),
+            nick: nick.as_str().to_owned(),
+        });
+        let state = self.lock();
+        for member in state.members.values().filter(|m| &*m.nick != nick.as_str()) {
+            member.conn.push(Outbound::Frame(frame.clone()));
+        }
+    }
+
+    pub fn info(&self) -> RoomInfo {
+        let state = self.lock();
+        RoomInfo { name: self.name.as_str().to_owned(), members: state.nicks.len() as u32, head: state.head }
+    }
+
+    pub fn head(&self) -> Seq {
+        self.lock().head
+    }
+
+    pub fn connections(&self) -> usize {
+        self.lock().members.len()
+    }
+}
+
+/// Serialises a server message to a shareable text frame.
+pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
+    // Serialising these plain data types cannot fail (no maps with non-string keys).
+    let text = serde_json::to_string(msg).unwrap_or_else(|_| String::from("{}"));
+    Utf8Bytes::from(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::Receiver;
+
+    fn member(id: ConnId) -> (Arc<ConnHandle>, Receiver<Outbound>) {
+        ConnHandle::new(id, 1 << 20)
+    }
+
+    fn frames(rx: &mut Receiver<Outbound>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            match item {
+                Outbound::Frame(f) | Outbound::Room { frame: f, .. } => out.push(f.to_string()),
+                other => out.push(format!("{other:?}")),
+            }
+        }
+        out
+    }
+
+    fn msg(seq: Seq) -> ChatMessage {
+        ChatMessage { room: "r".into(), seq, nick: "ann".into(), text: "hi".into(), ts: 0, client_id: "c".into() }
+    }
+
+    #[test]
+    fn seqs_continue_from_the_stored_head() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 41);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            room.accept(msg, |m| got.push(m.seq));
+        }
+        assert_eq!(got, vec![42, 43, 44]);
+    }
+
+    #[test]
+    fn delivery_reaches_every_member_with_the_same_bytes() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 0);
+        let (a, mut ra) = member(1);
+        let (b, mut rb) = member(2);
+        room.subscribe(&Nick::parse("ann").unwrap(), &a);
+        room.subscribe(&Nick::parse("bob").unwrap(), &b);
+        frames(&mut ra); // presence of bob
+        let frame = room.deliver(msg(1));
+        assert_eq!(frames(&mut ra), vec![frame.to_string()]);
+        assert_eq!(frames(&mut rb), vec![frame.to_string()]);
+        assert_eq!(room.head(), 1);
+    }
+
+    #[test]
+    fn presence_is_per_nick_not_per_connection() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 0);
+        let (watcher, mut rw) = member(1);
+        room.subscribe(&Nick::parse("zed").unwrap(), &watcher);
+        let (tab1, _r1) = member(2);
+        let (tab2, _r2) = member(3);
+        let bob = Nick::parse("bob").unwrap();
+        room.subscribe(&bob, &tab1);
+        let sub = room.subscribe(&bob, &tab2);
+        assert_eq!(sub.members, vec!["bob".to_owned(), "zed".to_owned()]);
+        let seen = frames(&mut rw);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].contains(r#""state":"joined""#));
+
+        assert!(room.unsubscribe(2));
+        assert!(frames(&mut rw).is_empty(), "bob still has a tab open");
+        assert!(room.unsubscribe(3));
+        assert!(frames(&mut rw)[0].contains(r#""state":"left""#));
+        assert!(!room.unsubscribe(3));
+        assert_eq!(room.info().members, 1);
+    }
+
+    #[test]
+    fn typing_skips_the_typist() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 0);
+        let (a, mut ra) = member(1);
+        let (b, mut rb) = member(2);
+        let ann = Nick::parse("ann").unwrap();
+        room.subscribe(&ann, &a);
+        room.subscribe(&Nick::parse("bob").unwrap(), &b);
+        frames(&mut ra);
+        room.typing(&ann);
+        assert!(frames(&mut ra).is_empty());
+        assert_eq!(frames(&mut rb), vec![r#"{"type":"typing","room":"r","nick":"ann"}"#.to_owned()]);
+    }
+
+    #[test]
+    fn a_full_queue_cuts_only_that_member() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 0);
+        let (slow, _slow_rx) = ConnHandle::new(1, 300);
+        let (fast, mut fast_rx) = member(2);
+        room.subscribe(&Nick::parse("slow").unwrap(), &slow);
+        room.subscribe(&Nick::parse("fast").unwrap(), &fast);
+        frames(&mut fast_rx);
+        for seq in 1..=10 {
+            room.deliver(msg(seq));
+        }
+        assert_eq!(slow.close_reason(), Some(super::super::outbound::CloseReason::SLOW_CONSUMER));
+        assert_eq!(frames(&mut fast_rx).len(), 10);
+        assert!(fast.close_reason().is_none());
+    }
+}

@@ -1,0 +1,99 @@
+//! Group commit: one writer thread drains every accepted message into as few transactions
+//! as the load allows (one sync for many messages), then hands each stored message to the
+//! broker for fan-out. A message is never shown to anyone before it is durable.
+
+use super::MessageStore;
+use crate::protocol::ChatMessage;
+use crate::server::{broker::Broker, room::Room, session::Session};
+use std::{
+    sync::{Arc, Weak},
+    thread,
+    time::Duration,
+};
+use tokio::sync::mpsc;
+
+/// Most messages in one transaction: bounds commit latency under a flood.
+const MAX_BATCH: usize = 1024;
+/// Attempts before a failing disk is declared fatal.
+const ATTEMPTS: u32 = 5;
+
+/// A message accepted by a room (seq assigned), waiting to be stored.
+pub struct Job {
+    pub room: Arc<Room>,
+    pub msg: ChatMessage,
+    /// The sender's session, told the stored frame so a retry can be answered with it.
+    pub session: Weak<Session>,
+}
+
+/// Handle for queueing jobs; dropping every handle stops the thread after a final commit.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl Committer {
+    /// Starts the writer thread. The queue is unbounded on purpose: what bounds it is the
+    /// per-connection rate limit, and a room must never block while holding its lock.
+    pub fn start(store: Arc<dyn MessageStore>, broker: Arc<dyn Broker>) -> (Self, thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = thread::Builder::new()
+            .name("confab-committer".into())
+            .spawn(move || run(rx, store, broker))
+            .expect("spawn committer thread");
+        (Committer { tx }, handle)
+    }
+
+    /// Queues a job. Called with the room's lock held, which is what keeps seq order.
+    pub fn enqueue(&self, job: Job) -> bool {
+        self.tx.send(job).is_ok()
+    }
+}
+
+fn run(mut rx: mpsc::UnboundedReceiver<Job>, store: Arc<dyn MessageStore>, broker: Arc<dyn Broker>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<ChatMessage> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        batch.extend(jobs.iter().map(|j| j.msg.clone()));
+        commit_or_die(&*store, &batch);
+        batch.clear();
+        for job in jobs.drain(..) {
+            match job.session.upgrade() {
+                Some(session) => {
+                    let client_id = job.msg.client_id.clone();
+                    let frame = broker.publish(&job.room, job.msg);
+                    session.remember(client_id, frame);
+                }
+                None => {
+                    broker.publish(&job.room, job.msg);
+                }
+            }
+        }
+    }
+    tracing::debug!("committer stopped: every queued message is stored");
+}
+
+/// Stores a batch, retrying a transient failure. When the disk keeps failing the process
+/// stops: nothing unstored was ever shown, and clients resend from their outboxes (their
+/// `client_id`s make that safe) once a healthy server is back.
+fn commit_or_die(store: &dyn MessageStore, batch: &[ChatMessage]) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=ATTEMPTS {
+        match store.append(batch) {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::error!(%err, attempt, messages = batch.len(), "storing messages failed");
+                thread::sleep(delay);
+                delay *= 2;
+            }
+        }
+    }
+    tracing::error!("the store keeps failing; stopping so no acknowledged message can be lost");
+    std::process::exit(75);
+}

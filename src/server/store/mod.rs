@@ -1,0 +1,47 @@
+//! Message history behind a small, engine-neutral trait.
+//!
+//! The hub never talks to SQLite directly: it appends through [`committer`] (group commit,
+//! one writer) and reads through [`MessageStore`]. A PostgreSQL engine is one more impl.
+
+pub mod committer;
+pub mod sqlite;
+
+use crate::protocol::{ChatMessage, RoomName, Seq};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+/// A page of messages, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Page {
+    pub messages: Vec<ChatMessage>,
+    /// More messages exist beyond the page (older for `before`, skipped for `after`).
+    pub more: bool,
+}
+
+/// Durable message history. Calls block: the hub runs them on blocking threads.
+pub trait MessageStore: Send + Sync + 'static {
+    /// Every known room with its highest seq (0 for a room without messages).
+    fn rooms(&self) -> Result<Vec<(RoomName, Seq)>, StoreError>;
+
+    /// Records that a room exists (rooms are created on first join).
+    fn create_room(&self, room: &RoomName) -> Result<(), StoreError>;
+
+    /// Highest stored seq of a room, 0 if none.
+    fn head(&self, room: &RoomName) -> Result<Seq, StoreError>;
+
+    /// Stores a batch atomically: all of it or none, one durable commit.
+    fn append(&self, batch: &[ChatMessage]) -> Result<(), StoreError>;
+
+    /// Messages with `after < seq <= upto`; when more than `limit`, the newest `limit`
+    /// of them and `more = true`.
+    fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError>;
+
+    /// The newest `limit` messages with `seq < before`; `more` when older ones exist.
+    fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError>;
+}

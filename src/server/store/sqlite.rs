@@ -1,0 +1,247 @@
+//! SQLite engine: WAL mode, one writer connection and one reader connection.
+//!
+//! WAL lets the reader run while the writer commits. `synchronous = FULL` makes every commit
+//! durable against power loss as well as process crashes; group commit (many messages per
+//! transaction, see `committer`) is what keeps that affordable.
+
+use super::{MessageStore, Page, StoreError};
+use crate::protocol::{ChatMessage, RoomName, Seq};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::{path::Path, sync::Mutex, time::SystemTime};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE rooms (
+        name       TEXT PRIMARY KEY,
+        created_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE messages (
+        room      TEXT    NOT NULL,
+        seq       INTEGER NOT NULL,
+        nick      TEXT    NOT NULL,
+        text      TEXT    NOT NULL,
+        ts        INTEGER NOT NULL,
+        client_id TEXT    NOT NULL,
+        PRIMARY KEY (room, seq)
+     ) WITHOUT ROWID;",
+];
+
+pub struct SqliteStore {
+    // A std Mutex, not a tokio one: every call is short and runs on a blocking thread.
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let reader = Connection::open(path)?;
+        configure(&reader)?;
+        Ok(SqliteStore { writer: Mutex::new(writer), reader: Mutex::new(reader) })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
+    Ok(ChatMessage {
+        room: room.as_str().to_owned(),
+        seq: row.get::<_, i64>(0)? as Seq,
+        nick: row.get(1)?,
+        text: row.get(2)?,
+        ts: row.get(3)?,
+        client_id: row.get(4)?,
+    })
+}
+
+/// Collects a "newest first, limit + 1" query into an oldest-first page.
+fn page_desc(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    room: &RoomName,
+    limit: usize,
+) -> rusqlite::Result<Page> {
+    let mut messages = stmt
+        .query_map(params, |row| row_to_message(room, row))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = messages.len() > limit;
+    messages.truncate(limit);
+    messages.reverse();
+    Ok(Page { messages, more })
+}
+
+impl MessageStore for SqliteStore {
+    fn rooms(&self) -> Result<Vec<(RoomName, Seq)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT r.name, COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.room = r.name), 0)
+                 FROM rooms r ORDER BY r.name",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, head) = row?;
+                // A name that no longer validates (never written by this code) is skipped.
+                if let Ok(room) = RoomName::parse(&name) {
+                    out.push((room, head as Seq));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn create_room(&self, room: &RoomName) -> Result<(), StoreError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        conn.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?
+            .execute(params![room.as_str(), now_ms()])?;
+        Ok(())
+    }
+
+    fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
+        self.read(|conn| {
+            let head: Option<i64> = conn
+                .prepare_cached("SELECT MAX(seq) FROM messages WHERE room = ?1")?
+                .query_row(params![room.as_str()], |row| row.get(0))
+                .optional()?
+                .flatten();
+            Ok(head.unwrap_or(0) as Seq)
+        })
+    }
+
+    fn append(&self, batch: &[ChatMessage]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (room, seq, nick, text, ts, client_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for m in batch {
+                insert.execute(params![m.room, m.seq as i64, m.nick, m.text, m.ts, m.client_id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, nick, text, ts, client_id FROM messages
+                 WHERE room = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq DESC LIMIT ?4",
+            )?;
+            page_desc(&mut stmt, params![room.as_str(), after as i64, upto as i64, (limit + 1) as i64], room, limit)
+        })
+    }
+
+    fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, nick, text, ts, client_id FROM messages
+                 WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            page_desc(&mut stmt, params![room.as_str(), before.min(i64::MAX as u64) as i64, (limit + 1) as i64], room, limit)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(room: &str, seq: Seq) -> ChatMessage {
+        ChatMessage {
+            room: room.into(),
+            seq,
+            nick: "ann".into(),
+            text: format!("m{seq}"),
+            ts: 1,
+            client_id: format!("c{seq}"),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        (dir, store)
+    }
+
+    fn seqs(page: &Page) -> Vec<Seq> {
+        page.messages.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn append_then_read_pages_oldest_first() {
+        let (_dir, store) = store();
+        let room = RoomName::parse("a").unwrap();
+        store.create_room(&room).unwrap();
+        store.append(&(1..=10).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
+        store.append(&[msg("b", 1)]).unwrap();
+
+        assert_eq!(store.head(&room).unwrap(), 10);
+        let page = store.after(&room, 0, 10, 3).unwrap();
+        assert_eq!((seqs(&page), page.more), (vec![8, 9, 10], true));
+        let page = store.after(&room, 6, 8, 50).unwrap();
+        assert_eq!((seqs(&page), page.more), (vec![7, 8], false));
+        let page = store.before(&room, 5, 2).unwrap();
+        assert_eq!((seqs(&page), page.more), (vec![3, 4], true));
+        let page = store.before(&room, 3, 5).unwrap();
+        assert_eq!((seqs(&page), page.more), (vec![1, 2], false));
+        assert_eq!(page.messages[0], msg("a", 1));
+    }
+
+    #[test]
+    fn a_failed_batch_stores_nothing() {
+        let (_dir, store) = store();
+        store.append(&[msg("a", 1)]).unwrap();
+        // seq 1 again violates the primary key: the whole batch must roll back.
+        assert!(store.append(&[msg("a", 2), msg("a", 1)]).is_err());
+        assert_eq!(store.head(&RoomName::parse("a").unwrap()).unwrap(), 1);
+    }
+
+    #[test]
+    fn rooms_survive_reopen_with_their_heads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.create_room(&RoomName::parse("empty").unwrap()).unwrap();
+            store.create_room(&RoomName::parse("busy").unwrap()).unwrap();
+            store.append(&[msg("busy", 1), msg("busy", 2)]).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let rooms: Vec<(String, Seq)> =
+            store.rooms().unwrap().into_iter().map(|(r, h)| (r.as_str().to_owned(), h)).collect();
+        assert_eq!(rooms, vec![("busy".to_owned(), 2), ("empty".to_owned(), 0)]);
+    }
+}

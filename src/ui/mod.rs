@@ -1,0 +1,12 @@
+//! Components, one file per thing on screen, plus the shared chat state they read.
+
+pub mod chat;
+pub mod composer;
+pub mod lobby;
+pub mod members;
+pub mod messages;
+pub mod nick;
+pub mod room;
+pub mod sidebar;
+pub mod state;
+pub mod text;

@@ -1,0 +1,110 @@
+//! `/r/{room}`: the room's messages, who is here, who is typing, and the composer.
+//!
+//! The server renders the recent history into the page (so it shows without JavaScript);
+//! once hydrated, the WebSocket join takes over and keeps it live.
+
+use super::{
+    chat::{Command, use_chat},
+    composer::Composer,
+    members::Members,
+    messages::MessageList,
+};
+use crate::protocol::{ChatMessage, RoomName};
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_params_map};
+
+/// The latest messages of a room, for the server render.
+#[server(endpoint = "recent_messages")]
+pub async fn recent_messages(room: String) -> Result<Vec<ChatMessage>, ServerFnError> {
+    let hub = expect_context::<std::sync::Arc<crate::server::hub::Hub>>();
+    let name = RoomName::parse(&room).map_err(|e| ServerFnError::new(e.to_string()))?;
+    let page = hub
+        .messages_before(&name, u64::MAX, crate::protocol::JOIN_RECENT)
+        .await
+        .map_err(|e| ServerFnError::new(e.to_string()))?;
+    Ok(page.messages)
+}
+
+#[component]
+pub fn RoomPage() -> impl IntoView {
+    let chat = use_chat();
+    let params = use_params_map();
+    let room = Memo::new(move |_| params.with(|p| p.get("room").unwrap_or_default()));
+    let valid = Memo::new(move |_| RoomName::parse(&room.get()).is_ok());
+    let recent = Resource::new(move || room.get(), |room| async move {
+        if RoomName::parse(&room).is_ok() { recent_messages(room).await.unwrap_or_default() } else { Vec::new() }
+    });
+
+    // In the browser: show this room, join it, and seed it with the server-rendered history.
+    Effect::new(move |_| {
+        let room = room.get();
+        if valid.get() {
+            chat.send(Command::Open(room));
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(messages) = recent.get() {
+            let room = room.get_untracked();
+            chat.model.update(|m| m.seed(&room, messages));
+        }
+    });
+
+    let messages = Signal::derive(move || {
+        let room = room.get();
+        let live = chat.model.with(|m| m.rooms.get(&room).map(|v| v.messages.clone()).unwrap_or_default());
+        if live.is_empty() { recent.get().unwrap_or_default() } else { live }
+    });
+    let navigate = use_navigate();
+    let leave = move |_| {
+        chat.send(Command::Leave(room.get_untracked()));
+        navigate("/", Default::default());
+    };
+
+    view! {
+        <Title text=move || format!("#{} · Confab", room.get()) />
+        <Show
+            when=move || valid.get()
+            fallback=move || view! {
+                <section class="empty"><h1>"No such room"</h1><p>"Room names use a-z, 0-9, '-' and '_'."</p></section>
+            }
+        >
+            <section class="room" aria-labelledby="room-title">
+                <header class="room-header">
+                    <h1 id="room-title"><span aria-hidden="true">"#"</span>{move || room.get()}</h1>
+                    <button type="button" class="leave" on:click=leave.clone()>"Leave"</button>
+                </header>
+                <div class="room-body">
+                    <div class="conversation">
+                        <Suspense fallback=|| view! { <p class="loading">"Loading messages…"</p> }>
+                            {move || Suspend::new(async move {
+                                let _ = recent.await;
+                                view! { <MessageList room=room messages=messages /> }
+                            })}
+                        </Suspense>
+                        <TypingLine room=room />
+                        <Composer room=room />
+                    </div>
+                    <Members room=room />
+                </div>
+            </section>
+        </Show>
+    }
+}
+
+/// "bob is typing…", politely announced.
+#[component]
+fn TypingLine(room: Memo<String>) -> impl IntoView {
+    let chat = use_chat();
+    let text = move || {
+        let now = chat.clock.get();
+        let names = chat.model.with(|m| m.rooms.get(&room.get()).map(|v| v.typing_now(now)).unwrap_or_default());
+        match names.as_slice() {
+            [] => String::new(),
+            [one] => format!("{one} is typing…"),
+            [a, b] => format!("{a} and {b} are typing…"),
+            _ => "Several people are typing…".to_owned(),
+        }
+    };
+    view! { <p class="typing" aria-live="polite" data-testid="typing">{text}</p> }
+}

@@ -1,0 +1,386 @@
+//! The browser's view of the chat, as plain data plus the rules that update it from server
+//! events. Pure logic, compiled on both targets, so it is unit-tested natively.
+
+use crate::protocol::{ChatMessage, Limits, PresenceState, RoomInfo, Seq, ServerMsg};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How long a "typing" notice stays up without a new one.
+pub const TYPING_TTL_MS: f64 = 4000.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnStatus {
+    /// Not started yet (server render, or no nick chosen).
+    Idle,
+    Connecting,
+    Online,
+    /// Lost; next attempt in `retry_in_ms`.
+    Offline { retry_in_ms: u32 },
+}
+
+/// A message typed here and not yet echoed by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub client_id: String,
+    pub room: String,
+    pub text: String,
+}
+
+/// One joined room as the UI shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoomView {
+    /// Ordered by seq, no duplicates.
+    pub messages: Vec<ChatMessage>,
+    pub members: BTreeSet<String>,
+    /// Nick → when its typing notice expires (ms, the page's clock).
+    pub typing: BTreeMap<String, f64>,
+    pub unread: u32,
+    /// Messages above this seq are news (unread when the room is not in view).
+    pub baseline: Option<Seq>,
+    /// Older messages exist on the server than the first one here.
+    pub has_older: bool,
+    pub loading_older: bool,
+    /// A `joined` arrived on the current connection.
+    pub live: bool,
+}
+
+impl RoomView {
+    /// Highest seq held, the `since` for a resume.
+    pub fn last_seq(&self) -> Option<Seq> {
+        self.messages.last().map(|m| m.seq)
+    }
+
+    pub fn first_seq(&self) -> Option<Seq> {
+        self.messages.first().map(|m| m.seq)
+    }
+
+    /// Inserts in seq order; returns false for a message already held.
+    pub fn insert(&mut self, msg: ChatMessage) -> bool {
+        match self.messages.last() {
+            None => {
+                self.messages.push(msg);
+                true
+            }
+            Some(last) if msg.seq > last.seq => {
+                self.messages.push(msg);
+                true
+            }
+            _ => match self.messages.binary_search_by_key(&msg.seq, |m| m.seq) {
+                Ok(_) => false,
+                Err(pos) => {
+                    self.messages.insert(pos, msg);
+                    true
+                }
+            },
+        }
+    }
+
+    /// Nicks typing now, sorted.
+    pub fn typing_now(&self, now_ms: f64) -> Vec<String> {
+        self.typing.iter().filter(|(_, until)| **until > now_ms).map(|(n, _)| n.clone()).collect()
+    }
+}
+
+/// Everything the page knows. The connection feeds it server events; components read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatModel {
+    pub nick: Option<String>,
+    pub session: Option<String>,
+    pub status: ConnStatus,
+    pub limits: Option<Limits>,
+    /// Joined rooms, by name.
+    pub rooms: BTreeMap<String, RoomView>,
+    /// The room on screen.
+    pub current: Option<String>,
+    /// Every room on the server, from `list_rooms`.
+    pub directory: Vec<RoomInfo>,
+    pub outbox: Vec<Pending>,
+    /// Last error worth showing (and its code).
+    pub notice: Option<(String, String)>,
+    /// The server refused the nick: ask again.
+    pub nick_rejected: Option<String>,
+}
+
+impl Default for ChatModel {
+    fn default() -> Self {
+        ChatModel {
+            nick: None,
+            session: None,
+            status: ConnStatus::Idle,
+            limits: None,
+            rooms: BTreeMap::new(),
+            current: None,
+            directory: Vec::new(),
+            outbox: Vec::new(),
+            notice: None,
+            nick_rejected: None,
+        }
+    }
+}
+
+/// What the connection should do after an event was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followup {
+    None,
+    /// `welcome` arrived: rejoin rooms, flush the outbox.
+    Resume,
+    /// The nick was refused: drop the connection until a new nick is chosen.
+    Rehello,
+}
+
+impl ChatModel {
+    /// Opens a room locally (the connection sends `join`).
+    pub fn open(&mut self, room: &str) {
+        self.rooms.entry(room.to_owned()).or_default();
+        self.current = Some(room.to_owned());
+        if let Some(view) = self.rooms.get_mut(room) {
+            view.unread = 0;
+        }
+    }
+
+    pub fn close(&mut self, room: &str) {
+        self.rooms.remove(room);
+        self.outbox.retain(|p| p.room != room);
+        if self.current.as_deref() == Some(room) {
+            self.current = None;
+        }
+    }
+
+    /// Seeds a room with server-rendered history so hydration and live data agree.
+    pub fn seed(&mut self, room: &str, messages: Vec<ChatMessage>) {
+        let view = self.rooms.entry(room.to_owned()).or_default();
+        for m in messages {
+            view.insert(m);
+        }
+    }
+
+    /// Every joined room as `(name, since)` for resuming after a reconnect.
+    pub fn resume_points(&self) -> Vec<(String, Option<Seq>)> {
+        self.rooms.iter().map(|(name, view)| (name.clone(), view.last_seq())).collect()
+    }
+
+    pub fn mark_offline(&mut self, retry_in_ms: u32) {
+        self.status = ConnStatus::Offline { retry_in_ms };
+        for view in self.rooms.values_mut() {
+            view.live = false;
+            view.typing.clear();
+            view.loading_older = false;
+        }
+    }
+
+    /// Applies one server event.
+    pub fn apply(&mut self, msg: ServerMsg, now_ms: f64) -> Followup {
+        match msg {
+            ServerMsg::Welcome { session, nick, limits, .. } => {
+                self.session = Some(session);
+                self.nick = Some(nick);
+                self.limits = Some(limits);
+                self.status = ConnStatus::Online;
+                self.nick_rejected = None;
+                return Followup::Resume;
+            }
+            ServerMsg::Joined { room, members, head, .. } => {
+                let view = self.rooms.entry(room).or_default();
+                view.members = members.into_iter().collect();
+                view.live = true;
+                if view.baseline.is_none() {
+                    view.baseline = Some(head);
+                }
+                // Older history exists when the first message held is not seq 1.
+                view.has_older = view.first_seq().map_or(head > 0, |s| s > 1);
+            }
+            ServerMsg::Left { room } => {
+                self.close(&room);
+            }
+            ServerMsg::Message(m) => {
+                let mine = self.nick.as_deref() == Some(m.nick.as_str());
+                if mine {
+                    self.outbox.retain(|p| p.client_id != m.client_id);
+                }
+                let in_view = self.current.as_deref() == Some(m.room.as_str());
+                let Some(view) = self.rooms.get_mut(&m.room) else {
+                    return Followup::None;
+                };
+                let seq = m.seq;
+                view.typing.remove(&m.nick);
+                let was_empty = view.messages.is_empty();
+                if view.insert(m) {
+                    if was_empty {
+                        view.has_older = seq > 1;
+                    }
+                    let news = view.baseline.is_some_and(|b| seq > b);
+                    if news && !mine && !in_view {
+                        view.unread += 1;
+                    }
+                }
+            }
+            ServerMsg::Typing { room, nick } => {
+                if let Some(view) = self.rooms.get_mut(&room) {
+                    view.typing.insert(nick, now_ms + TYPING_TTL_MS);
+                }
+            }
+            ServerMsg::History { room, messages, has_more } => {
+                if let Some(view) = self.rooms.get_mut(&room) {
+                    for m in messages {
+                        view.insert(m);
+                    }
+                    view.has_older = has_more;
+                    view.loading_older = false;
+                }
+            }
+            ServerMsg::Rooms { rooms } => self.directory = rooms,
+            ServerMsg::Presence { room, nick, state } => {
+                if let Some(view) = self.rooms.get_mut(&room) {
+                    match state {
+                        PresenceState::Joined => {
+                            view.members.insert(nick);
+                        }
+                        PresenceState::Left => {
+                            view.typing.remove(&nick);
+                            view.members.remove(&nick);
+                        }
+                    }
+                }
+            }
+            ServerMsg::Error { code, message, client_id } => {
+                let code = code.as_str().to_owned();
+                if code == "nick_taken" || code == "invalid_nick" {
+                    self.nick_rejected = Some(message);
+                    self.nick = None;
+                    self.session = None;
+                    return Followup::Rehello;
+                }
+                // A send the server refused for good will never be echoed: drop it.
+                if let Some(id) = client_id
+                    && code != "rate_limited"
+                {
+                    self.outbox.retain(|p| p.client_id != id);
+                }
+                self.notice = Some((code, message));
+            }
+        }
+        Followup::None
+    }
+
+    /// Unread counts per room, for the sidebar.
+    pub fn unread(&self, room: &str) -> u32 {
+        self.rooms.get(room).map_or(0, |v| v.unread)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    fn msg(room: &str, seq: Seq, nick: &str) -> ChatMessage {
+        ChatMessage {
+            room: room.into(),
+            seq,
+            nick: nick.into(),
+            text: format!("m{seq}"),
+            ts: 0,
+            client_id: format!("{nick}-{seq}"),
+        }
+    }
+
+    fn joined(room: &str, head: Seq) -> ServerMsg {
+        ServerMsg::Joined { room: room.into(), members: vec!["me".into()], head, truncated: false }
+    }
+
+    fn model() -> ChatModel {
+        let mut m = ChatModel { nick: Some("me".into()), ..Default::default() };
+        m.open("a");
+        m.open("b");
+        m.apply(joined("a", 2), 0.0);
+        m.apply(joined("b", 0), 0.0);
+        m
+    }
+
+    #[test]
+    fn messages_stay_ordered_and_unique() {
+        let mut m = model();
+        for seq in [2, 1, 3, 2, 3] {
+            m.apply(ServerMsg::Message(msg("a", seq, "bob")), 0.0);
+        }
+        let seqs: Vec<Seq> = m.rooms["a"].messages.iter().map(|x| x.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn only_news_from_others_in_other_rooms_counts_as_unread() {
+        let mut m = model(); // "b" is current
+        // Replay of what was there before joining: not news.
+        m.apply(ServerMsg::Message(msg("a", 1, "bob")), 0.0);
+        m.apply(ServerMsg::Message(msg("a", 2, "bob")), 0.0);
+        assert_eq!(m.unread("a"), 0);
+        m.apply(ServerMsg::Message(msg("a", 3, "bob")), 0.0);
+        m.apply(ServerMsg::Message(msg("a", 4, "me")), 0.0);
+        m.apply(ServerMsg::Message(msg("b", 1, "bob")), 0.0);
+        assert_eq!((m.unread("a"), m.unread("b")), (1, 0));
+        m.open("a");
+        assert_eq!(m.unread("a"), 0);
+    }
+
+    #[test]
+    fn the_echo_clears_the_outbox_entry() {
+        let mut m = model();
+        m.outbox.push(Pending { client_id: "me-1".into(), room: "b".into(), text: "m1".into() });
+        m.apply(ServerMsg::Message(msg("b", 1, "me")), 0.0);
+        assert!(m.outbox.is_empty());
+    }
+
+    #[test]
+    fn a_refused_send_leaves_the_outbox_but_a_rate_limited_one_stays() {
+        let mut m = model();
+        m.outbox.push(Pending { client_id: "x".into(), room: "b".into(), text: "t".into() });
+        m.outbox.push(Pending { client_id: "y".into(), room: "b".into(), text: "t".into() });
+        let err = |code, id: &str| ServerMsg::Error { code, message: "no".into(), client_id: Some(id.into()) };
+        m.apply(err(ErrorCode::RateLimited, "x"), 0.0);
+        m.apply(err(ErrorCode::TooLong, "y"), 0.0);
+        assert_eq!(m.outbox.iter().map(|p| p.client_id.as_str()).collect::<Vec<_>>(), vec!["x"]);
+        assert_eq!(m.notice.as_ref().map(|n| n.0.as_str()), Some("too_long"));
+    }
+
+    #[test]
+    fn resume_points_name_the_last_seq_held() {
+        let mut m = model();
+        m.apply(ServerMsg::Message(msg("a", 5, "bob")), 0.0);
+        assert_eq!(m.resume_points(), vec![("a".to_owned(), Some(5)), ("b".to_owned(), None)]);
+    }
+
+    #[test]
+    fn presence_and_typing() {
+        let mut m = model();
+        let presence = |state| ServerMsg::Presence { room: "a".into(), nick: "bob".into(), state };
+        m.apply(presence(PresenceState::Joined), 0.0);
+        m.apply(ServerMsg::Typing { room: "a".into(), nick: "bob".into() }, 1000.0);
+        assert_eq!(m.rooms["a"].typing_now(1500.0), vec!["bob".to_owned()]);
+        assert!(m.rooms["a"].typing_now(1000.0 + TYPING_TTL_MS + 1.0).is_empty());
+        assert!(m.rooms["a"].members.contains("bob"));
+        m.apply(presence(PresenceState::Left), 0.0);
+        assert!(!m.rooms["a"].members.contains("bob"));
+    }
+
+    #[test]
+    fn nick_taken_asks_for_another_nick() {
+        let mut m = model();
+        let f = m.apply(ServerMsg::error(ErrorCode::NickTaken, "taken"), 0.0);
+        assert_eq!(f, Followup::Rehello);
+        assert!(m.nick.is_none());
+        assert_eq!(m.nick_rejected.as_deref(), Some("taken"));
+    }
+
+    #[test]
+    fn history_prepends_and_tracks_more() {
+        let mut m = model();
+        m.apply(ServerMsg::Message(msg("a", 60, "bob")), 0.0);
+        assert!(m.rooms["a"].has_older);
+        m.apply(
+            ServerMsg::History { room: "a".into(), messages: vec![msg("a", 58, "x"), msg("a", 59, "x")], has_more: false },
+            0.0,
+        );
+        let view = &m.rooms["a"];
+        assert_eq!(view.first_seq(), Some(58));
+        assert!(!view.has_older);
+    }
+}
