@@ -7,9 +7,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "confab", version, about = "Confab chat server")]
 pub struct Config {
-    /// Address to listen on (overrides Leptos's configured site address).
-    #[arg(long, env = "CONFAB_ADDR", default_value = "127.0.0.1:3000")]
-    pub addr: SocketAddr,
+    /// Address to listen on. Defaults to Leptos's site address (LEPTOS_SITE_ADDR, set by
+    /// cargo-leptos), else 127.0.0.1:3000.
+    #[arg(long, env = "CONFAB_ADDR")]
+    pub addr: Option<SocketAddr>,
 
     /// SQLite database file; created with its schema on first start.
     #[arg(long, env = "CONFAB_DB", default_value = "confab.db")]
@@ -40,15 +41,15 @@ pub struct Config {
     pub max_rooms: usize,
 
     /// Sustained `send`s per second per connection (token bucket rate).
-    #[arg(long, env = "CONFAB_MSG_RATE", default_value_t = 20)]
+    #[arg(long, env = "CONFAB_MSG_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub msg_rate: u32,
 
     /// Burst of `send`s allowed above the rate (token bucket size).
-    #[arg(long, env = "CONFAB_MSG_BURST", default_value_t = 40)]
+    #[arg(long, env = "CONFAB_MSG_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
     pub msg_burst: u32,
 
     /// Most messages returned by one `history` request or replayed by one `join` with `since`.
-    #[arg(long, env = "CONFAB_MAX_HISTORY", default_value_t = 500)]
+    #[arg(long, env = "CONFAB_MAX_HISTORY", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_history: u32,
 
     /// Seconds between server pings.
@@ -72,6 +73,13 @@ impl Config {
     /// Defaults, as if started with no flags (used by tests).
     pub fn defaults() -> Self {
         Config::parse_from(["confab"])
+    }
+
+    /// Where to listen: `--addr`, else LEPTOS_SITE_ADDR, else 127.0.0.1:3000.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.addr
+            .or_else(|| std::env::var("LEPTOS_SITE_ADDR").ok()?.parse().ok())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3000)))
     }
 
     pub fn ping_interval(&self) -> Duration {

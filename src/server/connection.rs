@@ -29,6 +29,8 @@ use tokio::sync::mpsc;
 const WRITE_BATCH: usize = 256;
 /// Typing events per second a connection may send (burst of 3).
 const TYPING_RATE: f64 = 2.0;
+/// Joins per second a connection may make (burst of 10): room creation costs a disk write.
+const JOIN_RATE: f64 = 5.0;
 
 /// Runs a connection to its end.
 pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
@@ -80,8 +82,8 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
 
 /// Per-room state of the writer: replaying a join, or streaming live.
 enum Stream {
-    /// Between `BeginJoin` and `Replay`: live messages wait here.
-    Joining(Vec<(Seq, Utf8Bytes)>),
+    /// Between `BeginJoin` and `Replay`: live traffic waits here (events have no seq).
+    Joining(Vec<(Option<Seq>, Utf8Bytes)>),
     /// Sent everything up to `last`; drop anything not newer.
     Live { last: Seq },
 }
@@ -137,7 +139,11 @@ async fn write_loop(
                     conn.close(CloseReason::IDLE);
                     break;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                let sent = tokio::select! {
+                    r = sink.send(Message::Ping(Default::default())) => r.is_ok(),
+                    _ = conn.closed().cancelled() => break,
+                };
+                if !sent {
                     return;
                 }
             }
@@ -158,21 +164,30 @@ fn order(item: Outbound, streams: &mut HashMap<Arc<str>, Stream>, out: &mut Vec<
             streams.insert(room, Stream::Joining(Vec::new()));
         }
         Outbound::Room { room, seq, frame } => match streams.get_mut(&room) {
-            Some(Stream::Joining(held)) => held.push((seq, frame)),
+            Some(Stream::Joining(held)) => held.push((Some(seq), frame)),
             Some(Stream::Live { last }) if seq > *last => {
                 *last = seq;
                 out.push(frame);
             }
             _ => {}
         },
+        Outbound::RoomEvent { room, frame } => match streams.get_mut(&room) {
+            Some(Stream::Joining(held)) => held.push((None, frame)),
+            Some(Stream::Live { .. }) => out.push(frame),
+            None => {}
+        },
         Outbound::Replay { room, frames, upto } => {
             out.extend(frames);
             let mut last = upto;
             if let Some(Stream::Joining(held)) = streams.remove(&room) {
                 for (seq, frame) in held {
-                    if seq > last {
-                        last = seq;
-                        out.push(frame);
+                    match seq {
+                        None => out.push(frame),
+                        Some(seq) if seq > last => {
+                            last = seq;
+                            out.push(frame);
+                        }
+                        Some(_) => {}
                     }
                 }
             }
@@ -192,13 +207,22 @@ struct Reader {
     joined: HashMap<RoomName, Arc<Room>>,
     sends: TokenBucket,
     typing: TokenBucket,
+    joins: TokenBucket,
 }
 
 impl Reader {
     fn new(hub: Arc<Hub>, conn: Arc<ConnHandle>) -> Self {
         let cfg = &hub.config;
         let sends = TokenBucket::new(cfg.msg_rate as f64, cfg.msg_burst as f64);
-        Reader { hub, conn, session: None, joined: HashMap::new(), sends, typing: TokenBucket::new(TYPING_RATE, 3.0) }
+        Reader {
+            hub,
+            conn,
+            session: None,
+            joined: HashMap::new(),
+            sends,
+            typing: TokenBucket::new(TYPING_RATE, 3.0),
+            joins: TokenBucket::new(JOIN_RATE, 10.0),
+        }
     }
 
     async fn reply(&self, msg: &ServerMsg) {
@@ -273,6 +297,9 @@ impl Reader {
             Ok(name) => name,
             Err(err) => return self.invalid(err).await,
         };
+        if !self.joins.take() {
+            return self.error(ErrorCode::RateLimited, "too many joins").await;
+        }
         let room = match self.joined.get(&name) {
             Some(room) => room.clone(),
             None => {
@@ -385,7 +412,7 @@ impl Reader {
             Ok(room) => room.name.clone(),
             Err((code, message)) => return self.error(code, message).await,
         };
-        let limit = limit.clamp(1, self.hub.config.max_history) as usize;
+        let limit = limit.clamp(1, self.hub.config.max_history.max(1)) as usize;
         match self.hub.messages_before(&name, before, limit).await {
             Ok(page) => {
                 let msg = ServerMsg::History { room: name.as_str().to_owned(), messages: page.messages, has_more: page.more };

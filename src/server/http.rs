@@ -74,7 +74,7 @@ async fn messages(State(hub): State<Arc<Hub>>, Path(room): Path<String>, Query(q
         Ok(name) => name,
         Err(err) => return api_error(StatusCode::BAD_REQUEST, err.code(), err.to_string()),
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, hub.config.max_history) as usize;
+    let limit = q.limit.unwrap_or(50).clamp(1, hub.config.max_history.max(1)) as usize;
     let before = q.before.unwrap_or(Seq::MAX);
     match hub.messages_before(&name, before, limit).await {
         Ok(page) => Json(MessagesPage { room: name.as_str().to_owned(), messages: page.messages, has_more: page.more })

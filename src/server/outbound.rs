@@ -26,6 +26,9 @@ pub enum Outbound {
     Frame(Utf8Bytes),
     /// A stored room message from the live stream.
     Room { room: Arc<str>, seq: Seq, frame: Utf8Bytes },
+    /// A room's ephemeral event (presence, typing): held like live messages while the join
+    /// replays (so it never precedes `joined`), dropped once the room is left.
+    RoomEvent { room: Arc<str>, frame: Utf8Bytes },
     /// Sent before subscribing to a room: hold its live messages until the replay arrives.
     BeginJoin { room: Arc<str> },
     /// `joined` plus the replayed history, covering every seq up to `upto`.
@@ -38,7 +41,7 @@ impl Outbound {
     /// Bytes this item holds, for the queue's byte budget.
     pub fn bytes(&self) -> usize {
         match self {
-            Outbound::Frame(f) | Outbound::Room { frame: f, .. } => f.len(),
+            Outbound::Frame(f) | Outbound::Room { frame: f, .. } | Outbound::RoomEvent { frame: f, .. } => f.len(),
             Outbound::Replay { frames, .. } => frames.iter().map(|f| f.len()).sum(),
             Outbound::BeginJoin { .. } | Outbound::EndRoom { .. } => 0,
         }

@@ -59,9 +59,9 @@ impl Room {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a connection. The caller must already have queued `Outbound::BeginJoin` so the
-    /// writer holds live messages until the replay (which covers up to `head`) arrives.
-    /// Returns `None` when the connection is already a member.
+    /// Adds a connection (a no-op for a member). The caller must already have queued
+    /// `Outbound::BeginJoin` so the writer holds live traffic until the replay (which covers
+    /// up to `head`) arrives.
     pub fn subscribe(&self, nick: &Nick, conn: &Arc<ConnHandle>) -> Subscription {
         let mut state = self.lock();
         if !state.members.contains_key(&conn.id) {
@@ -76,7 +76,7 @@ impl Room {
                     state: PresenceState::Joined,
                 });
                 for member in state.members.values() {
-                    member.conn.push(Outbound::Frame(frame.clone()));
+                    member.conn.push(Outbound::RoomEvent { room: self.key.clone(), frame: frame.clone() });
                 }
             }
             state.members.insert(conn.id, Member { nick, conn: conn.clone() });
@@ -109,7 +109,7 @@ impl Room {
                 state: PresenceState::Left,
             });
             for other in state.members.values() {
-                other.conn.push(Outbound::Frame(frame.clone()));
+                other.conn.push(Outbound::RoomEvent { room: self.key.clone(), frame: frame.clone() });
             }
         }
         true
@@ -148,7 +148,7 @@ impl Room {
         });
         let state = self.lock();
         for member in state.members.values().filter(|m| &*m.nick != nick.as_str()) {
-            member.conn.push(Outbound::Frame(frame.clone()));
+            member.conn.push(Outbound::RoomEvent { room: self.key.clone(), frame: frame.clone() });
         }
     }
 
@@ -186,7 +186,9 @@ mod tests {
         let mut out = Vec::new();
         while let Ok(item) = rx.try_recv() {
             match item {
-                Outbound::Frame(f) | Outbound::Room { frame: f, .. } => out.push(f.to_string()),
+                Outbound::Frame(f) | Outbound::Room { frame: f, .. } | Outbound::RoomEvent { frame: f, .. } => {
+                    out.push(f.to_string())
+                }
                 other => out.push(format!("{other:?}")),
             }
         }

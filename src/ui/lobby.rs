@@ -27,7 +27,7 @@ pub fn Lobby() -> impl IntoView {
         <section class="lobby">
             <h1>"Rooms"</h1>
             <p class="lede">"Pick a room, or make a new one by joining it."</p>
-            <div class="lobby-join"><JoinForm /></div>
+            <div class="lobby-join"><JoinForm id="lobby-join-room" /></div>
             <Suspense fallback=|| view! { <p>"Loading rooms…"</p> }>
                 {move || Suspend::new(async move {
                     let _ = initial.await;

@@ -55,6 +55,8 @@ pub fn RoomPage() -> impl IntoView {
         let live = chat.model.with(|m| m.rooms.get(&room).map(|v| v.messages.clone()).unwrap_or_default());
         if live.is_empty() { recent.get().unwrap_or_default() } else { live }
     });
+    // "true" once this connection's join was answered: a hook for tests and styling.
+    let live = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.live)).to_string();
     let navigate = use_navigate();
     let leave = move |_| {
         chat.send(Command::Leave(room.get_untracked()));
@@ -69,7 +71,7 @@ pub fn RoomPage() -> impl IntoView {
                 <section class="empty"><h1>"No such room"</h1><p>"Room names use a-z, 0-9, '-' and '_'."</p></section>
             }
         >
-            <section class="room" aria-labelledby="room-title">
+            <section class="room" aria-labelledby="room-title" data-live=live>
                 <header class="room-header">
                     <h1 id="room-title"><span aria-hidden="true">"#"</span>{move || room.get()}</h1>
                     <button type="button" class="leave" on:click=leave.clone()>"Leave"</button>

@@ -73,9 +73,10 @@ fn Status() -> impl IntoView {
     view! { <p class=class role="status" data-testid="status">{text}</p> }
 }
 
-/// Join or create a room by name.
+/// Join or create a room by name. `id` keeps two forms on one page apart.
 #[component]
-pub fn JoinForm() -> impl IntoView {
+pub fn JoinForm(#[prop(default = "join-room")] id: &'static str) -> impl IntoView {
+    let error_id = format!("{id}-error");
     let name = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
     let navigate = use_navigate();
@@ -93,10 +94,10 @@ pub fn JoinForm() -> impl IntoView {
     };
     view! {
         <form class="join-form" on:submit=submit action="/" method="get">
-            <label for="join-room">"Join or create a room"</label>
+            <label for=id>"Join or create a room"</label>
             <div class="row">
                 <input
-                    id="join-room"
+                    id=id
                     name="room"
                     type="text"
                     placeholder="room-name"
@@ -104,11 +105,11 @@ pub fn JoinForm() -> impl IntoView {
                     autocomplete="off"
                     bind:value=name
                     aria-invalid=move || error.with(|e| e.is_some().to_string())
-                    aria-describedby="join-room-error"
+                    aria-describedby=error_id.clone()
                 />
                 <button type="submit">"Join"</button>
             </div>
-            <p id="join-room-error" class="field-error" role="alert">{move || error.get()}</p>
+            <p id=error_id class="field-error" role="alert">{move || error.get()}</p>
         </form>
     }
 }

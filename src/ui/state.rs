@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// How long a "typing" notice stays up without a new one.
 pub const TYPING_TTL_MS: f64 = 4000.0;
+/// A typing notice younger than this survives a message from its author.
+const FRESH_TYPING_MS: f64 = 1000.0;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnStatus {
@@ -201,7 +203,12 @@ impl ChatModel {
                     return Followup::None;
                 };
                 let seq = m.seq;
-                view.typing.remove(&m.nick);
+                // The message ends its author's typing notice, unless that notice is fresh:
+                // typing is fanned out at once while a message waits for its commit, so a
+                // notice for the next message can overtake the previous message.
+                if view.typing.get(&m.nick).is_some_and(|until| until - TYPING_TTL_MS < now_ms - FRESH_TYPING_MS) {
+                    view.typing.remove(&m.nick);
+                }
                 let was_empty = view.messages.is_empty();
                 if view.insert(m) {
                     if was_empty {
@@ -357,6 +364,12 @@ mod tests {
         assert_eq!(m.rooms["a"].typing_now(1500.0), vec!["bob".to_owned()]);
         assert!(m.rooms["a"].typing_now(1000.0 + TYPING_TTL_MS + 1.0).is_empty());
         assert!(m.rooms["a"].members.contains("bob"));
+        // A message from bob ends an older notice but not one that just arrived.
+        m.apply(ServerMsg::Message(msg("a", 1, "bob")), 1200.0);
+        assert_eq!(m.rooms["a"].typing_now(1200.0), vec!["bob".to_owned()]);
+        m.apply(ServerMsg::Message(msg("a", 2, "bob")), 2500.0);
+        assert!(m.rooms["a"].typing_now(2500.0).is_empty());
+        m.apply(ServerMsg::Typing { room: "a".into(), nick: "bob".into() }, 3000.0);
         m.apply(presence(PresenceState::Left), 0.0);
         assert!(!m.rooms["a"].members.contains("bob"));
     }

@@ -80,8 +80,8 @@ fn run(mut rx: mpsc::UnboundedReceiver<Job>, store: Arc<dyn MessageStore>, broke
 }
 
 /// Stores a batch, retrying a transient failure. When the disk keeps failing the process
-/// stops: nothing unstored was ever shown, and clients resend from their outboxes (their
-/// `client_id`s make that safe) once a healthy server is back.
+/// stops rather than go on with a gap in the seqs: nothing unstored was ever shown or
+/// acknowledged, so clients resend from their outboxes once a healthy server is back.
 fn commit_or_die(store: &dyn MessageStore, batch: &[ChatMessage]) {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=ATTEMPTS {

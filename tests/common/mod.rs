@@ -1,0 +1,212 @@
+//! Test helpers: the real server on 127.0.0.1:0 with a fresh database, and a small
+//! protocol-speaking WebSocket client.
+#![allow(dead_code)]
+
+use confab::protocol::{ChatMessage, ServerMsg};
+use confab::server::{Server, config::Config, hub::Hub};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use tempfile::TempDir;
+use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    pub db: PathBuf,
+    dir: Option<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn test_config(db: PathBuf) -> Config {
+    let mut config = Config::defaults();
+    config.addr = Some("127.0.0.1:0".parse().unwrap());
+    config.db = db;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tune: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_on(dir.path().join("confab.db"), tune).await;
+    app.dir = Some(dir);
+    app
+}
+
+/// Starts a server on an existing database file.
+pub async fn spawn_on(db: PathBuf, tune: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(db.clone());
+    tune(&mut config);
+    let server = Server::bind(config).await.expect("server starts");
+    let addr = server.local_addr();
+    let hub = server.hub();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    TestApp { addr, hub, db, dir: None, stop: Some(stop), handle: Some(handle) }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await.expect("ws connects");
+        Client { ws }
+    }
+
+    /// A client that said hello as `nick`; returns it with its session token.
+    pub async fn user(&self, nick: &str) -> (Client, String) {
+        let mut c = self.client().await;
+        c.send(json!({"type": "hello", "nick": nick})).await;
+        match c.recv().await {
+            ServerMsg::Welcome { session, nick: got, .. } => {
+                assert_eq!(got, nick);
+                (c, session)
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// Graceful stop; keeps the database directory (returned) for a restart.
+    pub async fn stop(mut self) -> Option<TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(10), handle).await.expect("server stops in time").unwrap().unwrap();
+        }
+        self.dir.take()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Next frame that is not a ping/pong, decoded.
+    pub async fn recv(&mut self) -> ServerMsg {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad server frame {text}: {e}"))
+    }
+
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
+            match frame {
+                Some(Ok(Message::Text(t))) => return t.to_string(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips frames until one matches.
+    pub async fn recv_until(&mut self, mut pred: impl FnMut(&ServerMsg) -> bool) -> ServerMsg {
+        loop {
+            let msg = self.recv().await;
+            if pred(&msg) {
+                return msg;
+            }
+        }
+    }
+
+    /// Next chat message, skipping presence and typing.
+    pub async fn recv_message(&mut self) -> ChatMessage {
+        match self.recv_until(|m| !matches!(m, ServerMsg::Presence { .. } | ServerMsg::Typing { .. })).await {
+            ServerMsg::Message(m) => m,
+            other => panic!("expected message, got {other:?}"),
+        }
+    }
+
+    pub async fn expect_error(&mut self, code: &str) -> ServerMsg {
+        let msg = self.recv().await;
+        match &msg {
+            ServerMsg::Error { code: got, .. } if got.as_str() == code => msg,
+            other => panic!("expected error {code}, got {other:?}"),
+        }
+    }
+
+    /// Asserts nothing but pings arrives for `ms`.
+    pub async fn expect_silence(&mut self, ms: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Joins and reads the `joined` reply and the replayed messages (`expect` of them).
+    pub async fn join(&mut self, room: &str, since: Option<u64>, expect: usize) -> (ServerMsg, Vec<ChatMessage>) {
+        let mut frame = json!({"type": "join", "room": room});
+        if let Some(since) = since {
+            frame["since"] = json!(since);
+        }
+        self.send(frame).await;
+        let joined = self.recv_until(|m| matches!(m, ServerMsg::Joined { .. })).await;
+        let mut messages = Vec::new();
+        for _ in 0..expect {
+            messages.push(self.recv_message().await);
+        }
+        (joined, messages)
+    }
+
+    pub async fn say(&mut self, room: &str, text: &str, client_id: &str) {
+        self.send(json!({"type": "send", "room": room, "text": text, "client_id": client_id})).await;
+    }
+
+    /// Sends and waits for the echo (the ack).
+    pub async fn say_acked(&mut self, room: &str, text: &str, client_id: &str) -> ChatMessage {
+        self.say(room, text, client_id).await;
+        let msg = self.recv_message().await;
+        assert_eq!(msg.client_id, client_id);
+        msg
+    }
+
+    /// Waits for the server's close frame; returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next()).await.expect("close in time");
+            match frame {
+                Some(Ok(Message::Close(Some(cf)))) => return u16::from(cf.code),
+                Some(Ok(Message::Close(None))) => return 1005,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("error instead of close: {e}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+}
+
+pub fn seqs(messages: &[ChatMessage]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}

@@ -1,0 +1,78 @@
+//! HTTP surface: health, the JSON API, the server-rendered room page, security headers.
+
+mod common;
+
+use common::spawn_with;
+use serde_json::Value;
+
+async fn seeded() -> common::TestApp {
+    let app = spawn_with(|c| c.msg_burst = 100).await;
+    let (mut ann, _) = app.user("ann").await;
+    ann.join("lobby", None, 0).await;
+    for i in 1..=5 {
+        ann.say_acked("lobby", &format!("message {i}"), &format!("c{i}")).await;
+    }
+    ann.say_acked("lobby", "<img src=x onerror=alert(1)> & see https://example.org/a", "xss").await;
+    app
+}
+
+#[tokio::test]
+async fn healthz_reports_counters() {
+    let app = seeded().await;
+    let body: Value = reqwest::get(app.url("/healthz")).await.unwrap().json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["rooms"], 1);
+    assert_eq!(body["messages_in"], 6);
+    assert!(body["connections"].as_u64().unwrap() <= 1);
+}
+
+#[tokio::test]
+async fn rooms_api_lists_rooms_with_heads() {
+    let app = seeded().await;
+    let rooms: Value = reqwest::get(app.url("/api/rooms")).await.unwrap().json().await.unwrap();
+    assert_eq!(rooms[0]["name"], "lobby");
+    assert_eq!(rooms[0]["head"], 6);
+}
+
+#[tokio::test]
+async fn messages_api_pages_backwards() {
+    let app = seeded().await;
+    let page: Value =
+        reqwest::get(app.url("/api/rooms/lobby/messages?limit=2")).await.unwrap().json().await.unwrap();
+    let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![5, 6]);
+    assert_eq!(page["has_more"], true);
+    let page: Value =
+        reqwest::get(app.url("/api/rooms/lobby/messages?before=3&limit=50")).await.unwrap().json().await.unwrap();
+    assert_eq!(page["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(page["has_more"], false);
+    assert_eq!(page["messages"][0]["text"], "message 1");
+
+    let bad = reqwest::get(app.url("/api/rooms/Not%20Valid/messages")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_room");
+}
+
+#[tokio::test]
+async fn the_room_page_is_server_rendered_with_escaped_history() {
+    let app = seeded().await;
+    let resp = reqwest::get(app.url("/r/lobby")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert!(resp.headers().contains_key("referrer-policy"));
+    let html = resp.text().await.unwrap();
+    for i in 1..=5 {
+        assert!(html.contains(&format!("message {i}")), "message {i} missing from the page");
+    }
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "user markup is escaped");
+    assert!(!html.contains("<img src=x"), "user markup never reaches the page raw");
+    assert!(html.contains(r#"href="https://example.org/a""#) && html.contains("noopener noreferrer nofollow"));
+}
+
+#[tokio::test]
+async fn unknown_pages_are_404() {
+    let app = seeded().await;
+    let resp = reqwest::get(app.url("/nope/at/all")).await.unwrap();
+    assert_eq!(resp.status(), 404);
+}
