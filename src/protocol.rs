@@ -166,11 +166,7 @@ fn is_false(b: &bool) -> bool {
 
 impl ServerMsg {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMsg::Error {
-            code,
-            message: message.into(),
-            client_id: None,
-        }
+        ServerMsg::Error { code, message: message.into(), client_id: None }
     }
 }
 
@@ -301,14 +297,8 @@ impl RoomName {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let ok = !raw.is_empty()
             && raw.len() <= MAX_ROOM_CHARS
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if ok {
-            Ok(RoomName(raw.to_owned()))
-        } else {
-            Err(ValidationError::Room)
-        }
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if ok { Ok(RoomName(raw.to_owned())) } else { Err(ValidationError::Room) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -351,9 +341,7 @@ impl MessageText {
 
 /// Validates a client-chosen message id (used for idempotent retries).
 pub fn check_client_id(raw: &str) -> Result<(), ValidationError> {
-    let ok = !raw.is_empty()
-        && raw.len() <= MAX_CLIENT_ID_BYTES
-        && raw.bytes().all(|b| b.is_ascii_graphic());
+    let ok = !raw.is_empty() && raw.len() <= MAX_CLIENT_ID_BYTES && raw.bytes().all(|b| b.is_ascii_graphic());
     if ok { Ok(()) } else { Err(ValidationError::ClientId) }
 }
 
@@ -538,10 +526,7 @@ mod tests {
     #[test]
     fn text_validation_counts_characters_not_bytes() {
         assert!(MessageText::parse("é".repeat(4000), 4000).is_ok());
-        assert_eq!(
-            MessageText::parse("é".repeat(4001), 4000),
-            Err(ValidationError::TooLong { max: 4000 })
-        );
+        assert_eq!(MessageText::parse("é".repeat(4001), 4000), Err(ValidationError::TooLong { max: 4000 }));
         assert_eq!(MessageText::parse(" \n ".into(), 4000), Err(ValidationError::EmptyText));
         assert_eq!(MessageText::parse(" x ".into(), 4000).unwrap().into_string(), " x ");
     }

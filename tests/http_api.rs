@@ -39,11 +39,16 @@ async fn messages_api_pages_backwards() {
     let app = seeded().await;
     let page: Value =
         reqwest::get(app.url("/api/rooms/lobby/messages?limit=2")).await.unwrap().json().await.unwrap();
-    let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![5, 6]);
     assert_eq!(page["has_more"], true);
-    let page: Value =
-        reqwest::get(app.url("/api/rooms/lobby/messages?before=3&limit=50")).await.unwrap().json().await.unwrap();
+    let page: Value = reqwest::get(app.url("/api/rooms/lobby/messages?before=3&limit=50"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["messages"].as_array().unwrap().len(), 2);
     assert_eq!(page["has_more"], false);
     assert_eq!(page["messages"][0]["text"], "message 1");
@@ -67,7 +72,9 @@ async fn the_room_page_is_server_rendered_with_escaped_history() {
     }
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"), "user markup is escaped");
     assert!(!html.contains("<img src=x"), "user markup never reaches the page raw");
-    assert!(html.contains(r#"href="https://example.org/a""#) && html.contains("noopener noreferrer nofollow"));
+    assert!(
+        html.contains(r#"href="https://example.org/a""#) && html.contains("noopener noreferrer nofollow")
+    );
 }
 
 #[tokio::test]

@@ -20,7 +20,10 @@ async fn a_message_reaches_every_member_of_its_room_and_no_one_else() {
     cat.join("other", None, 0).await;
 
     let echo = ann.say_acked("general", "hello", "c1").await;
-    assert_eq!((echo.seq, echo.nick.as_str(), echo.text.as_str(), echo.room.as_str()), (1, "ann", "hello", "general"));
+    assert_eq!(
+        (echo.seq, echo.nick.as_str(), echo.text.as_str(), echo.room.as_str()),
+        (1, "ann", "hello", "general")
+    );
     assert!(echo.ts > 1_600_000_000_000, "ts is Unix ms");
     assert_eq!(bob.recv_message().await, echo);
     cat.expect_silence(300).await;
@@ -128,7 +131,10 @@ async fn presence_follows_people_not_tabs() {
     drop(bob2);
     ann.expect_silence(300).await;
     drop(bob);
-    assert_eq!(ann.recv().await, ServerMsg::Presence { room: "r".into(), nick: "bob".into(), state: PresenceState::Left });
+    assert_eq!(
+        ann.recv().await,
+        ServerMsg::Presence { room: "r".into(), nick: "bob".into(), state: PresenceState::Left }
+    );
 }
 
 #[tokio::test]
@@ -162,7 +168,9 @@ async fn history_pages_backwards() {
         other => panic!("{other:?}"),
     }
     ann.send(json!({"type": "history", "room": "r", "before": 3, "limit": 10})).await;
-    assert!(matches!(ann.recv().await, ServerMsg::History { has_more: false, ref messages, .. } if seqs(messages) == vec![1, 2]));
+    assert!(
+        matches!(ann.recv().await, ServerMsg::History { has_more: false, ref messages, .. } if seqs(messages) == vec![1, 2])
+    );
 }
 
 #[tokio::test]
@@ -178,7 +186,8 @@ async fn list_rooms_and_leave() {
     ann.send(json!({"type": "list_rooms"})).await;
     match ann.recv().await {
         ServerMsg::Rooms { rooms } => {
-            let got: Vec<(String, u32, u64)> = rooms.into_iter().map(|r| (r.name, r.members, r.head)).collect();
+            let got: Vec<(String, u32, u64)> =
+                rooms.into_iter().map(|r| (r.name, r.members, r.head)).collect();
             assert_eq!(got, vec![("alpha".into(), 2, 0), ("beta".into(), 1, 1)]);
         }
         other => panic!("{other:?}"),
@@ -268,12 +277,20 @@ async fn every_bad_input_gets_its_error_code_and_the_connection_survives() {
         (json!({"type": "hello", "nick": "again"}), "already_hello", None),
         (json!({"type": "join", "room": "Bad Room"}), "invalid_room", None),
         (json!({"type": "join", "room": "a".repeat(65)}), "invalid_room", None),
-        (json!({"type": "send", "room": "elsewhere", "text": "x", "client_id": "c1"}), "not_joined", Some("c1")),
+        (
+            json!({"type": "send", "room": "elsewhere", "text": "x", "client_id": "c1"}),
+            "not_joined",
+            Some("c1"),
+        ),
         (json!({"type": "send", "room": "BAD", "text": "x", "client_id": "c2"}), "invalid_room", Some("c2")),
         (json!({"type": "send", "room": "r", "text": too_long, "client_id": "c3"}), "too_long", Some("c3")),
         (json!({"type": "send", "room": "r", "text": "  ", "client_id": "c4"}), "empty_text", Some("c4")),
         (json!({"type": "send", "room": "r", "text": "x", "client_id": ""}), "invalid_client_id", None),
-        (json!({"type": "send", "room": "r", "text": "x", "client_id": "has space"}), "invalid_client_id", None),
+        (
+            json!({"type": "send", "room": "r", "text": "x", "client_id": "has space"}),
+            "invalid_client_id",
+            None,
+        ),
         (json!({"type": "typing", "room": "elsewhere"}), "not_joined", None),
         (json!({"type": "leave", "room": "elsewhere"}), "not_joined", None),
         (json!({"type": "history", "room": "elsewhere", "before": 5}), "not_joined", None),
@@ -339,7 +356,12 @@ async fn a_silent_client_is_reaped_and_its_presence_removed() {
     watcher.recv().await; // ghost joined
     // The watcher keeps reading (its client answers pings); the ghost never reads, so it
     // never answers a ping.
-    let left = tokio::time::timeout(std::time::Duration::from_secs(6), watcher.recv()).await.expect("reaped in time");
-    assert_eq!(left, ServerMsg::Presence { room: "r".into(), nick: "ghost".into(), state: PresenceState::Left });
+    let left = tokio::time::timeout(std::time::Duration::from_secs(6), watcher.recv())
+        .await
+        .expect("reaped in time");
+    assert_eq!(
+        left,
+        ServerMsg::Presence { room: "r".into(), nick: "ghost".into(), state: PresenceState::Left }
+    );
     assert_eq!(ghost.expect_close().await, 4000);
 }

@@ -8,12 +8,7 @@ use crate::ui::{
     chat::{Chat, Command},
     state::{ConnStatus, Followup, Pending},
 };
-use futures::{
-    FutureExt, SinkExt, StreamExt,
-    channel::mpsc::UnboundedReceiver,
-    select,
-    stream::SplitSink,
-};
+use futures::{FutureExt, SinkExt, StreamExt, channel::mpsc::UnboundedReceiver, select, stream::SplitSink};
 use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
@@ -120,7 +115,11 @@ fn apply_local(chat: Chat, cmd: &Command) -> Vec<ClientMsg> {
         }
         Command::Send { room, text } => {
             let pending = Pending { client_id: new_client_id(), room: room.clone(), text: text.clone() };
-            let frame = ClientMsg::Send { room: room.clone(), text: text.clone(), client_id: pending.client_id.clone() };
+            let frame = ClientMsg::Send {
+                room: room.clone(),
+                text: text.clone(),
+                client_id: pending.client_id.clone(),
+            };
             chat.model.update(|m| m.outbox.push(pending));
             vec![frame]
         }
@@ -167,7 +166,8 @@ async fn connect(chat: Chat, commands: &mut UnboundedReceiver<Command>) -> Ended
     };
     let (mut sink, stream) = socket.split();
     let mut stream = stream.fuse();
-    let (nick, session) = chat.model.with_untracked(|m| (m.nick.clone().unwrap_or_default(), m.session.clone()));
+    let (nick, session) =
+        chat.model.with_untracked(|m| (m.nick.clone().unwrap_or_default(), m.session.clone()));
     if !write(&mut sink, &ClientMsg::Hello { nick, session }).await {
         return Ended::Lost { was_online: false };
     }

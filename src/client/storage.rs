@@ -26,7 +26,9 @@ pub fn remove(key: &str) {
 
 /// Joined rooms, so the sidebar and the resume survive a reload.
 pub fn rooms() -> Vec<String> {
-    get(ROOMS).map(|v| v.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect()).unwrap_or_default()
+    get(ROOMS)
+        .map(|v| v.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 pub fn save_rooms<'a>(rooms: impl Iterator<Item = &'a String>) {

@@ -10,8 +10,8 @@ use super::{
     store::committer::Job,
 };
 use crate::protocol::{
-    ChatMessage, ClientMsg, ErrorCode, JOIN_RECENT, MessageText, Nick, PROTOCOL_VERSION, RoomName, Seq, ServerMsg,
-    ValidationError, check_client_id,
+    ChatMessage, ClientMsg, ErrorCode, JOIN_RECENT, MessageText, Nick, PROTOCOL_VERSION, RoomName, Seq,
+    ServerMsg, ValidationError, check_client_id,
 };
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt, stream::SplitSink};
@@ -150,7 +150,8 @@ async fn write_loop(
         }
     }
     let reason = conn.close_reason().unwrap_or(CloseReason::GOING_AWAY);
-    let close = Message::Close(Some(CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) }));
+    let close =
+        Message::Close(Some(CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) }));
     // Best effort: a slow consumer may never read it.
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
 }
@@ -253,7 +254,9 @@ impl Reader {
             };
         };
         match msg {
-            ClientMsg::Hello { .. } => self.error(ErrorCode::AlreadyHello, "this connection already said hello").await,
+            ClientMsg::Hello { .. } => {
+                self.error(ErrorCode::AlreadyHello, "this connection already said hello").await
+            }
             ClientMsg::Join { room, since } => self.join(&session, &room, since).await,
             ClientMsg::Leave { room } => self.leave(&room).await,
             ClientMsg::Send { room, text, client_id } => self.send(&session, &room, text, client_id).await,
@@ -305,7 +308,9 @@ impl Reader {
             None => {
                 if self.joined.len() >= self.hub.config.max_rooms_per_conn {
                     let max = self.hub.config.max_rooms_per_conn;
-                    return self.error(ErrorCode::TooManyRooms, format!("a connection may join at most {max} rooms")).await;
+                    return self
+                        .error(ErrorCode::TooManyRooms, format!("a connection may join at most {max} rooms"))
+                        .await;
                 }
                 match self.hub.room(&name).await {
                     Ok(room) => room,
@@ -415,7 +420,11 @@ impl Reader {
         let limit = limit.clamp(1, self.hub.config.max_history.max(1)) as usize;
         match self.hub.messages_before(&name, before, limit).await {
             Ok(page) => {
-                let msg = ServerMsg::History { room: name.as_str().to_owned(), messages: page.messages, has_more: page.more };
+                let msg = ServerMsg::History {
+                    room: name.as_str().to_owned(),
+                    messages: page.messages,
+                    has_more: page.more,
+                };
                 self.reply(&msg).await
             }
             Err(err) => {

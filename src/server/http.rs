@@ -69,7 +69,11 @@ fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) ->
     (status, Json(ApiError { code, message: message.into() })).into_response()
 }
 
-async fn messages(State(hub): State<Arc<Hub>>, Path(room): Path<String>, Query(q): Query<PageQuery>) -> Response {
+async fn messages(
+    State(hub): State<Arc<Hub>>,
+    Path(room): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
     let name = match RoomName::parse(&room) {
         Ok(name) => name,
         Err(err) => return api_error(StatusCode::BAD_REQUEST, err.code(), err.to_string()),
@@ -77,8 +81,12 @@ async fn messages(State(hub): State<Arc<Hub>>, Path(room): Path<String>, Query(q
     let limit = q.limit.unwrap_or(50).clamp(1, hub.config.max_history.max(1)) as usize;
     let before = q.before.unwrap_or(Seq::MAX);
     match hub.messages_before(&name, before, limit).await {
-        Ok(page) => Json(MessagesPage { room: name.as_str().to_owned(), messages: page.messages, has_more: page.more })
-            .into_response(),
+        Ok(page) => Json(MessagesPage {
+            room: name.as_str().to_owned(),
+            messages: page.messages,
+            has_more: page.more,
+        })
+        .into_response(),
         Err(err) => {
             tracing::error!(%err, "messages API failed");
             api_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "could not load messages")

@@ -65,7 +65,10 @@ pub struct Hub {
 impl Hub {
     /// Loads the known rooms and starts the committer. Returns the committer thread's
     /// handle, to join after the hub is dropped (its last commit).
-    pub fn start(config: Config, store: Arc<dyn MessageStore>) -> Result<(Arc<Hub>, JoinHandle<()>), StoreError> {
+    pub fn start(
+        config: Config,
+        store: Arc<dyn MessageStore>,
+    ) -> Result<(Arc<Hub>, JoinHandle<()>), StoreError> {
         let broker: Arc<dyn Broker> = Arc::new(LocalBroker);
         let (committer, thread) = Committer::start(store.clone(), broker);
         let rooms = store
@@ -121,21 +124,33 @@ impl Hub {
 
     /// Every room, busiest first, then by name.
     pub fn room_list(&self) -> Vec<RoomInfo> {
-        let rooms: Vec<Arc<Room>> = self.rooms.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let rooms: Vec<Arc<Room>> =
+            self.rooms.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let mut list: Vec<RoomInfo> = rooms.iter().map(|r| r.info()).collect();
         list.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.cmp(&b.name)));
         list
     }
 
     /// Messages after `after` up to `upto`, at most `limit` (the newest of them).
-    pub async fn messages_after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, HubError> {
+    pub async fn messages_after(
+        &self,
+        room: &RoomName,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<Page, HubError> {
         let store = self.store.clone();
         let room = room.clone();
         Ok(blocking(move || store.after(&room, after, upto, limit)).await?)
     }
 
     /// The newest `limit` messages before `before`.
-    pub async fn messages_before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, HubError> {
+    pub async fn messages_before(
+        &self,
+        room: &RoomName,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Page, HubError> {
         let store = self.store.clone();
         let room = room.clone();
         Ok(blocking(move || store.before(&room, before, limit)).await?)

@@ -41,7 +41,9 @@ impl Outbound {
     /// Bytes this item holds, for the queue's byte budget.
     pub fn bytes(&self) -> usize {
         match self {
-            Outbound::Frame(f) | Outbound::Room { frame: f, .. } | Outbound::RoomEvent { frame: f, .. } => f.len(),
+            Outbound::Frame(f) | Outbound::Room { frame: f, .. } | Outbound::RoomEvent { frame: f, .. } => {
+                f.len()
+            }
             Outbound::Replay { frames, .. } => frames.iter().map(|f| f.len()).sum(),
             Outbound::BeginJoin { .. } | Outbound::EndRoom { .. } => 0,
         }

@@ -186,9 +186,9 @@ mod tests {
         let mut out = Vec::new();
         while let Ok(item) = rx.try_recv() {
             match item {
-                Outbound::Frame(f) | Outbound::Room { frame: f, .. } | Outbound::RoomEvent { frame: f, .. } => {
-                    out.push(f.to_string())
-                }
+                Outbound::Frame(f)
+                | Outbound::Room { frame: f, .. }
+                | Outbound::RoomEvent { frame: f, .. } => out.push(f.to_string()),
                 other => out.push(format!("{other:?}")),
             }
         }
@@ -196,7 +196,14 @@ mod tests {
     }
 
     fn msg(seq: Seq) -> ChatMessage {
-        ChatMessage { room: "r".into(), seq, nick: "ann".into(), text: "hi".into(), ts: 0, client_id: "c".into() }
+        ChatMessage {
+            room: "r".into(),
+            seq,
+            nick: "ann".into(),
+            text: "hi".into(),
+            ts: 0,
+            client_id: "c".into(),
+        }
     }
 
     #[test]

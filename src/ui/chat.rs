@@ -13,7 +13,10 @@ pub enum Command {
     /// Join a room if needed and show it.
     Open(String),
     Leave(String),
-    Send { room: String, text: String },
+    Send {
+        room: String,
+        text: String,
+    },
     Typing(String),
     LoadOlder(String),
     ListRooms,

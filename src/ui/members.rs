@@ -7,7 +7,12 @@ use leptos::prelude::*;
 pub fn Members(room: Memo<String>) -> impl IntoView {
     let chat = use_chat();
     let members = Memo::new(move |_| {
-        chat.model.with(|m| m.rooms.get(&room.get()).map(|v| v.members.iter().cloned().collect::<Vec<_>>()).unwrap_or_default())
+        chat.model.with(|m| {
+            m.rooms
+                .get(&room.get())
+                .map(|v| v.members.iter().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
     });
     view! {
         <aside class="members" aria-labelledby="members-title">

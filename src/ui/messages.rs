@@ -43,7 +43,13 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     let my_nick = Memo::new(move |_| chat.model.with(|m| m.nick.clone()));
     let pending = Memo::new(move |_| {
         let room = room.get();
-        chat.model.with(|m| m.outbox.iter().filter(|p| p.room == room).map(|p| (p.client_id.clone(), p.text.clone())).collect::<Vec<_>>())
+        chat.model.with(|m| {
+            m.outbox
+                .iter()
+                .filter(|p| p.room == room)
+                .map(|p| (p.client_id.clone(), p.text.clone()))
+                .collect::<Vec<_>>()
+        })
     });
 
     let scroll_to_bottom = move || {
@@ -82,7 +88,9 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
         last_render.update_value(|r| r.2 = el.scroll_height());
         if el.scroll_top() < 40 {
             let room = room.get_untracked();
-            let want = chat.model.with_untracked(|m| m.rooms.get(&room).is_some_and(|v| v.has_older && !v.loading_older && v.live));
+            let want = chat.model.with_untracked(|m| {
+                m.rooms.get(&room).is_some_and(|v| v.has_older && !v.loading_older && v.live)
+            });
             if want {
                 chat.model.update(|m| {
                     if let Some(v) = m.rooms.get_mut(&room) {
@@ -93,7 +101,8 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
             }
         }
     };
-    let loading_older = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.loading_older));
+    let loading_older =
+        move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.loading_older));
     let has_older = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.has_older));
 
     view! {
@@ -174,15 +183,23 @@ mod tests {
     use super::*;
 
     fn m(seq: u64, nick: &str, ts: i64) -> ChatMessage {
-        ChatMessage { room: "r".into(), seq, nick: nick.into(), text: String::new(), ts, client_id: String::new() }
+        ChatMessage {
+            room: "r".into(),
+            seq,
+            nick: nick.into(),
+            text: String::new(),
+            ts,
+            client_id: String::new(),
+        }
     }
 
     #[test]
     fn consecutive_messages_from_one_author_are_grouped() {
-        let heads: Vec<bool> = rows(&[m(1, "a", 0), m(2, "a", 1000), m(3, "b", 2000), m(4, "b", 2000 + GROUP_GAP_MS + 1)])
-            .into_iter()
-            .map(|r| r.head)
-            .collect();
+        let heads: Vec<bool> =
+            rows(&[m(1, "a", 0), m(2, "a", 1000), m(3, "b", 2000), m(4, "b", 2000 + GROUP_GAP_MS + 1)])
+                .into_iter()
+                .map(|r| r.head)
+                .collect();
         assert_eq!(heads, vec![true, false, true, true]);
     }
 }

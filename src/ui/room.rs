@@ -32,9 +32,16 @@ pub fn RoomPage() -> impl IntoView {
     let params = use_params_map();
     let room = Memo::new(move |_| params.with(|p| p.get("room").unwrap_or_default()));
     let valid = Memo::new(move |_| RoomName::parse(&room.get()).is_ok());
-    let recent = Resource::new(move || room.get(), |room| async move {
-        if RoomName::parse(&room).is_ok() { recent_messages(room).await.unwrap_or_default() } else { Vec::new() }
-    });
+    let recent = Resource::new(
+        move || room.get(),
+        |room| async move {
+            if RoomName::parse(&room).is_ok() {
+                recent_messages(room).await.unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+        },
+    );
 
     // In the browser: show this room, join it, and seed it with the server-rendered history.
     Effect::new(move |_| {
@@ -100,7 +107,8 @@ fn TypingLine(room: Memo<String>) -> impl IntoView {
     let chat = use_chat();
     let text = move || {
         let now = chat.clock.get();
-        let names = chat.model.with(|m| m.rooms.get(&room.get()).map(|v| v.typing_now(now)).unwrap_or_default());
+        let names =
+            chat.model.with(|m| m.rooms.get(&room.get()).map(|v| v.typing_now(now)).unwrap_or_default());
         match names.as_slice() {
             [] => String::new(),
             [one] => format!("{one} is typing…"),

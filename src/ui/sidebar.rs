@@ -63,7 +63,9 @@ fn Status() -> impl IntoView {
         ConnStatus::Idle => "Not connected".to_owned(),
         ConnStatus::Connecting => "Connecting…".to_owned(),
         ConnStatus::Online => "Online".to_owned(),
-        ConnStatus::Offline { retry_in_ms } => format!("Offline, retrying in {} s", retry_in_ms.div_ceil(1000)),
+        ConnStatus::Offline { retry_in_ms } => {
+            format!("Offline, retrying in {} s", retry_in_ms.div_ceil(1000))
+        }
     };
     let class = move || match status.get() {
         ConnStatus::Online => "status online",

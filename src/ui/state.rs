@@ -16,7 +16,9 @@ pub enum ConnStatus {
     Connecting,
     Online,
     /// Lost; next attempt in `retry_in_ms`.
-    Offline { retry_in_ms: u32 },
+    Offline {
+        retry_in_ms: u32,
+    },
 }
 
 /// A message typed here and not yet echoed by the server.
@@ -206,7 +208,11 @@ impl ChatModel {
                 // The message ends its author's typing notice, unless that notice is fresh:
                 // typing is fanned out at once while a message waits for its commit, so a
                 // notice for the next message can overtake the previous message.
-                if view.typing.get(&m.nick).is_some_and(|until| until - TYPING_TTL_MS < now_ms - FRESH_TYPING_MS) {
+                if view
+                    .typing
+                    .get(&m.nick)
+                    .is_some_and(|until| until - TYPING_TTL_MS < now_ms - FRESH_TYPING_MS)
+                {
                     view.typing.remove(&m.nick);
                 }
                 let was_empty = view.messages.is_empty();
@@ -341,7 +347,8 @@ mod tests {
         let mut m = model();
         m.outbox.push(Pending { client_id: "x".into(), room: "b".into(), text: "t".into() });
         m.outbox.push(Pending { client_id: "y".into(), room: "b".into(), text: "t".into() });
-        let err = |code, id: &str| ServerMsg::Error { code, message: "no".into(), client_id: Some(id.into()) };
+        let err =
+            |code, id: &str| ServerMsg::Error { code, message: "no".into(), client_id: Some(id.into()) };
         m.apply(err(ErrorCode::RateLimited, "x"), 0.0);
         m.apply(err(ErrorCode::TooLong, "y"), 0.0);
         assert_eq!(m.outbox.iter().map(|p| p.client_id.as_str()).collect::<Vec<_>>(), vec!["x"]);
@@ -389,7 +396,11 @@ mod tests {
         m.apply(ServerMsg::Message(msg("a", 60, "bob")), 0.0);
         assert!(m.rooms["a"].has_older);
         m.apply(
-            ServerMsg::History { room: "a".into(), messages: vec![msg("a", 58, "x"), msg("a", 59, "x")], has_more: false },
+            ServerMsg::History {
+                room: "a".into(),
+                messages: vec![msg("a", 58, "x"), msg("a", 59, "x")],
+                has_more: false,
+            },
             0.0,
         );
         let view = &m.rooms["a"];

@@ -60,7 +60,8 @@ impl TestApp {
     }
 
     pub async fn client(&self) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await.expect("ws connects");
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await.expect("ws connects");
         Client { ws }
     }
 
@@ -83,7 +84,11 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(10), handle).await.expect("server stops in time").unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(10), handle)
+                .await
+                .expect("server stops in time")
+                .unwrap()
+                .unwrap();
         }
         self.dir.take()
     }
@@ -166,7 +171,12 @@ impl Client {
     }
 
     /// Joins and reads the `joined` reply and the replayed messages (`expect` of them).
-    pub async fn join(&mut self, room: &str, since: Option<u64>, expect: usize) -> (ServerMsg, Vec<ChatMessage>) {
+    pub async fn join(
+        &mut self,
+        room: &str,
+        since: Option<u64>,
+        expect: usize,
+    ) -> (ServerMsg, Vec<ChatMessage>) {
         let mut frame = json!({"type": "join", "room": room});
         if let Some(since) = since {
             frame["since"] = json!(since);

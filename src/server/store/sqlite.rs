@@ -10,8 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::{path::Path, sync::Mutex, time::SystemTime};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE rooms (
+const MIGRATIONS: &[&str] = &["CREATE TABLE rooms (
         name       TEXT PRIMARY KEY,
         created_ms INTEGER NOT NULL
      ) WITHOUT ROWID;
@@ -23,8 +22,7 @@ const MIGRATIONS: &[&str] = &[
         ts        INTEGER NOT NULL,
         client_id TEXT    NOT NULL,
         PRIMARY KEY (room, seq)
-     ) WITHOUT ROWID;",
-];
+     ) WITHOUT ROWID;"];
 
 pub struct SqliteStore {
     // A std Mutex, not a tokio one: every call is short and runs on a blocking thread.
@@ -89,9 +87,8 @@ fn page_desc(
     room: &RoomName,
     limit: usize,
 ) -> rusqlite::Result<Page> {
-    let mut messages = stmt
-        .query_map(params, |row| row_to_message(room, row))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut messages =
+        stmt.query_map(params, |row| row_to_message(room, row))?.collect::<rusqlite::Result<Vec<_>>>()?;
     let more = messages.len() > limit;
     messages.truncate(limit);
     messages.reverse();
@@ -160,7 +157,12 @@ impl MessageStore for SqliteStore {
                 "SELECT seq, nick, text, ts, client_id FROM messages
                  WHERE room = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq DESC LIMIT ?4",
             )?;
-            page_desc(&mut stmt, params![room.as_str(), after as i64, upto as i64, (limit + 1) as i64], room, limit)
+            page_desc(
+                &mut stmt,
+                params![room.as_str(), after as i64, upto as i64, (limit + 1) as i64],
+                room,
+                limit,
+            )
         })
     }
 
@@ -170,7 +172,12 @@ impl MessageStore for SqliteStore {
                 "SELECT seq, nick, text, ts, client_id FROM messages
                  WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
             )?;
-            page_desc(&mut stmt, params![room.as_str(), before.min(i64::MAX as u64) as i64, (limit + 1) as i64], room, limit)
+            page_desc(
+                &mut stmt,
+                params![room.as_str(), before.min(i64::MAX as u64) as i64, (limit + 1) as i64],
+                room,
+                limit,
+            )
         })
     }
 }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every test: protocol, store, hub and UI-state unit tests; integration tests against the
+# real server; Playwright journeys in Chromium. Fails on the first failing suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+echo "==> unit and integration tests"
+cargo test --features ssr
+
+echo "==> end-to-end tests (Playwright, Chromium)"
+e2e_dir=$(mktemp -d)
+trap 'rm -rf "$e2e_dir"' EXIT
+# A fresh database per run; the server cargo-leptos starts reads CONFAB_DB.
+CONFAB_DB="$e2e_dir/e2e.db" CONFAB_LOG=warn cargo leptos end-to-end
