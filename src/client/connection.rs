@@ -3,7 +3,7 @@
 //! and go out again with the same `client_id`, so the server stores each once.
 
 use super::storage;
-use crate::protocol::{ClientMsg, JOIN_RECENT, ServerMsg};
+use crate::protocol::{ClientMsg, JOIN_RECENT, Seq, ServerMsg};
 use crate::ui::{
     chat::{Chat, Command},
     state::{ConnStatus, Followup, Pending},
@@ -12,6 +12,7 @@ use futures::{FutureExt, SinkExt, StreamExt, channel::mpsc::UnboundedReceiver, s
 use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
+use std::collections::HashMap;
 
 /// First retry delay; doubles per failed attempt up to `MAX_BACKOFF_MS`.
 const BASE_BACKOFF_MS: f64 = 500.0;
@@ -143,20 +144,68 @@ async fn write(sink: &mut Writer, msg: &ClientMsg) -> bool {
     }
 }
 
-/// Everything a fresh `welcome` calls for: rejoin rooms from their last seq, refresh the
-/// directory, resend the outbox (same client_ids).
+/// Everything a fresh `welcome` calls for: rejoin rooms from their last seq and refresh
+/// the directory. The outbox goes out per room once its replay is complete (see
+/// `ReplayTracker`).
 fn resume_frames(chat: Chat) -> Vec<ClientMsg> {
     chat.model.with_untracked(|m| {
         let mut frames: Vec<ClientMsg> =
             m.resume_points().into_iter().map(|(room, since)| ClientMsg::Join { room, since }).collect();
         frames.push(ClientMsg::ListRooms {});
-        frames.extend(m.outbox.iter().map(|p| ClientMsg::Send {
-            room: p.room.clone(),
-            text: p.text.clone(),
-            client_id: p.client_id.clone(),
-        }));
         frames
     })
+}
+
+/// The outbox of one room, as `send` frames with their original `client_id`s.
+fn outbox_frames(chat: Chat, room: &str) -> Vec<ClientMsg> {
+    chat.model.with_untracked(|m| {
+        m.outbox
+            .iter()
+            .filter(|p| p.room == room)
+            .map(|p| ClientMsg::Send {
+                room: p.room.clone(),
+                text: p.text.clone(),
+                client_id: p.client_id.clone(),
+            })
+            .collect()
+    })
+}
+
+/// Holds back a room's outbox until its join replay is complete. The replay may contain a
+/// message of ours that was stored but whose echo we never saw (the connection dropped);
+/// applying it clears that outbox entry, so the resend cannot store it twice, even when the
+/// server restarted and forgot our session's `client_id`s.
+#[derive(Default)]
+struct ReplayTracker {
+    /// Room → the head announced in `joined`; the replay ends at that seq.
+    pending: HashMap<String, Seq>,
+}
+
+impl ReplayTracker {
+    /// Call after applying `msg`; returns a room whose replay just completed.
+    fn observe(&mut self, chat: Chat, room: Option<(String, Option<Seq>)>) -> Option<String> {
+        let (room, joined_head) = room?;
+        if let Some(head) = joined_head {
+            self.pending.insert(room.clone(), head);
+        }
+        let head = *self.pending.get(&room)?;
+        let held = chat.model.with_untracked(|m| m.rooms.get(&room).and_then(|v| v.last_seq()).unwrap_or(0));
+        if held >= head {
+            self.pending.remove(&room);
+            Some(room)
+        } else {
+            None
+        }
+    }
+}
+
+/// The room a frame is about, and the head if it is a `joined`.
+fn replay_key(msg: &ServerMsg) -> Option<(String, Option<Seq>)> {
+    match msg {
+        ServerMsg::Joined { room, head, .. } => Some((room.clone(), Some(*head))),
+        ServerMsg::Message(m) => Some((m.room.clone(), None)),
+        _ => None,
+    }
 }
 
 /// One connection, from open to loss.
@@ -172,6 +221,7 @@ async fn connect(chat: Chat, commands: &mut UnboundedReceiver<Command>) -> Ended
         return Ended::Lost { was_online: false };
     }
     let mut online = false;
+    let mut replays = ReplayTracker::default();
     loop {
         select! {
             frame = stream.next() => {
@@ -182,7 +232,15 @@ async fn connect(chat: Chat, commands: &mut UnboundedReceiver<Command>) -> Ended
                 };
                 let Ok(msg) = serde_json::from_str::<ServerMsg>(&text) else { continue };
                 let now = js_sys::Date::now();
+                let key = replay_key(&msg);
                 let followup = chat.model.try_update(|m| m.apply(msg, now)).unwrap_or(Followup::None);
+                if let Some(room) = replays.observe(chat, key) {
+                    for frame in outbox_frames(chat, &room) {
+                        if !write(&mut sink, &frame).await {
+                            return Ended::Lost { was_online: true };
+                        }
+                    }
+                }
                 match followup {
                     Followup::None => {}
                     Followup::Resume => {

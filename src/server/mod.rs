@@ -26,7 +26,7 @@ use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::{future::Future, net::SocketAddr, sync::Arc, thread::JoinHandle, time::Duration};
 use store::{StoreError, sqlite::SqliteStore};
 use tokio::net::TcpListener;
-use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -123,7 +123,9 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
             },
         )
         .fallback(leptos_axum::file_and_error_handler(shell))
-        .with_state(options);
+        .with_state(options)
+        // Pages and assets only: the WebSocket upgrade below stays uncompressed.
+        .layer(CompressionLayer::new());
     let api = http::routes().route("/ws", get(ws_upgrade)).with_state(hub);
     pages
         .merge(api)
