@@ -34,6 +34,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    #[cfg(feature = "ssr")]
+    set_content_security_policy();
     let chat = Chat::new();
     provide_context(chat);
     // Browser only: effects never run on the server.
@@ -57,6 +59,26 @@ pub fn App() -> impl IntoView {
             </div>
             <NickGate />
         </Router>
+    }
+}
+
+/// The page's Content-Security-Policy: scripts only from here or carrying this response's
+/// nonce (Leptos puts it on its hydration script), WASM compilation allowed, nothing framed.
+#[cfg(feature = "ssr")]
+fn set_content_security_policy() {
+    use axum::http::{HeaderValue, header::CONTENT_SECURITY_POLICY};
+    let (Some(resp), Some(nonce)) =
+        (use_context::<leptos_axum::ResponseOptions>(), leptos::nonce::use_nonce())
+    else {
+        return;
+    };
+    let policy = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
+         frame-ancestors 'none'; form-action 'self'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        resp.insert_header(CONTENT_SECURITY_POLICY, value);
     }
 }
 

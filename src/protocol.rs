@@ -65,6 +65,41 @@ pub enum ClientMsg {
     ListRooms {},
 }
 
+/// Why a client frame could not be decoded: `bad_frame` or `unknown_type`, with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Every `type` a client may send.
+const CLIENT_TYPES: [&str; 7] = ["hello", "join", "leave", "send", "typing", "history", "list_rooms"];
+
+impl ClientMsg {
+    /// Decodes one text frame. Never panics, whatever the input; tells "not our kind of
+    /// JSON" (`bad_frame`) from "a type we do not know" (`unknown_type`).
+    pub fn decode(text: &str) -> Result<ClientMsg, DecodeError> {
+        let err = match serde_json::from_str::<ClientMsg>(text) {
+            Ok(msg) => return Ok(msg),
+            Err(err) => err,
+        };
+        // Only on the error path: look again to say what was wrong.
+        let (code, message) = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(obj)) => match obj.get("type").and_then(|t| t.as_str()) {
+                Some(t) if !CLIENT_TYPES.contains(&t) => {
+                    (ErrorCode::UnknownType, format!("unknown type {t:?}"))
+                }
+                Some(_) => (ErrorCode::BadFrame, format!("bad fields: {err}")),
+                None => (ErrorCode::BadFrame, "missing \"type\"".to_owned()),
+            },
+            Ok(_) => (ErrorCode::BadFrame, "a frame must be a JSON object".to_owned()),
+            Err(_) => (ErrorCode::BadFrame, "not valid JSON".to_owned()),
+        };
+        Err(DecodeError { code, message })
+    }
+}
+
 fn default_history_limit() -> u32 {
     JOIN_RECENT as u32
 }
@@ -495,6 +530,18 @@ mod tests {
         for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         }
+    }
+
+    #[test]
+    fn decode_tells_bad_frames_from_unknown_types() {
+        let code = |t: &str| ClientMsg::decode(t).unwrap_err().code;
+        assert_eq!(ClientMsg::decode(r#"{"type":"list_rooms"}"#), Ok(ClientMsg::ListRooms {}));
+        assert_eq!(code("nope"), ErrorCode::BadFrame);
+        assert_eq!(code("[]"), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"room":"r"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":7}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
     }
 
     #[test]

@@ -61,6 +61,7 @@ async fn messages_api_pages_backwards() {
 
 #[tokio::test]
 async fn the_room_page_is_server_rendered_with_escaped_history() {
+    let _render = common::PAGE_RENDER.lock().await;
     let app = seeded().await;
     let resp = reqwest::get(app.url("/r/lobby")).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -79,6 +80,7 @@ async fn the_room_page_is_server_rendered_with_escaped_history() {
 
 #[tokio::test]
 async fn unknown_pages_are_404() {
+    let _render = common::PAGE_RENDER.lock().await;
     let app = seeded().await;
     let resp = reqwest::get(app.url("/nope/at/all")).await.unwrap();
     assert_eq!(resp.status(), 404);

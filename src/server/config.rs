@@ -40,6 +40,21 @@ pub struct Config {
     #[arg(long, env = "CONFAB_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,
 
+    /// WebSocket connections one client IP may hold at once.
+    #[arg(long, env = "CONFAB_MAX_CONNS_PER_IP", default_value_t = 256)]
+    pub max_conns_per_ip: usize,
+
+    /// Origins (besides the server's own) whose pages may open the WebSocket, comma
+    /// separated, e.g. "https://chat.example.org". Requests without Origin (non-browser
+    /// clients) are allowed; browsers always send it.
+    #[arg(long, env = "CONFAB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Refused messages (over the rate) a connection may accumulate, draining at one per
+    /// second, before it is closed for abuse (1008).
+    #[arg(long, env = "CONFAB_ABUSE_STRIKES", default_value_t = 20)]
+    pub abuse_strikes: u32,
+
     /// Sustained `send`s per second per connection (token bucket rate).
     #[arg(long, env = "CONFAB_MSG_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub msg_rate: u32,

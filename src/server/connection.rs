@@ -36,7 +36,8 @@ const JOIN_RATE: f64 = 5.0;
 pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
     let (sink, mut stream) = socket.split();
     let (conn, rx) = ConnHandle::new(hub.next_conn_id(), hub.config.outbound_queue_bytes);
-    hub.stats.connections.fetch_add(1, Ordering::Relaxed);
+    hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let last_heard = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), hub.clone(), last_heard.clone(), started));
@@ -74,10 +75,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
         conn.close(CloseReason { code: 1000, reason: "" });
     }
     let _ = writer.await;
-    if conn.close_reason() == Some(CloseReason::SLOW_CONSUMER) {
-        hub.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-    }
-    hub.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Per-room state of the writer: replaying a join, or streaming live.
@@ -150,10 +148,36 @@ async fn write_loop(
         }
     }
     let reason = conn.close_reason().unwrap_or(CloseReason::GOING_AWAY);
+    let m = &hub.metrics;
+    match reason {
+        CloseReason::SLOW_CONSUMER => m.slow_consumers.fetch_add(1, Ordering::Relaxed),
+        CloseReason::RATE_ABUSE => m.abusive_closed.fetch_add(1, Ordering::Relaxed),
+        CloseReason::IDLE => m.idle_closed.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    if reason != CloseReason::SLOW_CONSUMER {
+        // Say what is already queued (the errors that led to an abuse close, the last
+        // messages before a shutdown), then why we close. Not for a slow consumer: its
+        // queue is the problem.
+        rx.close();
+        while let Ok(item) = rx.try_recv() {
+            conn.dequeued(item.bytes());
+            order(item, &mut streams, &mut out);
+        }
+        let flush = async {
+            for frame in out.drain(..) {
+                sink.feed(Message::Text(frame)).await?;
+            }
+            sink.flush().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+    }
     let close =
         Message::Close(Some(CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) }));
-    // Best effort: a slow consumer may never read it.
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+    // Best effort: a slow consumer gets a while to drain what the kernel holds and read why
+    // it was cut; a dead one never will.
+    let patience = if reason == CloseReason::SLOW_CONSUMER { 5 } else { 1 };
+    let _ = tokio::time::timeout(Duration::from_secs(patience), sink.send(close)).await;
 }
 
 /// Puts one queued item in order: a room's live messages wait while its join replays, and
@@ -209,12 +233,15 @@ struct Reader {
     sends: TokenBucket,
     typing: TokenBucket,
     joins: TokenBucket,
+    /// Refusals for rate; when it runs dry the client is abusive and is closed.
+    strikes: TokenBucket,
 }
 
 impl Reader {
     fn new(hub: Arc<Hub>, conn: Arc<ConnHandle>) -> Self {
         let cfg = &hub.config;
         let sends = TokenBucket::new(cfg.msg_rate as f64, cfg.msg_burst as f64);
+        let strikes = TokenBucket::new(1.0, cfg.abuse_strikes as f64);
         Reader {
             hub,
             conn,
@@ -223,6 +250,7 @@ impl Reader {
             sends,
             typing: TokenBucket::new(TYPING_RATE, 3.0),
             joins: TokenBucket::new(JOIN_RATE, 10.0),
+            strikes,
         }
     }
 
@@ -231,21 +259,20 @@ impl Reader {
     }
 
     async fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.hub.metrics.error(code);
         self.reply(&ServerMsg::error(code, message)).await;
     }
 
     async fn error_for(&self, code: ErrorCode, message: impl Into<String>, client_id: &str) {
+        self.hub.metrics.error(code);
         let msg = ServerMsg::Error { code, message: message.into(), client_id: Some(client_id.to_owned()) };
         self.reply(&msg).await;
     }
 
     async fn handle_text(&mut self, text: &str) {
-        let msg = match serde_json::from_str::<ClientMsg>(text) {
+        let msg = match ClientMsg::decode(text) {
             Ok(msg) => msg,
-            Err(err) => {
-                let (code, message) = classify_decode_error(text, &err);
-                return self.error(code, message).await;
-            }
+            Err(err) => return self.error(err.code, err.message).await,
         };
         let Some(session) = self.session.clone() else {
             return match msg {
@@ -286,6 +313,18 @@ impl Reader {
         }
     }
 
+    /// Answers a request over a rate limit; a client that keeps going is closed.
+    async fn rate_limited(&mut self, message: &str, client_id: Option<&str>) {
+        if !self.strikes.take() {
+            tracing::info!(conn = self.conn.id, "closing a connection that ignores rate limits");
+            self.conn.close(CloseReason::RATE_ABUSE);
+        }
+        match client_id {
+            Some(id) => self.error_for(ErrorCode::RateLimited, message, id).await,
+            None => self.error(ErrorCode::RateLimited, message).await,
+        }
+    }
+
     async fn invalid(&self, err: ValidationError) {
         self.error(err.code(), err.to_string()).await
     }
@@ -301,7 +340,7 @@ impl Reader {
             Err(err) => return self.invalid(err).await,
         };
         if !self.joins.take() {
-            return self.error(ErrorCode::RateLimited, "too many joins").await;
+            return self.rate_limited("too many joins", None).await;
         }
         let room = match self.joined.get(&name) {
             Some(room) => room.clone(),
@@ -384,9 +423,9 @@ impl Reader {
         }
         if !self.sends.take() {
             session.forget(&client_id);
-            return self.error_for(ErrorCode::RateLimited, "slow down: too many messages", &client_id).await;
+            return self.rate_limited("slow down: too many messages", Some(&client_id)).await;
         }
-        self.hub.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        self.hub.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
         let nick = session.nick.as_str().to_owned();
         let text = text.into_string();
         let ts = unix_ms();
@@ -407,7 +446,7 @@ impl Reader {
             Err((code, message)) => return self.error(code, message).await,
         };
         if !self.typing.take() {
-            return self.error(ErrorCode::RateLimited, "too many typing events").await;
+            return self.rate_limited("too many typing events", None).await;
         }
         room.typing(&session.nick);
     }
@@ -441,20 +480,6 @@ impl Reader {
         if let Some(session) = self.session.take() {
             self.hub.sessions.detach(&session);
         }
-    }
-}
-
-/// Tells "not our kind of JSON" (`bad_frame`) from "a type we do not know" (`unknown_type`).
-fn classify_decode_error(text: &str, err: &serde_json::Error) -> (ErrorCode, String) {
-    const KNOWN: [&str; 7] = ["hello", "join", "leave", "send", "typing", "history", "list_rooms"];
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(obj)) => match obj.get("type").and_then(|t| t.as_str()) {
-            Some(t) if !KNOWN.contains(&t) => (ErrorCode::UnknownType, format!("unknown type {t:?}")),
-            Some(_) => (ErrorCode::BadFrame, format!("bad fields: {err}")),
-            None => (ErrorCode::BadFrame, "missing \"type\"".to_owned()),
-        },
-        Ok(_) => (ErrorCode::BadFrame, "a frame must be a JSON object".to_owned()),
-        Err(_) => (ErrorCode::BadFrame, "not valid JSON".to_owned()),
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, atomic::Ordering};
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/rooms", get(rooms))
         .route("/api/rooms/{room}/messages", get(messages))
 }
@@ -22,22 +23,33 @@ pub fn routes() -> Router<Arc<Hub>> {
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
-    connections: usize,
+    connections: u64,
+    /// Connection tasks still running: equals `connections` unless one is stuck.
+    connection_tasks: usize,
     rooms: usize,
     sessions: usize,
     messages_in: u64,
+    messages_stored: u64,
     slow_consumers: u64,
 }
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> Json<Health> {
+    let m = &hub.metrics;
     Json(Health {
         status: "ok",
-        connections: hub.stats.connections.load(Ordering::Relaxed),
+        connections: m.connections.load(Ordering::Relaxed),
+        connection_tasks: hub.tasks.len(),
         rooms: hub.room_count(),
         sessions: hub.sessions.len(),
-        messages_in: hub.stats.messages_in.load(Ordering::Relaxed),
-        slow_consumers: hub.stats.slow_consumers.load(Ordering::Relaxed),
+        messages_in: m.messages_in.load(Ordering::Relaxed),
+        messages_stored: m.messages_stored.load(Ordering::Relaxed),
+        slow_consumers: m.slow_consumers.load(Ordering::Relaxed),
     })
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let body = hub.metrics.render(&hub.gauges());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 async fn rooms(State(hub): State<Arc<Hub>>) -> Json<Vec<RoomInfo>> {

@@ -7,6 +7,7 @@
 use super::{
     broker::{Broker, LocalBroker},
     config::Config,
+    metrics::{Gauges, Metrics},
     outbound::ConnId,
     room::Room,
     session::Sessions,
@@ -15,9 +16,10 @@ use super::{
 use crate::protocol::{ErrorCode, RoomInfo, RoomName, Seq};
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
 };
@@ -40,20 +42,14 @@ impl HubError {
     }
 }
 
-/// Counters for `/healthz`.
-#[derive(Default)]
-pub struct Stats {
-    pub connections: AtomicUsize,
-    pub messages_in: AtomicU64,
-    pub slow_consumers: AtomicU64,
-}
-
 pub struct Hub {
     pub config: Arc<Config>,
     pub store: Arc<dyn MessageStore>,
     pub committer: Committer,
     pub sessions: Sessions,
-    pub stats: Stats,
+    pub metrics: Arc<Metrics>,
+    /// Open connections per client IP, for the per-IP limit.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Cancelled on shutdown: every connection closes with 1001.
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them (axum does not).
@@ -69,19 +65,21 @@ impl Hub {
         config: Config,
         store: Arc<dyn MessageStore>,
     ) -> Result<(Arc<Hub>, JoinHandle<()>), StoreError> {
+        let metrics = Arc::new(Metrics::default());
         let broker: Arc<dyn Broker> = Arc::new(LocalBroker);
-        let (committer, thread) = Committer::start(store.clone(), broker);
+        let (committer, thread) = Committer::start(store.clone(), broker, metrics.clone());
         let rooms = store
             .rooms()?
             .into_iter()
-            .map(|(name, head)| (name.clone(), Arc::new(Room::new(name, head))))
+            .map(|(name, head)| (name.clone(), Arc::new(Room::new(name, head, metrics.clone()))))
             .collect();
         let hub = Hub {
             sessions: Sessions::new(config.session_grace()),
             config: Arc::new(config),
             store,
             committer,
-            stats: Stats::default(),
+            metrics,
+            per_ip: Mutex::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             rooms: Mutex::new(rooms),
@@ -92,6 +90,22 @@ impl Hub {
 
     pub fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a connection from `ip` unless that IP is at the limit; the returned guard
+    /// gives the slot back when dropped.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.config.max_conns_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot { hub: self.clone(), ip })
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        Gauges { rooms: self.room_count(), sessions: self.sessions.len(), tasks: self.tasks.len() }
     }
 
     pub fn find_room(&self, name: &RoomName) -> Option<Arc<Room>> {
@@ -115,7 +129,10 @@ impl Hub {
         .await?;
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         // Another connection may have created it meanwhile: keep theirs.
-        Ok(rooms.entry(name.clone()).or_insert_with(|| Arc::new(Room::new(name.clone(), head))).clone())
+        Ok(rooms
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Room::new(name.clone(), head, self.metrics.clone())))
+            .clone())
     }
 
     pub fn room_count(&self) -> usize {
@@ -154,6 +171,24 @@ impl Hub {
         let store = self.store.clone();
         let room = room.clone();
         Ok(blocking(move || store.before(&room, before, limit)).await?)
+    }
+}
+
+/// One connection's place in the per-IP count.
+pub struct IpSlot {
+    hub: Arc<Hub>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.hub.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
     }
 }
 

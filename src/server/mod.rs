@@ -5,6 +5,7 @@ pub mod config;
 pub mod connection;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod outbound;
 pub mod rate;
 pub mod room;
@@ -14,16 +15,22 @@ pub mod store;
 use crate::app::{App, shell};
 use axum::{
     Router,
-    extract::{State, WebSocketUpgrade},
-    http::{HeaderName, HeaderValue, header},
-    response::Response,
+    extract::{ConnectInfo, State, WebSocketUpgrade},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use config::Config;
 use hub::Hub;
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
-use std::{future::Future, net::SocketAddr, sync::Arc, thread::JoinHandle, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    thread::JoinHandle,
+    time::Duration,
+};
 use store::{StoreError, sqlite::SqliteStore};
 use tokio::net::TcpListener;
 use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer};
@@ -143,8 +150,23 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
         ))
 }
 
-async fn ws_upgrade(ws: WebSocketUpgrade, State(hub): State<Arc<Hub>>) -> Response {
+async fn ws_upgrade(
+    ws: WebSocketUpgrade,
+    State(hub): State<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let cfg = &hub.config;
+    // Cross-site WebSocket hijacking: a page elsewhere must not talk to us with the
+    // visitor's cookies and network position.
+    if !origin_allowed(&headers, &cfg.allowed_origins) {
+        hub.metrics.refused_origin.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let Some(slot) = hub.admit(peer.ip()) else {
+        hub.metrics.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
+    };
     let tasks = hub.tasks.clone();
     // Tungstenite's defaults (64 MiB messages, 128 KiB read buffer, unbounded write buffer)
     // are replaced by our own bounds.
@@ -153,7 +175,25 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(hub): State<Arc<Hub>>) -> Respon
         .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(cfg.outbound_queue_bytes + cfg.max_frame_bytes + 64 * 1024)
-        .on_upgrade(move |socket| tasks.track_future(connection::serve(socket, hub)))
+        .on_upgrade(move |socket| {
+            tasks.track_future(async move {
+                connection::serve(socket, hub).await;
+                drop(slot);
+            })
+        })
+}
+
+/// Same origin (the Origin's host is the Host we were reached at), a listed origin, or no
+/// Origin at all (not a browser).
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 async fn sweep_sessions(hub: Arc<Hub>) {
@@ -164,5 +204,31 @@ async fn sweep_sessions(hub: Arc<Hub>) {
         if n > 0 {
             tracing::debug!(expired = n, "sessions expired");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_static(o));
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://chat.example.org".to_owned()];
+        assert!(origin_allowed(&headers(None, "a:1"), &allowed));
+        assert!(origin_allowed(&headers(Some("http://a:1"), "a:1"), &allowed));
+        assert!(origin_allowed(&headers(Some("https://chat.example.org"), "a:1"), &allowed));
+        assert!(!origin_allowed(&headers(Some("http://evil.example"), "a:1"), &allowed));
+        assert!(!origin_allowed(&headers(Some("http://a:2"), "a:1"), &allowed));
+        assert!(!origin_allowed(&headers(Some("null"), "a:1"), &allowed));
     }
 }

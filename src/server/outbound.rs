@@ -62,6 +62,7 @@ impl CloseReason {
     pub const TOO_BIG: CloseReason = CloseReason { code: 1009, reason: "frame too large" };
     pub const SLOW_CONSUMER: CloseReason = CloseReason { code: 4008, reason: "slow consumer" };
     pub const IDLE: CloseReason = CloseReason { code: 4000, reason: "heartbeat timeout" };
+    pub const RATE_ABUSE: CloseReason = CloseReason { code: 1008, reason: "rate limit exceeded" };
 }
 
 pub struct ConnHandle {

@@ -3,12 +3,15 @@
 //! Each room has its own lock, held only for short, non-blocking work (assigning a seq,
 //! pushing already-serialised bytes into bounded queues), so rooms never wait on each other.
 
-use super::outbound::{ConnHandle, ConnId, Outbound};
+use super::{
+    metrics::Metrics,
+    outbound::{ConnHandle, ConnId, Outbound},
+};
 use crate::protocol::{ChatMessage, Nick, PresenceState, RoomInfo, RoomName, Seq, ServerMsg};
 use axum::extract::ws::Utf8Bytes;
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
 };
 
 struct Member {
@@ -28,6 +31,7 @@ struct RoomState {
 
 pub struct Room {
     pub name: RoomName,
+    metrics: Arc<Metrics>,
     /// The name as shared bytes, cheap to clone into every queued item.
     pub key: Arc<str>,
     state: Mutex<RoomState>,
@@ -40,10 +44,11 @@ pub struct Subscription {
 }
 
 impl Room {
-    pub fn new(name: RoomName, head: Seq) -> Self {
+    pub fn new(name: RoomName, head: Seq, metrics: Arc<Metrics>) -> Self {
         let key: Arc<str> = Arc::from(name.as_str());
         Room {
             name,
+            metrics,
             key,
             state: Mutex::new(RoomState {
                 next_seq: head + 1,
@@ -137,6 +142,7 @@ impl Room {
         for member in state.members.values() {
             member.conn.push(Outbound::Room { room: self.key.clone(), seq, frame: frame.clone() });
         }
+        self.metrics.messages_out.fetch_add(state.members.len() as u64, Ordering::Relaxed);
         frame
     }
 
@@ -208,7 +214,7 @@ mod tests {
 
     #[test]
     fn seqs_continue_from_the_stored_head() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 41);
+        let room = Room::new(RoomName::parse("r").unwrap(), 41, Arc::default());
         let mut got = Vec::new();
         for _ in 0..3 {
             room.accept(msg, |m| got.push(m.seq));
@@ -218,7 +224,7 @@ mod tests {
 
     #[test]
     fn delivery_reaches_every_member_with_the_same_bytes() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0);
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
         let (a, mut ra) = member(1);
         let (b, mut rb) = member(2);
         room.subscribe(&Nick::parse("ann").unwrap(), &a);
@@ -232,7 +238,7 @@ mod tests {
 
     #[test]
     fn presence_is_per_nick_not_per_connection() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0);
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
         let (watcher, mut rw) = member(1);
         room.subscribe(&Nick::parse("zed").unwrap(), &watcher);
         let (tab1, _r1) = member(2);
@@ -255,7 +261,7 @@ mod tests {
 
     #[test]
     fn typing_skips_the_typist() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0);
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
         let (a, mut ra) = member(1);
         let (b, mut rb) = member(2);
         let ann = Nick::parse("ann").unwrap();
@@ -269,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_cuts_only_that_member() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0);
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
         let (slow, _slow_rx) = ConnHandle::new(1, 300);
         let (fast, mut fast_rx) = member(2);
         room.subscribe(&Nick::parse("slow").unwrap(), &slow);

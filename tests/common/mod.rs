@@ -13,6 +13,12 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// Held by tests that render Leptos pages. Each `#[tokio::test]` has its own runtime, and
+/// Leptos's reactive runtime is process-global: two renders in two runtimes at once can
+/// leave one waiting on a task spawned into the other (which then ends). A server has one
+/// runtime, so this is a test-harness matter only.
+pub static PAGE_RENDER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub hub: Arc<Hub>,

@@ -4,9 +4,9 @@
 
 use super::MessageStore;
 use crate::protocol::ChatMessage;
-use crate::server::{broker::Broker, room::Room, session::Session};
+use crate::server::{broker::Broker, metrics::Metrics, room::Room, session::Session};
 use std::{
-    sync::{Arc, Weak},
+    sync::{Arc, Weak, atomic::Ordering},
     thread,
     time::Duration,
 };
@@ -34,11 +34,15 @@ pub struct Committer {
 impl Committer {
     /// Starts the writer thread. The queue is unbounded on purpose: what bounds it is the
     /// per-connection rate limit, and a room must never block while holding its lock.
-    pub fn start(store: Arc<dyn MessageStore>, broker: Arc<dyn Broker>) -> (Self, thread::JoinHandle<()>) {
+    pub fn start(
+        store: Arc<dyn MessageStore>,
+        broker: Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = thread::Builder::new()
             .name("confab-committer".into())
-            .spawn(move || run(rx, store, broker))
+            .spawn(move || run(rx, store, broker, metrics))
             .expect("spawn committer thread");
         (Committer { tx }, handle)
     }
@@ -49,7 +53,12 @@ impl Committer {
     }
 }
 
-fn run(mut rx: mpsc::UnboundedReceiver<Job>, store: Arc<dyn MessageStore>, broker: Arc<dyn Broker>) {
+fn run(
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    store: Arc<dyn MessageStore>,
+    broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut batch: Vec<ChatMessage> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -62,6 +71,8 @@ fn run(mut rx: mpsc::UnboundedReceiver<Job>, store: Arc<dyn MessageStore>, broke
         }
         batch.extend(jobs.iter().map(|j| j.msg.clone()));
         commit_or_die(&*store, &batch);
+        metrics.commit_batches.fetch_add(1, Ordering::Relaxed);
+        metrics.messages_stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
         for job in jobs.drain(..) {
             match job.session.upgrade() {

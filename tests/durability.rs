@@ -1,0 +1,147 @@
+//! Promise 1, durable once acknowledged: the real binary is SIGKILLed mid-stream and
+//! restarted on the same database; every message any client saw is still there, with the
+//! same seq, and every room's seqs run 1..=head without a gap.
+
+mod common;
+
+use common::Client;
+use confab::protocol::{ChatMessage, ServerMsg};
+use serde_json::json;
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::TcpListener,
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::process::{Child, Command};
+
+const CLIENTS: usize = 8;
+const ROOMS: usize = 3;
+/// Sends each client keeps in flight: enough to make the committer batch.
+const WINDOW: usize = 32;
+/// Acknowledged messages (over all clients) after which the server is killed.
+const KILL_AFTER: usize = 3000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(db: &Path, port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db.to_str().unwrap(), "--log", "warn"])
+        .args(["--msg-rate", "100000", "--msg-burst", "100000"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server binary starts");
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok() {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not come up");
+}
+
+async fn connect(port: u16, nick: &str) -> Client {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+    let mut c = Client { ws };
+    c.send(json!({"type": "hello", "nick": nick})).await;
+    assert!(matches!(c.recv().await, ServerMsg::Welcome { .. }));
+    c
+}
+
+/// Everything stored in a room, via the HTTP API, oldest first.
+async fn stored(port: u16, room: &str) -> Vec<ChatMessage> {
+    let mut all = Vec::new();
+    let mut before = u64::MAX;
+    loop {
+        let url = format!("http://127.0.0.1:{port}/api/rooms/{room}/messages?before={before}&limit=500");
+        let page: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let mut msgs: Vec<ChatMessage> = serde_json::from_value(page["messages"].clone()).unwrap();
+        let more = page["has_more"].as_bool().unwrap();
+        before = msgs.first().map_or(0, |m| m.seq);
+        msgs.append(&mut all);
+        all = msgs;
+        if !more {
+            return all;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("durable.db");
+    let port = free_port();
+    let mut server = start(&db, port).await;
+
+    // Every message any client received, keyed by (room, seq).
+    let seen: Arc<Mutex<HashMap<(String, u64), ChatMessage>>> = Arc::default();
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let seen = seen.clone();
+        let acked = acked.clone();
+        let mut c = connect(port, &format!("writer{i}")).await;
+        for r in 0..ROOMS {
+            c.join(&format!("room{r}"), None, 0).await;
+        }
+        tasks.push(tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut sent = 0usize;
+            let mut in_flight = 0usize;
+            loop {
+                while in_flight < WINDOW {
+                    let room = format!("room{}", sent % ROOMS);
+                    let frame = json!({"type": "send", "room": room, "text": format!("w{i} #{sent}"), "client_id": format!("w{i}-{sent}")});
+                    if futures::SinkExt::send(&mut c.ws, tokio_tungstenite::tungstenite::Message::text(frame.to_string())).await.is_err() {
+                        return;
+                    }
+                    sent += 1;
+                    in_flight += 1;
+                }
+                let Some(Ok(frame)) = c.ws.next().await else { return };
+                let Ok(text) = frame.to_text() else { continue };
+                if let Ok(ServerMsg::Message(m)) = serde_json::from_str::<ServerMsg>(text) {
+                    if m.nick == format!("writer{i}") {
+                        in_flight -= 1;
+                        acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    seen.lock().unwrap().insert((m.room.clone(), m.seq), m);
+                }
+            }
+        }));
+    }
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < KILL_AFTER {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.start_kill().unwrap(); // SIGKILL: no shutdown path runs
+    server.wait().await.unwrap();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await.expect("clients notice the kill");
+    }
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(seen.len() >= KILL_AFTER, "saw {} messages", seen.len());
+
+    let _server = start(&db, port).await;
+    let mut heads = BTreeMap::new();
+    for r in 0..ROOMS {
+        let room = format!("room{r}");
+        let stored = stored(port, &room).await;
+        let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=stored.len() as u64).collect::<Vec<_>>(), "{room}: seqs have a gap");
+        heads.insert(room.clone(), stored.len());
+        let by_seq: HashMap<u64, &ChatMessage> = stored.iter().map(|m| (m.seq, m)).collect();
+        for ((seen_room, seq), msg) in seen.iter().filter(|((r, _), _)| *r == room) {
+            let kept = by_seq.get(seq).unwrap_or_else(|| panic!("{seen_room} #{seq} was seen but is gone"));
+            assert_eq!(*kept, msg, "{seen_room} #{seq} changed");
+        }
+    }
+    println!(
+        "durability: {} messages seen before SIGKILL, stored heads after restart: {heads:?}",
+        seen.len()
+    );
+}
