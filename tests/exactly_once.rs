@@ -28,7 +28,7 @@ impl Rng {
         self.0
     }
     fn chance(&mut self, one_in: u64) -> bool {
-        self.next() % one_in == 0
+        self.next().is_multiple_of(one_in)
     }
 }
 
@@ -205,7 +205,7 @@ async fn every_peer_gets_every_message_exactly_once_in_order_despite_random_disc
                 reconnects: 0,
                 log: Default::default(),
             };
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) * 0x2545_F491);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x2545_F491));
             peer.run(&app, &mut rng).await;
             peer
         }));
