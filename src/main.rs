@@ -4,9 +4,18 @@ use clap::Parser;
 use confab::server::{Server, config::Config};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // Store calls run on blocking threads but take one SQLite connection at a time, so a
+    // few threads suffice; tokio's default (512) only adds stacks and malloc arenas.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()?
+        .block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(EnvFilter::new(&config.log)).init();
     let db = config.db.clone();
     let server = Server::bind(config).await?;

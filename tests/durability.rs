@@ -4,18 +4,14 @@
 
 mod common;
 
-use common::Client;
+use common::{connect, free_port, start_binary as start, stored};
 use confab::protocol::{ChatMessage, ServerMsg};
 use serde_json::json;
 use std::{
     collections::{BTreeMap, HashMap},
-    net::TcpListener,
-    path::Path,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
-use tokio::process::{Child, Command};
 
 const CLIENTS: usize = 8;
 const ROOMS: usize = 3;
@@ -24,59 +20,12 @@ const WINDOW: usize = 32;
 /// Acknowledged messages (over all clients) after which the server is killed.
 const KILL_AFTER: usize = 3000;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start(db: &Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db.to_str().unwrap(), "--log", "warn"])
-        .args(["--msg-rate", "100000", "--msg-burst", "100000"])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("server binary starts");
-    for _ in 0..200 {
-        if reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok() {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not come up");
-}
-
-async fn connect(port: u16, nick: &str) -> Client {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
-    let mut c = Client { ws };
-    c.send(json!({"type": "hello", "nick": nick})).await;
-    assert!(matches!(c.recv().await, ServerMsg::Welcome { .. }));
-    c
-}
-
-/// Everything stored in a room, via the HTTP API, oldest first.
-async fn stored(port: u16, room: &str) -> Vec<ChatMessage> {
-    let mut all = Vec::new();
-    let mut before = u64::MAX;
-    loop {
-        let url = format!("http://127.0.0.1:{port}/api/rooms/{room}/messages?before={before}&limit=500");
-        let page: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-        let mut msgs: Vec<ChatMessage> = serde_json::from_value(page["messages"].clone()).unwrap();
-        let more = page["has_more"].as_bool().unwrap();
-        before = msgs.first().map_or(0, |m| m.seq);
-        msgs.append(&mut all);
-        all = msgs;
-        if !more {
-            return all;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("durable.db");
     let port = free_port();
-    let mut server = start(&db, port).await;
+    let mut server = start(&db, port, &[]).await;
 
     // Every message any client received, keyed by (room, seq).
     let seen: Arc<Mutex<HashMap<(String, u64), ChatMessage>>> = Arc::default();
@@ -126,7 +75,7 @@ async fn acknowledged_messages_survive_sigkill() {
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(seen.len() >= KILL_AFTER, "saw {} messages", seen.len());
 
-    let _server = start(&db, port).await;
+    let _server = start(&db, port, &[]).await;
     let mut heads = BTreeMap::new();
     for r in 0..ROOMS {
         let room = format!("room{r}");

@@ -4,18 +4,88 @@
  * The database lives for the whole run, so every test makes its own rooms and nicks with
  * `uniqueName()`. Message texts must be unique within a room (locators match them exactly).
  */
-import { test as base, expect, type Browser, type Locator, type Page } from '@playwright/test';
+import {
+  test as base,
+  expect,
+  type Browser,
+  type BrowserContext,
+  type Locator,
+  type Page,
+} from '@playwright/test';
 
 export { expect };
 
 /** First paint to hydrated page: a debug WASM bundle can take a while to compile. */
 export const HYDRATION_TIMEOUT = 20_000;
 
+declare global {
+  interface Window {
+    /** Filled by the CSP guard's init script: "<directive> <blocked URI>" per violation. */
+    __cspViolations?: string[];
+  }
+}
+
+/** Init script: keeps this document's Content-Security-Policy violations in the window. */
+function recordCspViolations(): void {
+  document.addEventListener('securitypolicyviolation', (e) =>
+    (window.__cspViolations ||= []).push(e.violatedDirective + ' ' + e.blockedURI),
+  );
+}
+
 /**
- * `test` that closes every browser context a test opened with `browser.newContext()`, so
- * users from one journey do not stay connected during the next.
+ * Collects Content-Security-Policy violations from every page of the contexts it watches:
+ * the browser's console reports (kept here, so they outlive reloads and closed pages) and
+ * the documents' own `securitypolicyviolation` events (kept in the window until it
+ * navigates away; read by `collect`).
  */
-export const test = base.extend<{ closeOpenedContexts: void }>({
+class CspGuard {
+  private readonly installed = new Map<BrowserContext, Promise<unknown>>();
+  private readonly seen: string[] = [];
+
+  /** Watches `context` (once); resolves once pages it opens from then on record violations. */
+  watch(context: BrowserContext): Promise<unknown> {
+    let installed = this.installed.get(context);
+    if (!installed) {
+      context.pages().forEach((page) => this.listen(page));
+      context.on('page', (page) => this.listen(page));
+      installed = context.addInitScript(recordCspViolations);
+      this.installed.set(context, installed);
+    }
+    return installed;
+  }
+
+  /** Adds the violations recorded by the open pages of `contexts` (all watched ones by default). */
+  async collect(contexts: Iterable<BrowserContext> = this.installed.keys()): Promise<void> {
+    for (const context of contexts) {
+      for (const page of context.pages()) {
+        const events = await page.evaluate(() => window.__cspViolations ?? []).catch(() => []);
+        this.seen.push(...events.map((event) => `${page.url()}: securitypolicyviolation ${event}`));
+      }
+    }
+  }
+
+  /** Every violation collected so far, one line each. */
+  violations(): string[] {
+    return [...this.seen];
+  }
+
+  private listen(page: Page): void {
+    page.on('console', (message) => {
+      if (message.text().includes('Content Security Policy')) {
+        this.seen.push(`${page.url()}: console ${message.text()}`);
+      }
+    });
+  }
+}
+
+/**
+ * `test` with two automatic guards:
+ * - every browser context the test opened with `browser.newContext()` is closed at the end,
+ *   so users from one journey do not stay connected during the next;
+ * - every page of every context (the `page` fixture's and those the test opened) is watched
+ *   for Content-Security-Policy violations, and the test fails listing them if there were any.
+ */
+export const test = base.extend<{ closeOpenedContexts: void; cspGuard: CspGuard }>({
   closeOpenedContexts: [
     async ({ browser }, use) => {
       const before = new Set(browser.contexts());
@@ -25,6 +95,31 @@ export const test = base.extend<{ closeOpenedContexts: void }>({
     },
     { auto: true },
   ],
+  // Set up after (so torn down before) `closeOpenedContexts`: it reads the pages while they are open.
+  cspGuard: [
+    async ({ browser, closeOpenedContexts }, use) => {
+      const guard = new CspGuard();
+      // Browser emits 'context' before `newContext()` resolves, so the init script is on its
+      // way before the test can open a page in it.
+      const onContext = (context: BrowserContext) => void guard.watch(context).catch(() => {});
+      browser.on('context', onContext);
+      try {
+        await use(guard);
+      } finally {
+        browser.off('context', onContext);
+      }
+      await guard.collect();
+      const violations = guard.violations();
+      expect(violations, `Content-Security-Policy violations:\n${violations.join('\n')}`).toEqual([]);
+    },
+    { auto: true },
+  ],
+  // The `page` fixture's context: watched before its page exists, read before it is closed.
+  context: async ({ context, cspGuard }, use) => {
+    await cspGuard.watch(context);
+    await use(context);
+    await cspGuard.collect([context]);
+  },
 });
 
 // ---------------------------------------------------------------------------------------
@@ -71,6 +166,19 @@ export function pendingWithText(page: Page, text: string): Locator {
     .filter({ has: page.locator('.text', { hasText: exactly(text) }) });
 }
 
+/** Every copy of the message whose text is exactly `text`, acknowledged or pending. */
+export function everyMessageWithText(page: Page, text: string): Locator {
+  return page
+    .getByTestId('messages')
+    .locator('li.message')
+    .filter({ has: page.locator('.text', { hasText: exactly(text) }) });
+}
+
+/** The `data-seq` of every acknowledged message, in list order. */
+export async function messageSeqs(page: Page): Promise<number[]> {
+  return messageItems(page).evaluateAll((items) => items.map((li) => Number(li.getAttribute('data-seq'))));
+}
+
 /** `nick` in the room's member list (visible at desktop width only). */
 export function member(page: Page, nick: string): Locator {
   return page.getByTestId('members').locator('li').filter({ hasText: exactly(nick) });
@@ -86,12 +194,22 @@ export function composer(page: Page): Locator {
   return page.locator('#composer-text');
 }
 
+/** The open room; `data-live="true"` once this connection's join of it was answered. */
+export function roomSection(page: Page): Locator {
+  return page.locator('section.room');
+}
+
+/** The connection status in the sidebar: "Online", "Connecting…" or "Offline, retrying in N s". */
+export function connectionStatus(page: Page): Locator {
+  return page.getByTestId('status');
+}
+
 // ---------------------------------------------------------------------------------------
 // Steps
 
 /** Waits until the connection is up. */
 export async function expectOnline(page: Page): Promise<void> {
-  await expect(page.getByTestId('status')).toHaveText('Online', { timeout: HYDRATION_TIMEOUT });
+  await expect(connectionStatus(page)).toHaveText('Online', { timeout: HYDRATION_TIMEOUT });
 }
 
 /** The nick this browser remembers. */
@@ -111,39 +229,55 @@ export async function chooseNick(page: Page, nick: string): Promise<void> {
 }
 
 /**
- * Waits until `room` is on screen and joined: its title shows, this user is in its member
- * list (so the server acknowledged the join) and the composer takes input.
+ * Waits until `room` is on screen and live: its title shows, the server answered this
+ * connection's join (`data-live="true"`) and the composer takes input.
  */
 export async function expectInRoom(page: Page, room: string): Promise<void> {
   await expect(page).toHaveURL(new RegExp(`/r/${room}$`));
   await expect(page.locator('h1#room-title')).toContainText(room);
   await expectOnline(page);
-  const nick = await storedNick(page);
-  expect(nick, 'a nick is remembered in localStorage').toBeTruthy();
-  await expect(member(page, nick!)).toBeVisible();
+  await expect(roomSection(page)).toHaveAttribute('data-live', 'true');
   await expect(composer(page)).toBeEnabled();
 }
 
 /**
- * Opens a fresh browser (its own context: own localStorage, own WebSocket) as `nick`,
- * online in `room`, or in the lobby when no room is given.
+ * A fresh browser (its own context: own localStorage, own WebSocket) with a blank page, for
+ * tests that set the page up (routes, listeners) before it loads; then call `enterAs`.
  */
-export async function openAs(browser: Browser, nick: string, room?: string): Promise<Page> {
+export async function newUserPage(browser: Browser): Promise<Page> {
   const context = await browser.newContext();
-  const page = await context.newPage();
+  return context.newPage();
+}
+
+/** Loads `room` (or the lobby when no room is given) in `page` and chooses `nick`, online. */
+export async function enterAs(page: Page, nick: string, room?: string): Promise<void> {
   await page.goto(room ? `/r/${room}` : '/');
   await chooseNick(page, nick);
   if (room) await expectInRoom(page, room);
+}
+
+/** Opens a fresh browser as `nick`, online in `room`, or in the lobby when no room is given. */
+export async function openAs(browser: Browser, nick: string, room?: string): Promise<Page> {
+  const page = await newUserPage(browser);
+  await enterAs(page, nick, room);
   return page;
 }
 
 /** Joins (or creates) `room` with the sidebar's join form and waits until it is joined. */
 export async function joinRoom(page: Page, room: string): Promise<void> {
-  // The lobby shows a second join form; use the sidebar's.
-  const sidebar = page.getByRole('navigation', { name: 'Rooms' });
-  await sidebar.locator('#join-room').fill(room);
-  await sidebar.getByRole('button', { name: 'Join' }).click();
+  // The sidebar's form; the lobby's own is #lobby-join-room.
+  const input = page.locator('#join-room');
+  await input.fill(room);
+  await page.locator('form', { has: input }).getByRole('button', { name: 'Join' }).click();
   await expectInRoom(page, room);
+}
+
+/** Types `text` into the composer and presses Enter; does not wait for the server. */
+export async function submitMessage(page: Page, text: string): Promise<void> {
+  const box = composer(page);
+  await box.fill(text);
+  await box.press('Enter');
+  await expect(box).toHaveValue('');
 }
 
 /**
@@ -151,10 +285,7 @@ export async function joinRoom(page: Page, room: string): Promise<void> {
  * (a non-pending message with exactly that text). Returns that message.
  */
 export async function sendMessage(page: Page, text: string): Promise<Locator> {
-  const box = composer(page);
-  await box.fill(text);
-  await box.press('Enter');
-  await expect(box).toHaveValue('');
+  await submitMessage(page, text);
   const sent = messageWithText(page, text);
   await expect(sent).toBeVisible();
   await expect(pendingWithText(page, text)).toHaveCount(0);

@@ -1,7 +1,7 @@
 import {
   expect,
   expectInRoom,
-  messageItems,
+  messageSeqs,
   messageTexts,
   openAs,
   sendMessage,
@@ -28,7 +28,7 @@ test('messages survive a reload, in order, and the nick is remembered', async ({
 
   // The server-rendered history and the live join agree: same three, same order, no duplicates.
   await expect(messageTexts(page)).toHaveText(texts);
-  const seqs = await messageItems(page).evaluateAll((items) => items.map((li) => Number(li.getAttribute('data-seq'))));
+  const seqs = await messageSeqs(page);
   expect(seqs).toHaveLength(3);
   expect(seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]), `data-seq ascending: ${seqs}`).toBe(true);
 });

@@ -109,9 +109,10 @@ async fn write_loop(
                     break;
                 }
                 for item in items.drain(..) {
-                    conn.dequeued(item.bytes());
+                    conn.dequeued(&item);
                     order(item, &mut streams, &mut out);
                 }
+                conn.notify_drained();
                 if out.is_empty() {
                     continue;
                 }
@@ -161,7 +162,7 @@ async fn write_loop(
         // queue is the problem.
         rx.close();
         while let Ok(item) = rx.try_recv() {
-            conn.dequeued(item.bytes());
+            conn.dequeued(&item);
             order(item, &mut streams, &mut out);
         }
         let flush = async {

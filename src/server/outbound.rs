@@ -10,7 +10,7 @@ use std::sync::{
     Arc, OnceLock,
     atomic::{AtomicUsize, Ordering},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub type ConnId = u64;
@@ -38,6 +38,17 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// Items the connection's own reader queued (as opposed to room traffic).
+    pub fn is_reply(&self) -> bool {
+        matches!(
+            self,
+            Outbound::Frame(_)
+                | Outbound::Replay { .. }
+                | Outbound::BeginJoin { .. }
+                | Outbound::EndRoom { .. }
+        )
+    }
+
     /// Bytes this item holds, for the queue's byte budget.
     pub fn bytes(&self) -> usize {
         match self {
@@ -68,7 +79,12 @@ impl CloseReason {
 pub struct ConnHandle {
     pub id: ConnId,
     tx: mpsc::Sender<Outbound>,
+    /// Room traffic queued and not yet taken by the writer: the slow-consumer budget.
     queued_bytes: AtomicUsize,
+    /// Replies to this connection's own requests queued: bounded by making the reader wait.
+    reply_bytes: AtomicUsize,
+    /// Signalled by the writer whenever it takes items off the queue.
+    drained: Notify,
     max_bytes: usize,
     closed: CancellationToken,
     close_reason: OnceLock<CloseReason>,
@@ -81,6 +97,8 @@ impl ConnHandle {
             id,
             tx,
             queued_bytes: AtomicUsize::new(0),
+            reply_bytes: AtomicUsize::new(0),
+            drained: Notify::new(),
             max_bytes,
             closed: CancellationToken::new(),
             close_reason: OnceLock::new(),
@@ -110,19 +128,25 @@ impl ConnHandle {
         }
     }
 
-    /// Queues a reply from this connection's own reader. The reader may wait for room (it
-    /// only delays the client that asked), and one reply may overshoot the byte budget so a
-    /// large but legitimate replay is not mistaken for a slow reader.
+    /// Queues a reply from this connection's own reader (or a marker for the writer). The
+    /// reader waits while earlier replies exceed the budget: a client that asks for more
+    /// than it reads only slows itself down. Replies are not counted against the room
+    /// traffic budget, so a large join replay never makes an honest client look slow.
     pub async fn reply(&self, item: Outbound) {
+        loop {
+            let drained = self.drained.notified();
+            if self.reply_bytes.load(Ordering::Acquire) <= self.max_bytes {
+                break;
+            }
+            tokio::select! {
+                _ = drained => {}
+                _ = self.closed.cancelled() => return,
+            }
+        }
         if self.closed.is_cancelled() {
             return;
         }
-        let bytes = item.bytes();
-        let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-        if before > self.max_bytes {
-            self.close(CloseReason::SLOW_CONSUMER);
-            return;
-        }
+        self.reply_bytes.fetch_add(item.bytes(), Ordering::AcqRel);
         tokio::select! {
             _ = self.tx.send(item) => {}
             _ = self.closed.cancelled() => {}
@@ -130,8 +154,14 @@ impl ConnHandle {
     }
 
     /// Called by the writer as it takes an item off the queue.
-    pub fn dequeued(&self, bytes: usize) {
-        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    pub fn dequeued(&self, item: &Outbound) {
+        let counter = if item.is_reply() { &self.reply_bytes } else { &self.queued_bytes };
+        counter.fetch_sub(item.bytes(), Ordering::AcqRel);
+    }
+
+    /// Called by the writer after taking a batch: wakes a waiting reader.
+    pub fn notify_drained(&self) {
+        self.drained.notify_waiters();
     }
 
     /// Asks the connection to close; the first reason given wins.

@@ -6,8 +6,15 @@ use confab::protocol::{ChatMessage, ServerMsg};
 use confab::server::{Server, config::Config, hub::Hub};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
 use tempfile::TempDir;
+use tokio::process::{Child, Command};
 use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
@@ -225,4 +232,56 @@ impl Client {
 
 pub fn seqs(messages: &[ChatMessage]) -> Vec<u64> {
     messages.iter().map(|m| m.seq).collect()
+}
+
+// --- The real binary as a child process (crash tests, soak) ---
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the real `confab` binary on `port` with `db`, plus `extra` flags; waits until it
+/// answers /healthz. Rate limits are raised so load tests measure the server, not the limit.
+pub async fn start_binary(db: &Path, port: u16, extra: &[&str]) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db.to_str().unwrap(), "--log", "warn"])
+        .args(["--msg-rate", "100000", "--msg-burst", "100000"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server binary starts");
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_ok() {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not come up");
+}
+
+pub async fn connect(port: u16, nick: &str) -> Client {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+    let mut c = Client { ws };
+    c.send(json!({"type": "hello", "nick": nick})).await;
+    assert!(matches!(c.recv().await, ServerMsg::Welcome { .. }));
+    c
+}
+
+/// Everything stored in a room, via the HTTP API, oldest first.
+pub async fn stored(port: u16, room: &str) -> Vec<ChatMessage> {
+    let mut all = Vec::new();
+    let mut before = u64::MAX;
+    loop {
+        let url = format!("http://127.0.0.1:{port}/api/rooms/{room}/messages?before={before}&limit=500");
+        let page: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let mut msgs: Vec<ChatMessage> = serde_json::from_value(page["messages"].clone()).unwrap();
+        let more = page["has_more"].as_bool().unwrap();
+        before = msgs.first().map_or(0, |m| m.seq);
+        msgs.append(&mut all);
+        all = msgs;
+        if !more {
+            return all;
+        }
+    }
 }
