@@ -94,3 +94,50 @@ async fn acknowledged_messages_survive_sigkill() {
         seen.len()
     );
 }
+
+/// Promise 6, clean shutdown: on SIGTERM the binary closes every client with 1001, stores
+/// what it accepted, and exits by itself (its own deadline is 5 s; here we only require
+/// that it exits, and print how long it took).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_clients_with_1001_and_keeps_every_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("term.db");
+    let port = free_port();
+    let mut server = start(&db, port, &[]).await;
+    let mut clients = Vec::new();
+    let mut acked = Vec::new();
+    for i in 0..4 {
+        let mut c = connect(port, &format!("t{i}")).await;
+        c.join("shutdown", None, 0).await;
+        clients.push(c);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        for n in 0..25 {
+            let id = format!("t{i}-{n}");
+            c.say("shutdown", "before the end", &id).await;
+            // Others' messages arrive too: wait for our own echo, the ack.
+            match c.recv_until(|m| matches!(m, ServerMsg::Message(m) if m.client_id == id)).await {
+                ServerMsg::Message(m) => acked.push(m),
+                _ => unreachable!(),
+            }
+        }
+    }
+    let pid = server.id().unwrap() as i32;
+    let began = std::time::Instant::now();
+    // kill(1), so the test needs no libc binding for one signal.
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    for c in &mut clients {
+        assert_eq!(c.expect_close().await, 1001);
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.wait()).await.expect("exits").unwrap();
+    println!("shutdown: exited {exit} after {:?}", began.elapsed());
+    assert!(exit.success(), "{exit}");
+
+    let _server = start(&db, port, &[]).await;
+    let kept = stored(port, "shutdown").await;
+    assert_eq!(kept.len(), acked.len());
+    for m in &acked {
+        assert_eq!(&kept[(m.seq - 1) as usize], m);
+    }
+}

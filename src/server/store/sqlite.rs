@@ -80,6 +80,12 @@ fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<
     })
 }
 
+/// A seq as SQLite's signed integer: values past i64::MAX (only ever sent by a client)
+/// saturate instead of wrapping negative.
+fn sql_seq(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
 /// Collects a "newest first, limit + 1" query into an oldest-first page.
 fn page_desc(
     stmt: &mut rusqlite::CachedStatement<'_>,
@@ -159,7 +165,7 @@ impl MessageStore for SqliteStore {
             )?;
             page_desc(
                 &mut stmt,
-                params![room.as_str(), after as i64, upto as i64, (limit + 1) as i64],
+                params![room.as_str(), sql_seq(after), sql_seq(upto), (limit + 1) as i64],
                 room,
                 limit,
             )
@@ -172,12 +178,7 @@ impl MessageStore for SqliteStore {
                 "SELECT seq, nick, text, ts, client_id FROM messages
                  WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
             )?;
-            page_desc(
-                &mut stmt,
-                params![room.as_str(), before.min(i64::MAX as u64) as i64, (limit + 1) as i64],
-                room,
-                limit,
-            )
+            page_desc(&mut stmt, params![room.as_str(), sql_seq(before), (limit + 1) as i64], room, limit)
         })
     }
 }
@@ -222,6 +223,9 @@ mod tests {
         assert_eq!((seqs(&page), page.more), (vec![7, 8], false));
         let page = store.before(&room, 5, 2).unwrap();
         assert_eq!((seqs(&page), page.more), (vec![3, 4], true));
+        // A client-sent seq past i64::MAX must not wrap around to "from the start".
+        assert!(store.after(&room, u64::MAX, 10, 50).unwrap().messages.is_empty());
+        assert!(store.after(&room, 1 << 63, 10, 50).unwrap().messages.is_empty());
         let page = store.before(&room, 3, 5).unwrap();
         assert_eq!((seqs(&page), page.more), (vec![1, 2], false));
         assert_eq!(page.messages[0], msg("a", 1));
