@@ -345,8 +345,10 @@ async fn shutdown_closes_every_connection_with_1001() {
 #[tokio::test]
 async fn a_silent_client_is_reaped_and_its_presence_removed() {
     let app = spawn_with(|c| {
+        // The timeout must exceed the ping interval plus a round trip, or a live client
+        // that answers every ping can still be judged silent.
         c.ping_interval_secs = 1;
-        c.idle_timeout_secs = 1;
+        c.idle_timeout_secs = 2;
     })
     .await;
     let (mut watcher, _) = app.user("watcher").await;

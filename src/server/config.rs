@@ -101,8 +101,9 @@ impl Config {
         Duration::from_secs(self.ping_interval_secs.max(1))
     }
 
+    /// Never shorter than a ping interval plus a second: a client needs a ping to answer.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_secs.max(1))
+        Duration::from_secs(self.idle_timeout_secs.max(self.ping_interval().as_secs() + 1))
     }
 
     pub fn session_grace(&self) -> Duration {
