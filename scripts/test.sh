@@ -5,8 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-echo "==> unit and integration tests"
-cargo test --features ssr
+echo "==> unit and integration tests, criterion benches run once"
+cargo test --features ssr --all-targets
+
+echo "==> benchmark smoke run"
+scripts/bench-smoke.sh
 
 echo "==> end-to-end tests (Playwright, Chromium)"
 e2e_dir=$(mktemp -d)

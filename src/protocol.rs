@@ -161,7 +161,11 @@ pub enum ServerMsg {
     },
     Joined {
         room: String,
+        /// Nicks present (at most 256 of them in a large room; see `member_count`).
         members: Vec<String>,
+        /// How many people are present.
+        #[serde(default)]
+        member_count: u32,
         head: Seq,
         #[serde(default, skip_serializing_if = "is_false")]
         truncated: bool,
@@ -488,12 +492,24 @@ mod tests {
                 "messages_per_sec": 10, "message_burst": 20}}),
         );
         round_trip_server(
-            ServerMsg::Joined { room: "r".into(), members: vec!["ann".into()], head: 4, truncated: false },
-            json!({"type": "joined", "room": "r", "members": ["ann"], "head": 4}),
+            ServerMsg::Joined {
+                room: "r".into(),
+                members: vec!["ann".into()],
+                member_count: 1,
+                head: 4,
+                truncated: false,
+            },
+            json!({"type": "joined", "room": "r", "members": ["ann"], "member_count": 1, "head": 4}),
         );
         round_trip_server(
-            ServerMsg::Joined { room: "r".into(), members: vec![], head: 900, truncated: true },
-            json!({"type": "joined", "room": "r", "members": [], "head": 900, "truncated": true}),
+            ServerMsg::Joined {
+                room: "r".into(),
+                members: vec![],
+                member_count: 0,
+                head: 900,
+                truncated: true,
+            },
+            json!({"type": "joined", "room": "r", "members": [], "member_count": 0, "head": 900, "truncated": true}),
         );
         round_trip_server(ServerMsg::Left { room: "r".into() }, json!({"type": "left", "room": "r"}));
         round_trip_server(

@@ -22,10 +22,19 @@ const KILL_AFTER: usize = 3000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill() {
+    sigkill_mid_stream(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_sigkill_with_fsync_per_commit() {
+    sigkill_mid_stream(&["--sync", "full"]).await;
+}
+
+async fn sigkill_mid_stream(flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("durable.db");
     let port = free_port();
-    let mut server = start(&db, port, &[]).await;
+    let mut server = start(&db, port, flags).await;
 
     // Every message any client received, keyed by (room, seq).
     let seen: Arc<Mutex<HashMap<(String, u64), ChatMessage>>> = Arc::default();
@@ -75,7 +84,7 @@ async fn acknowledged_messages_survive_sigkill() {
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(seen.len() >= KILL_AFTER, "saw {} messages", seen.len());
 
-    let _server = start(&db, port, &[]).await;
+    let _server = start(&db, port, flags).await;
     let mut heads = BTreeMap::new();
     for r in 0..ROOMS {
         let room = format!("room{r}");

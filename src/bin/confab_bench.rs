@@ -185,7 +185,8 @@ async fn client(run: Arc<Run>, ws: Ws, role: Role) {
                     }
                 }
                 let text = format!("t:{}:{pad}", now_ns());
-                let frame = json!({"type": "send", "room": room, "text": text, "client_id": format!("{}-{n}", room)});
+                let frame =
+                    json!({"type": "send", "room": room, "text": text, "client_id": format!("{}-{n}", room)});
                 n += 1;
                 outstanding.fetch_add(1, Relaxed);
                 if run.measuring.load(Relaxed) {
@@ -242,7 +243,11 @@ async fn client(run: Arc<Run>, ws: Ws, role: Role) {
                 }
                 if run.measuring.load(Relaxed) {
                     run.stats.delivered.fetch_add(1, Relaxed);
-                    if let Some(sent) = m.text.strip_prefix("t:").and_then(|t| t.split(':').next()).and_then(|t| t.parse::<u64>().ok())
+                    if let Some(sent) = m
+                        .text
+                        .strip_prefix("t:")
+                        .and_then(|t| t.split(':').next())
+                        .and_then(|t| t.parse::<u64>().ok())
                     {
                         let us = (now_ns().saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32;
                         run.stats.latencies_us.lock().unwrap().push(us);
@@ -275,7 +280,9 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        args.url.starts_with("ws://127.") || args.url.starts_with("ws://localhost") || args.url.starts_with("ws://[::1]"),
+        args.url.starts_with("ws://127.")
+            || args.url.starts_with("ws://localhost")
+            || args.url.starts_with("ws://[::1]"),
         "confab-bench only targets loopback addresses"
     );
     let run_id = now_ns() % 1_000_000_000;
@@ -307,10 +314,20 @@ async fn main() -> anyhow::Result<()> {
         _ => {
             for i in 0..args.clients {
                 let sends = args.scenario != Scenario::Idle && i < args.senders;
-                roles.push(Role { nick: format!("b{run_id}-{i}"), room: format!("bench-{run_id}"), sends, never_reads: false });
+                roles.push(Role {
+                    nick: format!("b{run_id}-{i}"),
+                    room: format!("bench-{run_id}"),
+                    sends,
+                    never_reads: false,
+                });
             }
             if args.scenario == Scenario::Slow {
-                roles.push(Role { nick: format!("b{run_id}-slow"), room: format!("bench-{run_id}"), sends: false, never_reads: true });
+                roles.push(Role {
+                    nick: format!("b{run_id}-slow"),
+                    room: format!("bench-{run_id}"),
+                    sends: false,
+                    never_reads: true,
+                });
             }
         }
     }
@@ -355,7 +372,8 @@ async fn main() -> anyhow::Result<()> {
     sleep(Duration::from_millis(500)).await;
     let rss_connected = run.args.server_pid.and_then(proc_rss_kb);
 
-    let tasks: Vec<_> = sockets.into_iter().map(|(role, ws)| tokio::spawn(client(run.clone(), ws, role))).collect();
+    let tasks: Vec<_> =
+        sockets.into_iter().map(|(role, ws)| tokio::spawn(client(run.clone(), ws, role))).collect();
     sleep(Duration::from_secs_f64(run.args.warmup)).await;
     let cpu_before = run.args.server_pid.and_then(proc_cpu_s);
     let t0 = Instant::now();
@@ -379,7 +397,8 @@ async fn main() -> anyhow::Result<()> {
     let delivered = s.delivered.load(Relaxed);
     let per_sec = delivered as f64 / elapsed;
     let cpu_us_per_delivery = cpu.map(|c| c * 1e6 / delivered.max(1) as f64);
-    let per_conn_kb = rss_before.zip(rss_connected).map(|(b, c)| (c.saturating_sub(b)) as f64 / held.max(1) as f64);
+    let per_conn_kb =
+        rss_before.zip(rss_connected).map(|(b, c)| (c.saturating_sub(b)) as f64 / held.max(1) as f64);
     let out = json!({
         "label": run.args.label,
         "scenario": format!("{:?}", run.args.scenario).to_lowercase(),

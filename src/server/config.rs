@@ -4,6 +4,13 @@ use crate::protocol::{self, Limits};
 use clap::Parser;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+/// SQLite `synchronous` level for the message store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    Normal,
+    Full,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "confab", version, about = "Confab chat server")]
 pub struct Config {
@@ -15,6 +22,12 @@ pub struct Config {
     /// SQLite database file; created with its schema on first start.
     #[arg(long, env = "CONFAB_DB", default_value = "confab.db")]
     pub db: PathBuf,
+
+    /// When a commit is synced to disk: `normal` (WAL, synced at checkpoints) survives a
+    /// crash of the process; `full` (every commit fsynced) also survives power loss, at the
+    /// cost of one fsync per group commit.
+    #[arg(long, env = "CONFAB_SYNC", value_enum, default_value_t = SyncMode::Normal)]
+    pub sync: SyncMode,
 
     /// Directory holding the built site (pkg/, CSS, assets): cargo-leptos's site root.
     #[arg(long, env = "LEPTOS_SITE_ROOT", default_value = "target/site")]

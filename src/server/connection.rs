@@ -26,7 +26,7 @@ use std::{
 use tokio::sync::mpsc;
 
 /// Frames the writer takes from the queue per flush: coalesces bursts into one syscall.
-const WRITE_BATCH: usize = 256;
+const WRITE_BATCH: usize = 64;
 /// Typing events per second a connection may send (burst of 3).
 const TYPING_RATE: f64 = 2.0;
 /// Joins per second a connection may make (burst of 10): room creation costs a disk write.
@@ -95,8 +95,9 @@ async fn write_loop(
     started: Instant,
 ) {
     let mut streams: HashMap<Arc<str>, Stream> = HashMap::new();
-    let mut items = Vec::with_capacity(WRITE_BATCH);
-    let mut out = Vec::with_capacity(WRITE_BATCH);
+    // Grown on first use: an idle connection should cost as little as possible.
+    let mut items = Vec::new();
+    let mut out = Vec::new();
     let mut ping = tokio::time::interval(hub.config.ping_interval());
     ping.tick().await;
     let idle_timeout = hub.config.idle_timeout().as_millis() as u64;
@@ -380,6 +381,7 @@ impl Reader {
         let joined = ServerMsg::Joined {
             room: name.as_str().to_owned(),
             members: sub.members,
+            member_count: sub.member_count as u32,
             head: sub.head,
             truncated: since.is_some() && page.more,
         };

@@ -54,7 +54,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, loads the rooms, binds the address. Nothing is served until `run`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let store = Arc::new(SqliteStore::open(&config.db)?);
+        let store = Arc::new(SqliteStore::open(&config.db, config.sync == config::SyncMode::Full)?);
         let listener = TcpListener::bind(config.listen_addr()).await?;
         let options = leptos_options(&config, listener.local_addr()?);
         let (hub, committer) = Hub::start(config, store)?;

@@ -14,6 +14,12 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
 };
 
+/// Presence events and the `joined` member list are per person; past this many people a
+/// room stops announcing each arrival and departure to everyone (that would be O(n²)
+/// frames as a large room fills) and `joined` lists only this many names, with the full
+/// count in `member_count`.
+pub const PRESENCE_MAX_PEOPLE: usize = 256;
+
 struct Member {
     nick: Arc<str>,
     conn: Arc<ConnHandle>,
@@ -40,7 +46,9 @@ pub struct Room {
 /// What a new member learns when it subscribes.
 pub struct Subscription {
     pub head: Seq,
+    /// Up to `PRESENCE_MAX_PEOPLE` names, sorted.
     pub members: Vec<String>,
+    pub member_count: usize,
 }
 
 impl Room {
@@ -74,7 +82,7 @@ impl Room {
             let count = state.nicks.entry(nick.clone()).or_insert(0);
             *count += 1;
             let first = *count == 1;
-            if first {
+            if first && state.nicks.len() <= PRESENCE_MAX_PEOPLE {
                 let frame = encode(&ServerMsg::Presence {
                     room: self.name.as_str().to_owned(),
                     nick: nick.to_string(),
@@ -86,9 +94,10 @@ impl Room {
             }
             state.members.insert(conn.id, Member { nick, conn: conn.clone() });
         }
-        let mut members: Vec<String> = state.nicks.keys().map(|n| n.to_string()).collect();
+        let mut members: Vec<String> =
+            state.nicks.keys().take(PRESENCE_MAX_PEOPLE).map(|n| n.to_string()).collect();
         members.sort_unstable();
-        Subscription { head: state.head, members }
+        Subscription { head: state.head, members, member_count: state.nicks.len() }
     }
 
     /// Removes a connection; tells the others when its nick has no connection left here.
@@ -97,6 +106,7 @@ impl Room {
         let Some(member) = state.members.remove(&conn) else {
             return false;
         };
+        let announce = state.nicks.len() <= PRESENCE_MAX_PEOPLE;
         let gone = match state.nicks.get_mut(&member.nick) {
             Some(count) if *count > 1 => {
                 *count -= 1;
@@ -107,7 +117,7 @@ impl Room {
                 true
             }
         };
-        if gone {
+        if gone && announce {
             let frame = encode(&ServerMsg::Presence {
                 room: self.name.as_str().to_owned(),
                 nick: member.nick.to_string(),
@@ -257,6 +267,24 @@ mod tests {
         assert!(frames(&mut rw)[0].contains(r#""state":"left""#));
         assert!(!room.unsubscribe(3));
         assert_eq!(room.info().members, 1);
+    }
+
+    #[test]
+    fn large_rooms_stop_announcing_each_person_and_cap_the_member_list() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
+        let (watcher, mut rw) = member(0);
+        room.subscribe(&Nick::parse("watcher").unwrap(), &watcher);
+        let mut keep = Vec::new();
+        for i in 1..PRESENCE_MAX_PEOPLE + 10 {
+            let (c, rx) = member(i as u64);
+            let sub = room.subscribe(&Nick::parse(&format!("p{i:04}")).unwrap(), &c);
+            assert!(sub.members.len() <= PRESENCE_MAX_PEOPLE);
+            assert_eq!(sub.member_count, i + 1);
+            keep.push((c, rx));
+        }
+        // Announced while the room was small, silent after.
+        assert_eq!(frames(&mut rw).len(), PRESENCE_MAX_PEOPLE - 1);
+        assert_eq!(room.info().members as usize, PRESENCE_MAX_PEOPLE + 10);
     }
 
     #[test]

@@ -297,7 +297,13 @@ mod tests {
     }
 
     fn joined(room: &str, head: Seq) -> ServerMsg {
-        ServerMsg::Joined { room: room.into(), members: vec!["me".into()], head, truncated: false }
+        ServerMsg::Joined {
+            room: room.into(),
+            members: vec!["me".into()],
+            member_count: 1,
+            head,
+            truncated: false,
+        }
     }
 
     fn model() -> ChatModel {

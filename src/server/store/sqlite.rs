@@ -1,8 +1,10 @@
 //! SQLite engine: WAL mode, one writer connection and one reader connection.
 //!
-//! WAL lets the reader run while the writer commits. `synchronous = FULL` makes every commit
-//! durable against power loss as well as process crashes; group commit (many messages per
-//! transaction, see `committer`) is what keeps that affordable.
+//! WAL lets the reader run while the writer commits. With `synchronous = NORMAL` (the
+//! default) a commit is in the WAL file, and so survives the process being killed, before
+//! anything is fanned out; only a power loss or kernel crash can lose the last commits.
+//! `synchronous = FULL` fsyncs every commit and survives those too; group commit (many
+//! messages per transaction, see `committer`) keeps that affordable.
 
 use super::{MessageStore, Page, StoreError};
 use crate::protocol::{ChatMessage, RoomName, Seq};
@@ -31,12 +33,14 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating and migrating) the database. `fsync_every_commit` selects
+    /// `synchronous = FULL` (power-loss safe) over `NORMAL` (process-crash safe).
+    pub fn open(path: &Path, fsync_every_commit: bool) -> Result<Self, StoreError> {
         let mut writer = Connection::open(path)?;
-        configure(&writer)?;
+        configure(&writer, fsync_every_commit)?;
         migrate(&mut writer)?;
         let reader = Connection::open(path)?;
-        configure(&reader)?;
+        configure(&reader, fsync_every_commit)?;
         Ok(SqliteStore { writer: Mutex::new(writer), reader: Mutex::new(reader) })
     }
 
@@ -46,9 +50,9 @@ impl SqliteStore {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, fsync_every_commit: bool) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "synchronous", if fsync_every_commit { "FULL" } else { "NORMAL" })?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
@@ -200,7 +204,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), true).unwrap();
         (dir, store)
     }
 
@@ -245,12 +249,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         {
-            let store = SqliteStore::open(&path).unwrap();
+            let store = SqliteStore::open(&path, true).unwrap();
             store.create_room(&RoomName::parse("empty").unwrap()).unwrap();
             store.create_room(&RoomName::parse("busy").unwrap()).unwrap();
             store.append(&[msg("busy", 1), msg("busy", 2)]).unwrap();
         }
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, true).unwrap();
         let rooms: Vec<(String, Seq)> =
             store.rooms().unwrap().into_iter().map(|(r, h)| (r.as_str().to_owned(), h)).collect();
         assert_eq!(rooms, vec![("busy".to_owned(), 2), ("empty".to_owned(), 0)]);

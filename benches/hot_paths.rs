@@ -1,0 +1,90 @@
+//! Micro-benchmarks of the per-message hot paths: encoding a frame once, fanning it out to
+//! N subscribers, and appending to the store (group commit, synchronous = FULL).
+//!
+//!   cargo bench --features ssr --bench hot_paths
+//!
+//! `cargo test --features ssr --benches` runs each once as a smoke test (CI does).
+
+use confab::protocol::{ChatMessage, Nick, RoomName, ServerMsg};
+use confab::server::{
+    metrics::Metrics,
+    outbound::ConnHandle,
+    room::{Room, encode},
+    store::{MessageStore, sqlite::SqliteStore},
+};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::{hint::black_box, sync::Arc};
+
+fn message(seq: u64) -> ChatMessage {
+    ChatMessage {
+        room: "bench".into(),
+        seq,
+        nick: "someone".into(),
+        text: "LG:1:2:1700000000000000000;xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".into(),
+        ts: 1_700_000_000_000,
+        client_id: format!("c-{seq}"),
+    }
+}
+
+fn encode_message(c: &mut Criterion) {
+    let msg = ServerMsg::Message(message(1));
+    c.bench_function("encode message frame", |b| b.iter(|| encode(black_box(&msg))));
+}
+
+fn fan_out(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fan-out");
+    for members in [10usize, 100, 1000] {
+        let room = Room::new(RoomName::parse("bench").unwrap(), 0, Arc::new(Metrics::default()));
+        let mut receivers = Vec::new();
+        for i in 0..members {
+            let (conn, rx) = ConnHandle::new(i as u64, usize::MAX / 2);
+            room.subscribe(&Nick::parse(&format!("m{i}")).unwrap(), &conn);
+            receivers.push((conn, rx));
+        }
+        // Presence frames from the subscriptions.
+        for (_, rx) in &mut receivers {
+            while rx.try_recv().is_ok() {}
+        }
+        group.throughput(Throughput::Elements(members as u64));
+        let mut seq = 0;
+        group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
+            b.iter(|| {
+                seq += 1;
+                room.deliver(message(seq));
+                // What each writer does next: take the frame off its queue.
+                for (conn, rx) in &mut receivers {
+                    if let Ok(item) = rx.try_recv() {
+                        conn.dequeued(&item);
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn store_append(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("bench.db"), true).unwrap();
+    let mut group = c.benchmark_group("store append (one transaction, fsync)");
+    group.sample_size(20);
+    for batch in [1usize, 100, 1000] {
+        let mut next = 0u64;
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            b.iter_batched(
+                || {
+                    let msgs: Vec<ChatMessage> = (0..batch).map(|i| message(next + i as u64 + 1)).collect();
+                    next += batch as u64;
+                    msgs
+                },
+                |msgs| store.append(&msgs).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode_message, fan_out, store_append);
+criterion_main!(benches);
