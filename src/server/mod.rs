@@ -19,6 +19,7 @@ use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
+    serve::ListenerExt,
 };
 use config::Config;
 use hub::Hub;
@@ -81,10 +82,16 @@ impl Server {
             stop.cancel();
         };
         let sweeper = tokio::spawn(sweep_sessions(hub.clone()));
+        let maintenance = tokio::spawn(maintain_store(hub.clone()));
+        // No Nagle: chat frames are small and must go out now, not after a delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(signal)
             .await?;
         sweeper.abort();
+        maintenance.abort();
         hub.tasks.close();
         if tokio::time::timeout(Duration::from_secs(4), hub.tasks.wait()).await.is_err() {
             tracing::warn!("some connections did not close in time");
@@ -172,7 +179,7 @@ async fn ws_upgrade(
     // are replaced by our own bounds.
     ws.max_message_size(cfg.max_frame_bytes)
         .max_frame_size(cfg.max_frame_bytes)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(cfg.outbound_queue_bytes + cfg.max_frame_bytes + 64 * 1024)
         .on_upgrade(move |socket| {
@@ -194,6 +201,20 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+/// Store housekeeping once a second (SQLite checkpoints), on a blocking thread.
+async fn maintain_store(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let store = hub.store.clone();
+        match tokio::task::spawn_blocking(move || store.maintain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "store maintenance failed"),
+            Err(err) => tracing::warn!(%err, "store maintenance task failed"),
+        }
+    }
 }
 
 async fn sweep_sessions(hub: Arc<Hub>) {

@@ -44,4 +44,9 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// The newest `limit` messages with `seq < before`; `more` when older ones exist.
     fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError>;
+
+    /// Periodic housekeeping off the write path (SQLite: move the WAL into the database).
+    fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -30,6 +30,9 @@ pub struct SqliteStore {
     // A std Mutex, not a tokio one: every call is short and runs on a blocking thread.
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    /// Checkpoints run here, never inside a commit: SQLite's automatic checkpoint would
+    /// stall the committer (and every room behind it) for a database fsync.
+    checkpointer: Mutex<Connection>,
 }
 
 impl SqliteStore {
@@ -39,9 +42,16 @@ impl SqliteStore {
         let mut writer = Connection::open(path)?;
         configure(&writer, fsync_every_commit)?;
         migrate(&mut writer)?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let reader = Connection::open(path)?;
         configure(&reader, fsync_every_commit)?;
-        Ok(SqliteStore { writer: Mutex::new(writer), reader: Mutex::new(reader) })
+        let checkpointer = Connection::open(path)?;
+        configure(&checkpointer, fsync_every_commit)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            checkpointer: Mutex::new(checkpointer),
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -161,6 +171,13 @@ impl MessageStore for SqliteStore {
         Ok(())
     }
 
+    fn maintain(&self) -> Result<(), StoreError> {
+        let conn = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
+        // PASSIVE: copy what it can without waiting for, or blocking, the writer.
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -233,6 +250,22 @@ mod tests {
         let page = store.before(&room, 3, 5).unwrap();
         assert_eq!((seqs(&page), page.more), (vec![1, 2], false));
         assert_eq!(page.messages[0], msg("a", 1));
+    }
+
+    #[test]
+    fn checkpoints_move_the_wal_into_the_database() {
+        let (dir, store) = store();
+        store.append(&(1..=500).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
+        let wal = dir.path().join("t.db-wal");
+        let before = std::fs::metadata(&wal).unwrap().len();
+        assert!(before > 0);
+        store.maintain().unwrap();
+        // The next commit starts the WAL over instead of growing it.
+        store.append(&[msg("a", 501)]).unwrap();
+        store.maintain().unwrap();
+        store.append(&[msg("a", 502)]).unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() <= before);
+        assert_eq!(store.head(&RoomName::parse("a").unwrap()).unwrap(), 502);
     }
 
     #[test]
