@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Client, TestApp, spawn_with};
+use common::{Client, Rng, TestApp, spawn_with};
 use confab::protocol::{Seq, ServerMsg};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -17,20 +17,6 @@ const PEERS: usize = 8;
 const ROOMS: [&str; 2] = ["alpha", "beta"];
 const MESSAGES_PER_PEER: usize = 250;
 const WINDOW: usize = 8;
-
-/// Small deterministic generator (xorshift), so a failure replays the same way.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.next().is_multiple_of(one_in)
-    }
-}
 
 struct Peer {
     nick: String,
@@ -205,7 +191,7 @@ async fn every_peer_gets_every_message_exactly_once_in_order_despite_random_disc
                 reconnects: 0,
                 log: Default::default(),
             };
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((i as u64 + 1) * 0x2545_F491));
+            let mut rng = Rng::seeded(i as u64);
             peer.run(&app, &mut rng).await;
             peer
         }));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::spawn_with;
+use common::{rss_kb, spawn_with};
 use confab::protocol::{Seq, ServerMsg};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -19,12 +19,6 @@ fn total() -> usize {
     std::env::var("CONFAB_SLOW_TEST_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
 }
 
-fn rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_never_reads_is_cut_and_nobody_else_notices() {
     let total = total();
@@ -35,7 +29,7 @@ async fn a_reader_that_never_reads_is_cut_and_nobody_else_notices() {
     .await;
     let (mut slow, slow_session) = app.user("slow").await;
     slow.join("r", None, 0).await;
-    let rss_before = rss_kb();
+    let rss_before = rss_kb(std::process::id());
 
     let mut clients = Vec::new();
     for i in 0..SENDERS {
@@ -103,7 +97,7 @@ async fn a_reader_that_never_reads_is_cut_and_nobody_else_notices() {
     for f in fast {
         assert_eq!(f.await.unwrap(), total as Seq, "every fast client got every message");
     }
-    let rss_after = rss_kb();
+    let rss_after = rss_kb(std::process::id());
     let growth_mb = rss_after.saturating_sub(rss_before) / 1024;
     println!(
         "slow consumer: {total} messages, slow reader cut after {slow_last}, RSS {rss_before} kB -> {rss_after} kB"

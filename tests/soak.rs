@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Client, free_port, start_binary, stored};
+use common::{Client, Rng, free_port, rss_kb, start_binary, stored};
 use confab::protocol::{Seq, ServerMsg};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -25,36 +25,13 @@ fn soak_secs() -> u64 {
     std::env::var("CONFAB_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// Acknowledged messages: (room, seq) → client_id, shared by all workers.
 type Acked = Arc<Mutex<HashMap<(String, Seq), String>>>;
 
 /// One simulated person: connects with its session, joins a few rooms, sends, sometimes
 /// stops reading (and gets cut), sometimes just vanishes, then comes back.
 async fn worker(port: u16, id: usize, deadline: Instant, acked: Acked) -> (usize, usize) {
-    let mut rng = Rng(0xA076_1D64_78BD_642F ^ (id as u64 + 1).wrapping_mul(0xE703_7ED1_A0B4_28DB));
+    let mut rng = Rng::seeded(id as u64);
     let nick = format!("soak{id}");
     let mut session: Option<String> = None;
     let (mut sent, mut sessions) = (0usize, 0usize);

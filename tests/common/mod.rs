@@ -285,3 +285,36 @@ pub async fn stored(port: u16, room: &str) -> Vec<ChatMessage> {
         }
     }
 }
+
+// --- Small shared tools ---
+
+/// Resident memory of a process, in kB, from /proc.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Small deterministic generator (xorshift), so a failing run replays the same way.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn seeded(id: u64) -> Self {
+        Rng(0x9E37_79B9_7F4A_7C15 ^ (id + 1).wrapping_mul(0x2545_F491_4F6C_DD1D))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn chance(&mut self, one_in: u64) -> bool {
+        self.next().is_multiple_of(one_in)
+    }
+}
