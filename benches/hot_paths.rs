@@ -68,8 +68,9 @@ fn store_append(c: &mut Criterion) {
     let store = SqliteStore::open(&dir.path().join("bench.db"), true).unwrap();
     let mut group = c.benchmark_group("store append (one transaction, fsync)");
     group.sample_size(20);
+    // One store for every batch size: seqs keep counting up across them.
+    let mut next = 0u64;
     for batch in [1usize, 100, 1000] {
-        let mut next = 0u64;
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
             b.iter_batched(

@@ -5,20 +5,21 @@
 //! message to the other nodes, whose subscriber task calls `Room::deliver` there.
 
 use super::room::Room;
-use crate::protocol::ChatMessage;
+use crate::protocol::Seq;
 use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
 
 pub trait Broker: Send + Sync + 'static {
-    /// Delivers a stored message to every subscriber of its room; returns the frame sent.
-    fn publish(&self, room: &Arc<Room>, msg: ChatMessage) -> Utf8Bytes;
+    /// Delivers a stored message (already encoded as its `message` frame) to every
+    /// subscriber of its room.
+    fn publish(&self, room: &Arc<Room>, seq: Seq, frame: Utf8Bytes);
 }
 
 /// Single-process fan-out.
 pub struct LocalBroker;
 
 impl Broker for LocalBroker {
-    fn publish(&self, room: &Arc<Room>, msg: ChatMessage) -> Utf8Bytes {
-        room.deliver(msg)
+    fn publish(&self, room: &Arc<Room>, seq: Seq, frame: Utf8Bytes) {
+        room.deliver_frame(seq, frame);
     }
 }

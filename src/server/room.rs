@@ -147,13 +147,19 @@ impl Room {
     pub fn deliver(&self, msg: ChatMessage) -> Utf8Bytes {
         let seq = msg.seq;
         let frame = encode(&ServerMsg::Message(msg));
+        self.deliver_frame(seq, frame.clone());
+        frame
+    }
+
+    /// Fans an already-encoded stored message out to every member.
+    pub fn deliver_frame(&self, seq: Seq, frame: Utf8Bytes) {
         let mut state = self.lock();
         state.head = state.head.max(seq);
+        // Counted first, so whoever receives the message already sees it counted.
+        self.metrics.messages_out.fetch_add(state.members.len() as u64, Ordering::Relaxed);
         for member in state.members.values() {
             member.conn.push(Outbound::Room { room: self.key.clone(), seq, frame: frame.clone() });
         }
-        self.metrics.messages_out.fetch_add(state.members.len() as u64, Ordering::Relaxed);
-        frame
     }
 
     /// Tells the room's other people that `nick` is typing.

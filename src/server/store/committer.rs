@@ -3,8 +3,13 @@
 //! broker for fan-out. A message is never shown to anyone before it is durable.
 
 use super::MessageStore;
-use crate::protocol::ChatMessage;
-use crate::server::{broker::Broker, metrics::Metrics, room::Room, session::Session};
+use crate::protocol::{ChatMessage, ServerMsg};
+use crate::server::{
+    broker::Broker,
+    metrics::Metrics,
+    room::{Room, encode},
+    session::Session,
+};
 use std::{
     sync::{Arc, Weak, atomic::Ordering},
     thread,
@@ -75,16 +80,16 @@ fn run(
         metrics.messages_stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
         for job in jobs.drain(..) {
-            match job.session.upgrade() {
-                Some(session) => {
-                    let client_id = job.msg.client_id.clone();
-                    let frame = broker.publish(&job.room, job.msg);
-                    session.remember(client_id, frame);
-                }
-                None => {
-                    broker.publish(&job.room, job.msg);
-                }
+            let seq = job.msg.seq;
+            let client_id = job.msg.client_id.clone();
+            // Encoded once: the same bytes go to every member and into the sender's memory.
+            let frame = encode(&ServerMsg::Message(job.msg));
+            // Remembered before anyone sees it, so a retry that races the echo is answered
+            // with the original rather than waiting for an echo already sent.
+            if let Some(session) = job.session.upgrade() {
+                session.remember(client_id, frame.clone());
             }
+            broker.publish(&job.room, seq, frame);
         }
     }
     tracing::debug!("committer stopped: every queued message is stored");
