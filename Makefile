@@ -1,7 +1,7 @@
 # The two commands a newcomer needs:
 #   make run    install what is missing, build a release, serve Confab on http://127.0.0.1:3000
 #   make test   install what is missing, run every test (unit, integration, browser)
-.PHONY: run test dev lint
+.PHONY: run test dev lint bench
 
 run:
 	@scripts/setup.sh
@@ -20,3 +20,7 @@ dev:
 
 lint:
 	@scripts/lint.sh
+
+# Side-by-side benchmark against the reference peers (about 10 minutes; BENCHMARKS.md).
+bench:
+	@scripts/bench.sh
