@@ -21,7 +21,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
 
@@ -431,7 +431,7 @@ impl Reader {
         self.hub.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
         let nick = session.nick.as_str().to_owned();
         let text = text.into_string();
-        let ts = unix_ms();
+        let ts = super::unix_ms();
         let weak = Arc::downgrade(session);
         let room_for_job = room.clone();
         let committer = &self.hub.committer;
@@ -484,8 +484,4 @@ impl Reader {
             self.hub.sessions.detach(&session);
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -44,6 +44,11 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
 }
 
+/// Wall-clock time as Unix milliseconds (message timestamps, room creation).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A bound, not yet running, server.
 pub struct Server {
     hub: Arc<Hub>,

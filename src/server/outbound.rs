@@ -177,8 +177,4 @@ impl ConnHandle {
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
     }
-
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Acquire)
-    }
 }

@@ -182,10 +182,6 @@ impl Room {
     pub fn head(&self) -> Seq {
         self.lock().head
     }
-
-    pub fn connections(&self) -> usize {
-        self.lock().members.len()
-    }
 }
 
 /// Serialises a server message to a shareable text frame.

@@ -64,32 +64,32 @@ fn run(
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
 ) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    // The messages and the rest of each job side by side, so the batch is stored without
+    // copying a message.
     let mut batch: Vec<ChatMessage> = Vec::with_capacity(MAX_BATCH);
+    let mut routes: Vec<(Arc<Room>, Weak<Session>)> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
-        jobs.push(first);
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+        let mut next = Some(first);
+        while let Some(job) = next {
+            batch.push(job.msg);
+            routes.push((job.room, job.session));
+            next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
         }
-        batch.extend(jobs.iter().map(|j| j.msg.clone()));
         commit_or_die(&*store, &batch);
         metrics.commit_batches.fetch_add(1, Ordering::Relaxed);
         metrics.messages_stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        batch.clear();
-        for job in jobs.drain(..) {
-            let seq = job.msg.seq;
-            let client_id = job.msg.client_id.clone();
+        for (msg, (room, session)) in batch.drain(..).zip(routes.drain(..)) {
+            let seq = msg.seq;
+            let session = session.upgrade();
+            let client_id = session.as_ref().map(|_| msg.client_id.clone());
             // Encoded once: the same bytes go to every member and into the sender's memory.
-            let frame = encode(&ServerMsg::Message(job.msg));
+            let frame = encode(&ServerMsg::Message(msg));
             // Remembered before anyone sees it, so a retry that races the echo is answered
             // with the original rather than waiting for an echo already sent.
-            if let Some(session) = job.session.upgrade() {
+            if let (Some(session), Some(client_id)) = (session, client_id) {
                 session.remember(client_id, frame.clone());
             }
-            broker.publish(&job.room, seq, frame);
+            broker.publish(&room, seq, frame);
         }
     }
     tracing::debug!("committer stopped: every queued message is stored");

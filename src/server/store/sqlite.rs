@@ -9,7 +9,7 @@
 use super::{MessageStore, Page, StoreError};
 use crate::protocol::{ChatMessage, RoomName, Seq};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::{path::Path, sync::Mutex, time::SystemTime};
+use std::{path::Path, sync::Mutex};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &["CREATE TABLE rooms (
@@ -79,10 +79,6 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
     Ok(ChatMessage {
         room: room.as_str().to_owned(),
@@ -138,7 +134,7 @@ impl MessageStore for SqliteStore {
     fn create_room(&self, room: &RoomName) -> Result<(), StoreError> {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         conn.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?
-            .execute(params![room.as_str(), now_ms()])?;
+            .execute(params![room.as_str(), crate::server::unix_ms()])?;
         Ok(())
     }
 
