@@ -37,13 +37,13 @@ fn fan_out(c: &mut Criterion) {
         let room = Room::new(RoomName::parse("bench").unwrap(), 0, Arc::new(Metrics::default()));
         let mut receivers = Vec::new();
         for i in 0..members {
-            let (conn, rx) = ConnHandle::new(i as u64, usize::MAX / 2);
+            let conn = ConnHandle::new(i as u64, usize::MAX / 2);
             room.subscribe(&Nick::parse(&format!("m{i}")).unwrap(), &conn);
-            receivers.push((conn, rx));
+            receivers.push(conn);
         }
         // Presence frames from the subscriptions.
-        for (_, rx) in &mut receivers {
-            while rx.try_recv().is_ok() {}
+        for conn in &receivers {
+            conn.try_take();
         }
         group.throughput(Throughput::Elements(members as u64));
         let mut seq = 0;
@@ -52,8 +52,8 @@ fn fan_out(c: &mut Criterion) {
                 seq += 1;
                 room.deliver(message(seq));
                 // What each writer does next: take the frame off its queue.
-                for (conn, rx) in &mut receivers {
-                    if let Ok(item) = rx.try_recv() {
+                for conn in &receivers {
+                    for item in conn.try_take().unwrap_or_default() {
                         conn.dequeued(&item);
                     }
                 }

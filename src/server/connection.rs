@@ -23,10 +23,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use tokio::sync::mpsc;
 
-/// Frames the writer takes from the queue per flush: coalesces bursts into one syscall.
-const WRITE_BATCH: usize = 64;
 /// Typing events per second a connection may send (burst of 3).
 const TYPING_RATE: f64 = 2.0;
 /// Joins per second a connection may make (burst of 10): room creation costs a disk write.
@@ -35,12 +32,12 @@ const JOIN_RATE: f64 = 5.0;
 /// Runs a connection to its end.
 pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
     let (sink, mut stream) = socket.split();
-    let (conn, rx) = ConnHandle::new(hub.next_conn_id(), hub.config.outbound_queue_bytes);
+    let conn = ConnHandle::new(hub.next_conn_id(), hub.config.outbound_queue_bytes);
     hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
     hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let last_heard = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let writer = tokio::spawn(write_loop(sink, rx, conn.clone(), hub.clone(), last_heard.clone(), started));
+    let writer = tokio::spawn(write_loop(sink, conn.clone(), hub.clone(), last_heard.clone(), started));
 
     let mut state = Reader::new(hub.clone(), conn.clone());
     loop {
@@ -51,9 +48,13 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
         };
         last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match frame {
-            Some(Ok(Message::Text(text))) => state.handle_text(&text).await,
+            // Boxed: handling a frame needs a few KB of future state for a moment, and an
+            // idle connection should not carry that in its task.
+            Some(Ok(Message::Text(text))) => Box::pin(state.handle_text(&text)).await,
             Some(Ok(Message::Binary(_))) => {
-                state.error(ErrorCode::BadFrame, "binary frames are not accepted; send JSON text").await
+                let error =
+                    state.error(ErrorCode::BadFrame, "binary frames are not accepted; send JSON text");
+                Box::pin(error).await
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => break,
@@ -88,7 +89,6 @@ enum Stream {
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
     conn: Arc<ConnHandle>,
     hub: Arc<Hub>,
     last_heard: Arc<AtomicU64>,
@@ -96,7 +96,6 @@ async fn write_loop(
 ) {
     let mut streams: HashMap<Arc<str>, Stream> = HashMap::new();
     // Grown on first use: an idle connection should cost as little as possible.
-    let mut items = Vec::new();
     let mut out = Vec::new();
     let mut ping = tokio::time::interval(hub.config.ping_interval());
     ping.tick().await;
@@ -105,11 +104,9 @@ async fn write_loop(
         tokio::select! {
             biased;
             _ = conn.closed().cancelled() => break,
-            n = rx.recv_many(&mut items, WRITE_BATCH) => {
-                if n == 0 {
-                    break;
-                }
-                for item in items.drain(..) {
+            // Everything queued is written with one flush (write coalescing).
+            items = conn.take() => {
+                for item in items {
                     conn.dequeued(&item);
                     order(item, &mut streams, &mut out);
                 }
@@ -130,7 +127,11 @@ async fn write_loop(
                 };
                 if result.is_err() {
                     conn.close(CloseReason { code: 1006, reason: "write failed" });
+                    conn.shut();
                     return;
+                }
+                if out.capacity() > 64 {
+                    out = Vec::new();
                 }
             }
             _ = ping.tick() => {
@@ -144,6 +145,7 @@ async fn write_loop(
                     _ = conn.closed().cancelled() => break,
                 };
                 if !sent {
+                    conn.shut();
                     return;
                 }
             }
@@ -157,12 +159,12 @@ async fn write_loop(
         CloseReason::IDLE => m.idle_closed.fetch_add(1, Ordering::Relaxed),
         _ => 0,
     };
+    let leftover = conn.shut();
     if reason != CloseReason::SLOW_CONSUMER {
         // Say what is already queued (the errors that led to an abuse close, the last
         // messages before a shutdown), then why we close. Not for a slow consumer: its
         // queue is the problem.
-        rx.close();
-        while let Ok(item) = rx.try_recv() {
+        for item in leftover {
             conn.dequeued(&item);
             order(item, &mut streams, &mut out);
         }

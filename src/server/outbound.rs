@@ -3,14 +3,20 @@
 //!
 //! Rooms push into the queue without ever waiting: a client that does not read fills its
 //! own queue and is cut as a slow consumer, and nobody else notices.
+//!
+//! The queue is a `VecDeque` the writer takes whole: an idle connection's queue holds no
+//! allocation at all (a channel would keep a block of slots per connection, about 2 KB).
 
 use crate::protocol::Seq;
 use axum::extract::ws::Utf8Bytes;
-use std::sync::{
-    Arc, OnceLock,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub type ConnId = u64;
@@ -76,9 +82,19 @@ impl CloseReason {
     pub const RATE_ABUSE: CloseReason = CloseReason { code: 1008, reason: "rate limit exceeded" };
 }
 
+/// Items waiting for the writer.
+#[derive(Default)]
+struct Pending {
+    items: VecDeque<Outbound>,
+    /// The writer has stopped: nothing more is accepted.
+    shut: bool,
+}
+
 pub struct ConnHandle {
     pub id: ConnId,
-    tx: mpsc::Sender<Outbound>,
+    pending: Mutex<Pending>,
+    /// Wakes the writer when `pending` gains items (a stored permit if it is not waiting).
+    ready: Notify,
     /// Room traffic queued and not yet taken by the writer: the slow-consumer budget.
     queued_bytes: AtomicUsize,
     /// Replies to this connection's own requests queued: bounded by making the reader wait.
@@ -91,19 +107,35 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub fn new(id: ConnId, max_bytes: usize) -> (Arc<Self>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
-        let handle = ConnHandle {
+    pub fn new(id: ConnId, max_bytes: usize) -> Arc<Self> {
+        Arc::new(ConnHandle {
             id,
-            tx,
+            pending: Mutex::default(),
+            ready: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
             reply_bytes: AtomicUsize::new(0),
             drained: Notify::new(),
             max_bytes,
             closed: CancellationToken::new(),
             close_reason: OnceLock::new(),
-        };
-        (Arc::new(handle), rx)
+        })
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends to the queue unless the writer has stopped.
+    fn enqueue(&self, item: Outbound) -> bool {
+        {
+            let mut pending = self.pending();
+            if pending.shut {
+                return false;
+            }
+            pending.items.push_back(item);
+        }
+        self.ready.notify_one();
+        true
     }
 
     /// Queues room traffic without waiting. Returns false (and cuts the connection as a slow
@@ -118,14 +150,19 @@ impl ConnHandle {
             self.close(CloseReason::SLOW_CONSUMER);
             return false;
         }
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseReason::SLOW_CONSUMER);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut pending = self.pending();
+        if pending.shut {
+            return false;
         }
+        if pending.items.len() >= QUEUE_FRAMES {
+            drop(pending);
+            self.close(CloseReason::SLOW_CONSUMER);
+            return false;
+        }
+        pending.items.push_back(item);
+        drop(pending);
+        self.ready.notify_one();
+        true
     }
 
     /// Queues a reply from this connection's own reader (or a marker for the writer). The
@@ -135,7 +172,9 @@ impl ConnHandle {
     pub async fn reply(&self, item: Outbound) {
         loop {
             let drained = self.drained.notified();
-            if self.reply_bytes.load(Ordering::Acquire) <= self.max_bytes {
+            let room_for_it = self.reply_bytes.load(Ordering::Acquire) <= self.max_bytes
+                && self.pending().items.len() < QUEUE_FRAMES;
+            if room_for_it {
                 break;
             }
             tokio::select! {
@@ -147,10 +186,30 @@ impl ConnHandle {
             return;
         }
         self.reply_bytes.fetch_add(item.bytes(), Ordering::AcqRel);
-        tokio::select! {
-            _ = self.tx.send(item) => {}
-            _ = self.closed.cancelled() => {}
+        self.enqueue(item);
+    }
+
+    /// Takes everything queued, leaving the queue unallocated; None when it is empty.
+    pub fn try_take(&self) -> Option<VecDeque<Outbound>> {
+        let mut pending = self.pending();
+        if pending.items.is_empty() { None } else { Some(std::mem::take(&mut pending.items)) }
+    }
+
+    /// Waits for queued items and takes them all (the writer's side of the queue).
+    pub async fn take(&self) -> VecDeque<Outbound> {
+        loop {
+            if let Some(items) = self.try_take() {
+                return items;
+            }
+            self.ready.notified().await;
         }
+    }
+
+    /// Stops accepting items and takes what is left (the writer, as it finishes).
+    pub fn shut(&self) -> VecDeque<Outbound> {
+        let mut pending = self.pending();
+        pending.shut = true;
+        std::mem::take(&mut pending.items)
     }
 
     /// Called by the writer as it takes an item off the queue.

@@ -194,15 +194,17 @@ pub fn encode(msg: &ServerMsg) -> Utf8Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc::Receiver;
 
-    fn member(id: ConnId) -> (Arc<ConnHandle>, Receiver<Outbound>) {
-        ConnHandle::new(id, 1 << 20)
+    /// A member's handle, twice: one to subscribe, one to read its queue as the writer would.
+    fn member(id: ConnId) -> (Arc<ConnHandle>, Arc<ConnHandle>) {
+        let conn = ConnHandle::new(id, 1 << 20);
+        (conn.clone(), conn)
     }
 
-    fn frames(rx: &mut Receiver<Outbound>) -> Vec<String> {
+    /// What the member's writer would take off its queue.
+    fn frames(conn: &ConnHandle) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(item) = rx.try_recv() {
+        for item in conn.try_take().unwrap_or_default() {
             match item {
                 Outbound::Frame(f)
                 | Outbound::Room { frame: f, .. }
@@ -237,21 +239,21 @@ mod tests {
     #[test]
     fn delivery_reaches_every_member_with_the_same_bytes() {
         let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
-        let (a, mut ra) = member(1);
-        let (b, mut rb) = member(2);
+        let (a, ra) = member(1);
+        let (b, rb) = member(2);
         room.subscribe(&Nick::parse("ann").unwrap(), &a);
         room.subscribe(&Nick::parse("bob").unwrap(), &b);
-        frames(&mut ra); // presence of bob
+        frames(&ra); // presence of bob
         let frame = room.deliver(msg(1));
-        assert_eq!(frames(&mut ra), vec![frame.to_string()]);
-        assert_eq!(frames(&mut rb), vec![frame.to_string()]);
+        assert_eq!(frames(&ra), vec![frame.to_string()]);
+        assert_eq!(frames(&rb), vec![frame.to_string()]);
         assert_eq!(room.head(), 1);
     }
 
     #[test]
     fn presence_is_per_nick_not_per_connection() {
         let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
-        let (watcher, mut rw) = member(1);
+        let (watcher, rw) = member(1);
         room.subscribe(&Nick::parse("zed").unwrap(), &watcher);
         let (tab1, _r1) = member(2);
         let (tab2, _r2) = member(3);
@@ -259,14 +261,14 @@ mod tests {
         room.subscribe(&bob, &tab1);
         let sub = room.subscribe(&bob, &tab2);
         assert_eq!(sub.members, vec!["bob".to_owned(), "zed".to_owned()]);
-        let seen = frames(&mut rw);
+        let seen = frames(&rw);
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert!(seen[0].contains(r#""state":"joined""#));
 
         assert!(room.unsubscribe(2));
-        assert!(frames(&mut rw).is_empty(), "bob still has a tab open");
+        assert!(frames(&rw).is_empty(), "bob still has a tab open");
         assert!(room.unsubscribe(3));
-        assert!(frames(&mut rw)[0].contains(r#""state":"left""#));
+        assert!(frames(&rw)[0].contains(r#""state":"left""#));
         assert!(!room.unsubscribe(3));
         assert_eq!(room.info().members, 1);
     }
@@ -274,7 +276,7 @@ mod tests {
     #[test]
     fn large_rooms_stop_announcing_each_person_and_cap_the_member_list() {
         let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
-        let (watcher, mut rw) = member(0);
+        let (watcher, rw) = member(0);
         room.subscribe(&Nick::parse("watcher").unwrap(), &watcher);
         let mut keep = Vec::new();
         for i in 1..PRESENCE_MAX_PEOPLE + 10 {
@@ -285,37 +287,37 @@ mod tests {
             keep.push((c, rx));
         }
         // Announced while the room was small, silent after.
-        assert_eq!(frames(&mut rw).len(), PRESENCE_MAX_PEOPLE - 1);
+        assert_eq!(frames(&rw).len(), PRESENCE_MAX_PEOPLE - 1);
         assert_eq!(room.info().members as usize, PRESENCE_MAX_PEOPLE + 10);
     }
 
     #[test]
     fn typing_skips_the_typist() {
         let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
-        let (a, mut ra) = member(1);
-        let (b, mut rb) = member(2);
+        let (a, ra) = member(1);
+        let (b, rb) = member(2);
         let ann = Nick::parse("ann").unwrap();
         room.subscribe(&ann, &a);
         room.subscribe(&Nick::parse("bob").unwrap(), &b);
-        frames(&mut ra);
+        frames(&ra);
         room.typing(&ann);
-        assert!(frames(&mut ra).is_empty());
-        assert_eq!(frames(&mut rb), vec![r#"{"type":"typing","room":"r","nick":"ann"}"#.to_owned()]);
+        assert!(frames(&ra).is_empty());
+        assert_eq!(frames(&rb), vec![r#"{"type":"typing","room":"r","nick":"ann"}"#.to_owned()]);
     }
 
     #[test]
     fn a_full_queue_cuts_only_that_member() {
         let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
-        let (slow, _slow_rx) = ConnHandle::new(1, 300);
-        let (fast, mut fast_rx) = member(2);
+        let slow = ConnHandle::new(1, 300);
+        let (fast, fast_rx) = member(2);
         room.subscribe(&Nick::parse("slow").unwrap(), &slow);
         room.subscribe(&Nick::parse("fast").unwrap(), &fast);
-        frames(&mut fast_rx);
+        frames(&fast_rx);
         for seq in 1..=10 {
             room.deliver(msg(seq));
         }
         assert_eq!(slow.close_reason(), Some(super::super::outbound::CloseReason::SLOW_CONSUMER));
-        assert_eq!(frames(&mut fast_rx).len(), 10);
+        assert_eq!(frames(&fast_rx).len(), 10);
         assert!(fast.close_reason().is_none());
     }
 }
