@@ -424,7 +424,9 @@ impl Reader {
             SendState::New => {}
             // Already accepted: its echo reaches this room's members when stored.
             SendState::InFlight => return,
-            SendState::Stored(frame) => return self.conn.reply(Outbound::Frame(frame)).await,
+            SendState::Stored(stored_in, seq) => {
+                return self.resend_stored(&stored_in, seq, &client_id).await;
+            }
         }
         if !self.sends.take() {
             session.forget(&client_id);
@@ -443,6 +445,22 @@ impl Reader {
                 committer.enqueue(Job { room: room_for_job, msg, session: weak });
             },
         );
+    }
+
+    /// Answers a retry of a stored message with the original, read back from the store.
+    async fn resend_stored(&self, room: &Room, seq: Seq, client_id: &str) {
+        let found = self.hub.messages_after(&room.name, seq - 1, seq, 1).await;
+        match found.map(|page| page.messages.into_iter().next()) {
+            Ok(Some(msg)) => self.reply(&ServerMsg::Message(msg)).await,
+            Ok(None) => {
+                tracing::error!(room = %room.name, seq, "a remembered message is not in the store");
+                self.error_for(ErrorCode::Internal, "could not load the stored message", client_id).await
+            }
+            Err(err) => {
+                tracing::error!(%err, room = %room.name, seq, "reading a stored message failed");
+                self.error_for(ErrorCode::Internal, "could not load the stored message", client_id).await
+            }
+        }
     }
 
     async fn typing(&mut self, session: &Session, room: &str) {

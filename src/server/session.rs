@@ -1,8 +1,8 @@
 //! Sessions: who holds which nick, across tabs and reconnects, and which `client_id`s a
 //! session already sent (so a retried `send` never makes a second message).
 
-use crate::protocol::{ErrorCode, Nick};
-use axum::extract::ws::Utf8Bytes;
+use super::room::Room;
+use crate::protocol::{ErrorCode, Nick, Seq};
 use std::{
     collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
@@ -13,20 +13,23 @@ use std::{
 const DEDUP_CAPACITY: usize = 1024;
 
 /// What a `send` with a given `client_id` should do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum SendState {
     /// Never seen: store it.
     New,
     /// Accepted, not yet stored: its echo is on the way, send nothing more.
     InFlight,
-    /// Stored: answer with the original `message` frame.
-    Stored(Utf8Bytes),
+    /// Stored as this room's `seq`: answer with the original `message`, read back from the
+    /// store. Retries are rare, so the session keeps where the message is, not its bytes:
+    /// a busy sender's memory does not grow with what it sends.
+    Stored(Arc<Room>, Seq),
 }
 
 #[derive(Default)]
 struct Dedup {
-    states: HashMap<String, Option<Utf8Bytes>>,
-    order: VecDeque<String>,
+    /// Each `client_id` is allocated once and shared by the map and the eviction order.
+    states: HashMap<Arc<str>, Option<(Arc<Room>, Seq)>>,
+    order: VecDeque<Arc<str>>,
 }
 
 pub struct Session {
@@ -45,7 +48,7 @@ impl Session {
         let mut dedup = self.dedup.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(state) = dedup.states.get(client_id) {
             return match state {
-                Some(frame) => SendState::Stored(frame.clone()),
+                Some((room, seq)) => SendState::Stored(room.clone(), *seq),
                 None => SendState::InFlight,
             };
         }
@@ -54,8 +57,9 @@ impl Session {
         {
             dedup.states.remove(&oldest);
         }
-        dedup.order.push_back(client_id.to_owned());
-        dedup.states.insert(client_id.to_owned(), None);
+        let id: Arc<str> = Arc::from(client_id);
+        dedup.order.push_back(id.clone());
+        dedup.states.insert(id, None);
         SendState::New
     }
 
@@ -63,15 +67,15 @@ impl Session {
     pub fn forget(&self, client_id: &str) {
         let mut dedup = self.dedup.lock().unwrap_or_else(|p| p.into_inner());
         if dedup.states.remove(client_id).is_some() {
-            dedup.order.retain(|c| c != client_id);
+            dedup.order.retain(|c| &**c != client_id);
         }
     }
 
-    /// Records the stored frame of a message this session sent.
-    pub fn remember(&self, client_id: String, frame: Utf8Bytes) {
+    /// Records where a message this session sent was stored.
+    pub fn remember(&self, client_id: &str, room: &Arc<Room>, seq: Seq) {
         let mut dedup = self.dedup.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = dedup.states.get_mut(&client_id) {
-            *state = Some(frame);
+        if let Some(state) = dedup.states.get_mut(client_id) {
+            *state = Some((room.clone(), seq));
         }
     }
 }
@@ -216,10 +220,26 @@ mod tests {
     #[test]
     fn client_ids_are_claimed_once() {
         let session = Session::new(nick("ann"));
-        assert_eq!(session.claim("a"), SendState::New);
-        assert_eq!(session.claim("a"), SendState::InFlight);
-        session.remember("a".into(), Utf8Bytes::from_static("frame"));
-        assert_eq!(session.claim("a"), SendState::Stored(Utf8Bytes::from_static("frame")));
+        let room = Arc::new(Room::new(crate::protocol::RoomName::parse("r").unwrap(), 0, Arc::default()));
+        assert!(matches!(session.claim("a"), SendState::New));
+        assert!(matches!(session.claim("a"), SendState::InFlight));
+        session.remember("a", &room, 7);
+        assert!(matches!(session.claim("a"), SendState::Stored(r, 7) if Arc::ptr_eq(&r, &room)));
+        assert!(matches!(session.claim("b"), SendState::New));
+    }
+
+    #[test]
+    fn a_refused_claim_is_forgotten_and_the_oldest_claims_are_evicted() {
+        let session = Session::new(nick("ann"));
+        assert!(matches!(session.claim("x"), SendState::New));
+        session.forget("x");
+        assert!(matches!(session.claim("x"), SendState::New));
+        for i in 0..DEDUP_CAPACITY {
+            session.claim(&format!("c{i}"));
+        }
+        // "x" was the oldest: evicted to make room.
+        assert!(matches!(session.claim("x"), SendState::New));
+        assert!(matches!(session.claim(&format!("c{}", DEDUP_CAPACITY - 1)), SendState::InFlight));
     }
 
     #[test]

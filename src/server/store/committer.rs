@@ -26,7 +26,7 @@ const ATTEMPTS: u32 = 5;
 pub struct Job {
     pub room: Arc<Room>,
     pub msg: ChatMessage,
-    /// The sender's session, told the stored frame so a retry can be answered with it.
+    /// The sender's session, told where the message was stored so a retry is answered.
     pub session: Weak<Session>,
 }
 
@@ -80,15 +80,13 @@ fn run(
         metrics.messages_stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
         for (msg, (room, session)) in batch.drain(..).zip(routes.drain(..)) {
             let seq = msg.seq;
-            let session = session.upgrade();
-            let client_id = session.as_ref().map(|_| msg.client_id.clone());
-            // Encoded once: the same bytes go to every member and into the sender's memory.
-            let frame = encode(&ServerMsg::Message(msg));
             // Remembered before anyone sees it, so a retry that races the echo is answered
             // with the original rather than waiting for an echo already sent.
-            if let (Some(session), Some(client_id)) = (session, client_id) {
-                session.remember(client_id, frame.clone());
+            if let Some(session) = session.upgrade() {
+                session.remember(&msg.client_id, &room, seq);
             }
+            // Encoded once: the same bytes go to every member.
+            let frame = encode(&ServerMsg::Message(msg));
             broker.publish(&room, seq, frame);
         }
     }
