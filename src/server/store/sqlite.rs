@@ -9,10 +9,17 @@
 use super::{MessageStore, Page, StoreError};
 use crate::protocol::{ChatMessage, RoomName, Seq};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::{path::Path, sync::Mutex};
+use std::{
+    path::Path,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE rooms (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE rooms (
         name       TEXT PRIMARY KEY,
         created_ms INTEGER NOT NULL
      ) WITHOUT ROWID;
@@ -24,7 +31,30 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE rooms (
         ts        INTEGER NOT NULL,
         client_id TEXT    NOT NULL,
         PRIMARY KEY (room, seq)
-     ) WITHOUT ROWID;"];
+     ) WITHOUT ROWID;",
+    // 2: messages move to a rowid table. In a WITHOUT ROWID table a row over about 1 KB
+    // (a quarter of what a rowid table keeps in a page) spills into an overflow page of
+    // its own: 1 KiB messages took 4.3 KB of disk each.
+    "CREATE TABLE messages_v2 (
+        id        INTEGER PRIMARY KEY,
+        room      TEXT    NOT NULL,
+        seq       INTEGER NOT NULL,
+        nick      TEXT    NOT NULL,
+        text      TEXT    NOT NULL,
+        ts        INTEGER NOT NULL,
+        client_id TEXT    NOT NULL,
+        UNIQUE (room, seq)
+     );
+     INSERT INTO messages_v2 (room, seq, nick, text, ts, client_id)
+        SELECT room, seq, nick, text, ts, client_id FROM messages ORDER BY room, seq;
+     DROP TABLE messages;
+     ALTER TABLE messages_v2 RENAME TO messages;",
+];
+
+/// WAL pages (4 KiB each) past which the committer truncates the WAL itself. The
+/// once-a-second passive checkpoint cannot restart the WAL while commits keep coming (it
+/// is always a few frames behind), so under sustained load the file would grow forever.
+const WAL_TRUNCATE_PAGES: i64 = 4096;
 
 pub struct SqliteStore {
     // A std Mutex, not a tokio one: every call is short and runs on a blocking thread.
@@ -33,6 +63,10 @@ pub struct SqliteStore {
     /// Checkpoints run here, never inside a commit: SQLite's automatic checkpoint would
     /// stall the committer (and every room behind it) for a database fsync.
     checkpointer: Mutex<Connection>,
+    /// Set by the passive checkpoint when the WAL is over `WAL_TRUNCATE_PAGES`; the writer
+    /// then truncates it between two commits (a short stall, not a growing file).
+    truncate_wal: AtomicBool,
+    wal_truncate_pages: i64,
 }
 
 impl SqliteStore {
@@ -51,6 +85,8 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             checkpointer: Mutex::new(checkpointer),
+            truncate_wal: AtomicBool::new(false),
+            wal_truncate_pages: WAL_TRUNCATE_PAGES,
         })
     }
 
@@ -66,6 +102,11 @@ fn configure(conn: &Connection, fsync_every_commit: bool) -> rusqlite::Result<()
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
+}
+
+/// Runs a checkpoint: (busy, pages in the WAL, pages copied into the database).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -164,13 +205,24 @@ impl MessageStore for SqliteStore {
             }
         }
         tx.commit()?;
+        if self.truncate_wal.swap(false, Ordering::Relaxed) {
+            // The passive checkpoint has already copied nearly all of the WAL: this copies
+            // the rest, with no commit in flight, and empties the file.
+            let (busy, _, _) = checkpoint(&conn, "TRUNCATE")?;
+            if busy != 0 {
+                self.truncate_wal.store(true, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 
     fn maintain(&self) -> Result<(), StoreError> {
         let conn = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
         // PASSIVE: copy what it can without waiting for, or blocking, the writer.
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        let (_, wal_pages, _) = checkpoint(&conn, "PASSIVE")?;
+        if wal_pages > self.wal_truncate_pages {
+            self.truncate_wal.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -262,6 +314,51 @@ mod tests {
         store.append(&[msg("a", 502)]).unwrap();
         assert!(std::fs::metadata(&wal).unwrap().len() <= before);
         assert_eq!(store.head(&RoomName::parse("a").unwrap()).unwrap(), 502);
+    }
+
+    #[test]
+    fn a_wal_over_its_bound_is_truncated_by_the_writer() {
+        let (dir, mut store) = store();
+        store.wal_truncate_pages = 8;
+        let wal = dir.path().join("t.db-wal");
+        store.append(&(1..=500).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
+        // A commit lands after the passive checkpoint, as under load: the WAL can't restart.
+        store.maintain().unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() > 8 * 4096);
+        store.append(&[msg("a", 501)]).unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "truncated after the next commit");
+        store.append(&[msg("a", 502)]).unwrap();
+        assert_eq!(store.after(&RoomName::parse("a").unwrap(), 0, 502, 1000).unwrap().messages.len(), 502);
+    }
+
+    #[test]
+    fn version_1_databases_are_migrated_with_their_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute("INSERT INTO rooms VALUES ('a', 0)", []).unwrap();
+            for seq in 1..=3 {
+                let m = msg("a", seq);
+                conn.execute(
+                    "INSERT INTO messages VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![m.room, m.seq as i64, m.nick, m.text, m.ts, m.client_id],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, true).unwrap();
+        let room = RoomName::parse("a").unwrap();
+        let page = store.after(&room, 0, 10, 10).unwrap();
+        assert_eq!(page.messages, (1..=3).map(|s| msg("a", s)).collect::<Vec<_>>());
+        store.append(&[msg("a", 4)]).unwrap();
+        assert!(store.append(&[msg("a", 4)]).is_err(), "(room, seq) is still unique");
+        assert_eq!(store.head(&room).unwrap(), 4);
+        let version: usize =
+            store.read(|c| c.pragma_query_value(None, "user_version", |r| r.get(0))).unwrap();
+        assert_eq!(version, MIGRATIONS.len());
     }
 
     #[test]
