@@ -8,7 +8,7 @@
 use confab::protocol::{ChatMessage, Nick, RoomName, ServerMsg};
 use confab::server::{
     metrics::Metrics,
-    outbound::ConnHandle,
+    outbound::{ConnHandle, Taken},
     room::{Room, encode},
     store::{MessageStore, sqlite::SqliteStore},
 };
@@ -53,8 +53,8 @@ fn fan_out(c: &mut Criterion) {
                 room.deliver(message(seq));
                 // What each writer does next: take the frame off its queue.
                 for conn in &receivers {
-                    for item in conn.try_take().unwrap_or_default() {
-                        conn.dequeued(&item);
+                    if let Some(items) = conn.try_take() {
+                        conn.release(Taken::of(&items));
                     }
                 }
             })

@@ -3,7 +3,7 @@
 
 use super::{
     hub::Hub,
-    outbound::{CloseReason, ConnHandle, Outbound},
+    outbound::{CloseReason, ConnHandle, Outbound, Taken},
     rate::TokenBucket,
     room::{Room, encode},
     session::{SendState, Session},
@@ -14,9 +14,9 @@ use crate::protocol::{
     ServerMsg, ValidationError, check_client_id,
 };
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::{SinkExt, StreamExt, stream::SplitSink};
+use futures::{Sink, SinkExt, StreamExt, stream::SplitSink};
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -95,8 +95,9 @@ async fn write_loop(
     started: Instant,
 ) {
     let mut streams: HashMap<Arc<str>, Stream> = HashMap::new();
-    // Grown on first use: an idle connection should cost as little as possible.
-    let mut out = Vec::new();
+    // Frames ordered and not yet handed to the socket. Allocated per batch and dropped
+    // after it: an idle connection should cost as little as possible.
+    let mut out = VecDeque::new();
     let mut ping = tokio::time::interval(hub.config.ping_interval());
     ping.tick().await;
     let idle_timeout = hub.config.idle_timeout().as_millis() as u64;
@@ -106,33 +107,24 @@ async fn write_loop(
             _ = conn.closed().cancelled() => break,
             // Everything queued is written with one flush (write coalescing).
             items = conn.take() => {
+                let taken = Taken::of(&items);
                 for item in items {
-                    conn.dequeued(&item);
                     order(item, &mut streams, &mut out);
                 }
-                conn.notify_drained();
-                if out.is_empty() {
-                    continue;
-                }
-                let write = async {
-                    for frame in out.drain(..) {
-                        sink.feed(Message::Text(frame)).await?;
-                    }
-                    sink.flush().await
-                };
                 // A client that stops reading must not keep this task alive forever.
                 let result = tokio::select! {
-                    r = write => r,
+                    r = write_all(&mut sink, &mut out) => r,
                     _ = conn.closed().cancelled() => break,
                 };
+                // Released once written: frames waiting on the socket still count against
+                // the connection's budgets.
+                conn.release(taken);
                 if result.is_err() {
                     conn.close(CloseReason { code: 1006, reason: "write failed" });
                     conn.shut();
                     return;
                 }
-                if out.capacity() > 64 {
-                    out = Vec::new();
-                }
+                out = VecDeque::new();
             }
             _ = ping.tick() => {
                 let heard = last_heard.load(Ordering::Relaxed);
@@ -145,6 +137,7 @@ async fn write_loop(
                     _ = conn.closed().cancelled() => break,
                 };
                 if !sent {
+                    conn.close(CloseReason { code: 1006, reason: "write failed" });
                     conn.shut();
                     return;
                 }
@@ -164,17 +157,11 @@ async fn write_loop(
         // Say what is already queued (the errors that led to an abuse close, the last
         // messages before a shutdown), then why we close. Not for a slow consumer: its
         // queue is the problem.
+        // `out` still holds what an interrupted write had not handed over: it goes first.
         for item in leftover {
-            conn.dequeued(&item);
             order(item, &mut streams, &mut out);
         }
-        let flush = async {
-            for frame in out.drain(..) {
-                sink.feed(Message::Text(frame)).await?;
-            }
-            sink.flush().await
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), write_all(&mut sink, &mut out)).await;
     }
     let close =
         Message::Close(Some(CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) }));
@@ -184,11 +171,29 @@ async fn write_loop(
     let _ = tokio::time::timeout(Duration::from_secs(patience), sink.send(close)).await;
 }
 
+/// Writes `out` and flushes. A frame leaves `out` only once the socket has taken it, so a
+/// write cut short (the connection closing) leaves exactly the unsent frames behind.
+async fn write_all<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    out: &mut VecDeque<Utf8Bytes>,
+) -> Result<(), S::Error> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    while let Some(frame) = out.front() {
+        // `feed` hands the frame over in the same poll that finds the sink ready, so if
+        // this future is dropped the frame was either taken or not, never half.
+        sink.feed(Message::Text(frame.clone())).await?;
+        out.pop_front();
+    }
+    sink.flush().await
+}
+
 /// Puts one queued item in order: a room's live messages wait while its join replays, and
 /// nothing at or below what was already sent for a room goes out again.
-fn order(item: Outbound, streams: &mut HashMap<Arc<str>, Stream>, out: &mut Vec<Utf8Bytes>) {
+fn order(item: Outbound, streams: &mut HashMap<Arc<str>, Stream>, out: &mut VecDeque<Utf8Bytes>) {
     match item {
-        Outbound::Frame(frame) => out.push(frame),
+        Outbound::Frame(frame) => out.push_back(frame),
         Outbound::BeginJoin { room } => {
             streams.insert(room, Stream::Joining(Vec::new()));
         }
@@ -196,13 +201,13 @@ fn order(item: Outbound, streams: &mut HashMap<Arc<str>, Stream>, out: &mut Vec<
             Some(Stream::Joining(held)) => held.push((Some(seq), frame)),
             Some(Stream::Live { last }) if seq > *last => {
                 *last = seq;
-                out.push(frame);
+                out.push_back(frame);
             }
             _ => {}
         },
         Outbound::RoomEvent { room, frame } => match streams.get_mut(&room) {
             Some(Stream::Joining(held)) => held.push((None, frame)),
-            Some(Stream::Live { .. }) => out.push(frame),
+            Some(Stream::Live { .. }) => out.push_back(frame),
             None => {}
         },
         Outbound::Replay { room, frames, upto } => {
@@ -211,10 +216,10 @@ fn order(item: Outbound, streams: &mut HashMap<Arc<str>, Stream>, out: &mut Vec<
             if let Some(Stream::Joining(held)) = streams.remove(&room) {
                 for (seq, frame) in held {
                     match seq {
-                        None => out.push(frame),
+                        None => out.push_back(frame),
                         Some(seq) if seq > last => {
                             last = seq;
-                            out.push(frame);
+                            out.push_back(frame);
                         }
                         Some(_) => {}
                     }
@@ -425,6 +430,10 @@ impl Reader {
             // Already accepted: its echo reaches this room's members when stored.
             SendState::InFlight => return,
             SendState::Stored(stored_in, seq) => {
+                // Answered from the store: a retry costs a read, so it is rate limited too.
+                if !self.sends.take() {
+                    return self.rate_limited("slow down: too many messages", Some(&client_id)).await;
+                }
                 return self.resend_stored(&stored_in, seq, &client_id).await;
             }
         }
@@ -503,5 +512,54 @@ impl Reader {
         if let Some(session) = self.session.take() {
             self.hub.sessions.detach(&session);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    /// A socket that takes `room` frames and then blocks, as a client that stops reading.
+    struct Stalling {
+        room: usize,
+        taken: Vec<String>,
+    }
+
+    impl Sink<Message> for Stalling {
+        type Error = ();
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            if self.taken.len() < self.room { Poll::Ready(Ok(())) } else { Poll::Pending }
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), ()> {
+            self.taken.push(item.into_text().unwrap().to_string());
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_write_leaves_exactly_the_unsent_frames() {
+        let mut sink = Stalling { room: 3, taken: Vec::new() };
+        let mut out: VecDeque<Utf8Bytes> = (1..=5).map(|i| Utf8Bytes::from(format!("m{i}"))).collect();
+        // The connection closes while the write waits on the socket: the write is dropped.
+        let interrupted =
+            tokio::time::timeout(Duration::from_millis(20), write_all(&mut sink, &mut out)).await;
+        assert!(interrupted.is_err(), "the write was still waiting");
+        assert_eq!(sink.taken, ["m1", "m2", "m3"]);
+        assert_eq!(out, ["m4", "m5"].map(Utf8Bytes::from_static));
+        // The closing flush sends the rest, each frame once.
+        sink.room = 10;
+        write_all(&mut sink, &mut out).await.unwrap();
+        assert_eq!(sink.taken, ["m1", "m2", "m3", "m4", "m5"]);
+        assert!(out.is_empty());
     }
 }

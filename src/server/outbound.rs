@@ -67,6 +67,26 @@ impl Outbound {
     }
 }
 
+/// Bytes a batch taken off the queue holds, by budget.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Taken {
+    room: usize,
+    replies: usize,
+}
+
+impl Taken {
+    pub fn of(items: &VecDeque<Outbound>) -> Self {
+        items.iter().fold(Taken::default(), |mut t, item| {
+            if item.is_reply() {
+                t.replies += item.bytes();
+            } else {
+                t.room += item.bytes();
+            }
+            t
+        })
+    }
+}
+
 /// Why the server closed a connection: a WebSocket close code and reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseReason {
@@ -205,21 +225,23 @@ impl ConnHandle {
         }
     }
 
-    /// Stops accepting items and takes what is left (the writer, as it finishes).
+    /// Stops accepting items and takes what is left (the writer, as it finishes). A
+    /// reader waiting for budget is woken (and finds the connection closed).
     pub fn shut(&self) -> VecDeque<Outbound> {
-        let mut pending = self.pending();
-        pending.shut = true;
-        std::mem::take(&mut pending.items)
+        let left = {
+            let mut pending = self.pending();
+            pending.shut = true;
+            std::mem::take(&mut pending.items)
+        };
+        self.drained.notify_waiters();
+        left
     }
 
-    /// Called by the writer as it takes an item off the queue.
-    pub fn dequeued(&self, item: &Outbound) {
-        let counter = if item.is_reply() { &self.reply_bytes } else { &self.queued_bytes };
-        counter.fetch_sub(item.bytes(), Ordering::AcqRel);
-    }
-
-    /// Called by the writer after taking a batch: wakes a waiting reader.
-    pub fn notify_drained(&self) {
+    /// Called by the writer once a batch it took is written: gives its bytes back to the
+    /// budgets and wakes a reader waiting to queue a reply.
+    pub fn release(&self, taken: Taken) {
+        self.queued_bytes.fetch_sub(taken.room, Ordering::AcqRel);
+        self.reply_bytes.fetch_sub(taken.replies, Ordering::AcqRel);
         self.drained.notify_waiters();
     }
 

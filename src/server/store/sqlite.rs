@@ -15,6 +15,7 @@ use std::{
         Mutex,
         atomic::{AtomicBool, Ordering},
     },
+    time::Duration,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -55,6 +56,10 @@ const MIGRATIONS: &[&str] = &[
 /// once-a-second passive checkpoint cannot restart the WAL while commits keep coming (it
 /// is always a few frames behind), so under sustained load the file would grow forever.
 const WAL_TRUNCATE_PAGES: i64 = 4096;
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the WAL truncation waits for readers before leaving it to the next commit.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(50);
 
 pub struct SqliteStore {
     // A std Mutex, not a tokio one: every call is short and runs on a blocking thread.
@@ -90,6 +95,27 @@ impl SqliteStore {
         })
     }
 
+    /// Empties the WAL, on the writer connection between two commits. The passive
+    /// checkpoint has already copied nearly all of it, so this copies the rest and
+    /// truncates the file. It waits only briefly for readers; when it cannot finish, it is
+    /// tried again after the next commit. Upkeep never fails the commit that ran it.
+    fn truncate(&self, conn: &Connection) {
+        let run = || -> rusqlite::Result<bool> {
+            conn.busy_timeout(TRUNCATE_WAIT)?;
+            let done = checkpoint(conn, "TRUNCATE").map(|(busy, _, _)| busy == 0);
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            done
+        };
+        match run() {
+            Ok(true) => {}
+            Ok(false) => self.truncate_wal.store(true, Ordering::Relaxed),
+            Err(err) => {
+                tracing::warn!(%err, "truncating the WAL failed; will retry");
+                self.truncate_wal.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&conn)?)
@@ -99,7 +125,7 @@ impl SqliteStore {
 fn configure(conn: &Connection, fsync_every_commit: bool) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", if fsync_every_commit { "FULL" } else { "NORMAL" })?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
@@ -206,12 +232,7 @@ impl MessageStore for SqliteStore {
         }
         tx.commit()?;
         if self.truncate_wal.swap(false, Ordering::Relaxed) {
-            // The passive checkpoint has already copied nearly all of the WAL: this copies
-            // the rest, with no commit in flight, and empties the file.
-            let (busy, _, _) = checkpoint(&conn, "TRUNCATE")?;
-            if busy != 0 {
-                self.truncate_wal.store(true, Ordering::Relaxed);
-            }
+            self.truncate(&conn);
         }
         Ok(())
     }
