@@ -1,10 +1,16 @@
 //! The page shell, the router and the chat layout around every page.
 
-use crate::ui::{chat::Chat, lobby::Lobby, nick::NickGate, room::RoomPage, sidebar::Sidebar};
+use crate::ui::{
+    chat::Chat,
+    lobby::Lobby,
+    nick::NickGate,
+    room::RoomPage,
+    seed::{self, PageSeed},
+    sidebar::Sidebar,
+};
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
-    SsrMode,
     components::{Route, Router, Routes},
     path,
 };
@@ -23,6 +29,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
+                <script type="application/json" id=seed::SCRIPT_ID inner_html=PageSeed::current().to_script_json()></script>
             </head>
             <body>
                 <App />
@@ -34,6 +41,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    seed::provide_seed();
     #[cfg(feature = "ssr")]
     set_content_security_policy();
     let chat = Chat::new();
@@ -53,7 +61,7 @@ pub fn App() -> impl IntoView {
                 <main class="main" id="main">
                     <Routes fallback=|| view! { <NotFound /> }>
                         <Route path=path!("/") view=Lobby />
-                        <Route path=path!("/r/:room") view=RoomPage ssr=SsrMode::Async />
+                        <Route path=path!("/r/:room") view=RoomPage />
                     </Routes>
                 </main>
             </div>

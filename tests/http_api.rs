@@ -3,6 +3,7 @@
 mod common;
 
 use common::spawn_with;
+use confab::ui::seed::PageSeed;
 use serde_json::Value;
 
 async fn seeded() -> common::TestApp {
@@ -76,6 +77,33 @@ async fn the_room_page_is_server_rendered_with_escaped_history() {
     assert!(
         html.contains(r#"href="https://example.org/a""#) && html.contains("noopener noreferrer nofollow")
     );
+    // The same history travels in the page for the browser to hydrate from.
+    let seed = page_seed(&html);
+    let texts: Vec<&str> = seed.messages_for("lobby").unwrap().iter().map(|m| m.text.as_str()).collect();
+    assert!(texts.contains(&"message 5"));
+    assert!(
+        texts.iter().any(|t| t.starts_with("<img src=x onerror=alert(1)>")),
+        "raw text, escaped only as JSON"
+    );
+}
+
+/// The `PageSeed` a rendered page carries in its JSON script element.
+fn page_seed(html: &str) -> PageSeed {
+    let start =
+        html.find(r#"id="confab-seed">"#).expect("the page has a seed") + r#"id="confab-seed">"#.len();
+    let json = &html[start..start + html[start..].find("</script>").unwrap()];
+    serde_json::from_str(json).unwrap()
+}
+
+#[tokio::test]
+async fn the_lobby_is_server_rendered_with_the_room_directory() {
+    let _render = common::PAGE_RENDER.lock().await;
+    let app = seeded().await;
+    let html = reqwest::get(app.url("/")).await.unwrap().text().await.unwrap();
+    assert!(html.contains("#lobby") || html.contains("lobby</span>"), "the directory lists the room");
+    let seed = page_seed(&html);
+    let directory = seed.directory.expect("the lobby is seeded with the directory");
+    assert!(directory.iter().any(|r| r.name == "lobby" && r.head >= 5));
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod outbound;
+pub mod pages;
 pub mod rate;
 pub mod room;
 pub mod session;
@@ -142,6 +143,7 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
             },
         )
         .fallback(leptos_axum::file_and_error_handler(shell))
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page))
         .with_state(options)
         // Pages and assets only: the WebSocket upgrade below stays uncompressed.
         .layer(CompressionLayer::new());

@@ -1,59 +1,46 @@
 //! `/`: every room on the server, busiest first.
 
-use super::{chat::use_chat, sidebar::JoinForm};
+use super::{chat::use_chat, seed::use_seed, sidebar::JoinForm};
 use crate::protocol::RoomInfo;
 use leptos::prelude::*;
-
-/// Rooms as the server knows them, for the first render (and for clients without JS).
-#[server(endpoint = "room_directory")]
-pub async fn room_directory() -> Result<Vec<RoomInfo>, ServerFnError> {
-    let hub = expect_context::<std::sync::Arc<crate::server::hub::Hub>>();
-    Ok(hub.room_list())
-}
 
 #[component]
 pub fn Lobby() -> impl IntoView {
     let chat = use_chat();
-    let initial = Resource::new(|| (), |_| room_directory());
+    // Rooms as the server knew them when it rendered the page (and for clients without JS).
+    let seed = use_seed();
     Effect::new(move |_| {
         chat.model.update(|m| m.current = None);
         chat.send(super::chat::Command::ListRooms);
     });
     let rooms = move || {
         let live = chat.model.with(|m| m.directory.clone());
-        if live.is_empty() { initial.get().and_then(Result::ok).unwrap_or_default() } else { live }
+        if live.is_empty() { seed.directory.clone().unwrap_or_default() } else { live }
     };
     view! {
         <section class="lobby">
             <h1>"Rooms"</h1>
             <p class="lede">"Pick a room, or make a new one by joining it."</p>
             <div class="lobby-join"><JoinForm id="lobby-join-room" /></div>
-            <Suspense fallback=|| view! { <p>"Loading rooms…"</p> }>
-                {move || Suspend::new(async move {
-                    let _ = initial.await;
-                    view! {
-                        <ul class="directory">
-                            <For
-                                each=rooms
-                                key=|r| (r.name.clone(), r.members, r.head)
-                                children=|r: RoomInfo| {
-                                    let href = format!("/r/{}", r.name);
-                                    let people = if r.members == 1 { "1 person".to_owned() } else { format!("{} people", r.members) };
-                                    let messages = if r.head == 1 { "1 message".to_owned() } else { format!("{} messages", r.head) };
-                                    view! {
-                                        <li>
-                                            <a href=href class="directory-room">
-                                                <span class="room-name">"#" {r.name.clone()}</span>
-                                                <span class="meta">{people} " · " {messages}</span>
-                                            </a>
-                                        </li>
-                                    }
-                                }
-                            />
-                        </ul>
+            <ul class="directory">
+                <For
+                    each=rooms
+                    key=|r| (r.name.clone(), r.members, r.head)
+                    children=|r: RoomInfo| {
+                        let href = format!("/r/{}", r.name);
+                        let people = if r.members == 1 { "1 person".to_owned() } else { format!("{} people", r.members) };
+                        let messages = if r.head == 1 { "1 message".to_owned() } else { format!("{} messages", r.head) };
+                        view! {
+                            <li>
+                                <a href=href class="directory-room">
+                                    <span class="room-name">"#" {r.name.clone()}</span>
+                                    <span class="meta">{people} " · " {messages}</span>
+                                </a>
+                            </li>
+                        }
                     }
-                })}
-            </Suspense>
+                />
+            </ul>
         </section>
     }
 }

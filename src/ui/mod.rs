@@ -7,6 +7,7 @@ pub mod members;
 pub mod messages;
 pub mod nick;
 pub mod room;
+pub mod seed;
 pub mod sidebar;
 pub mod state;
 pub mod text;

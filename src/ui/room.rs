@@ -1,30 +1,19 @@
 //! `/r/{room}`: the room's messages, who is here, who is typing, and the composer.
 //!
-//! The server renders the recent history into the page (so it shows without JavaScript);
-//! once hydrated, the WebSocket join takes over and keeps it live.
+//! The server renders the recent history into the page (so it shows without JavaScript)
+//! from the page's seed; once hydrated, the WebSocket join takes over and keeps it live.
 
 use super::{
     chat::{Command, use_chat},
     composer::Composer,
     members::Members,
     messages::MessageList,
+    seed::use_seed,
 };
-use crate::protocol::{ChatMessage, RoomName};
+use crate::protocol::RoomName;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
-
-/// The latest messages of a room, for the server render.
-#[server(endpoint = "recent_messages")]
-pub async fn recent_messages(room: String) -> Result<Vec<ChatMessage>, ServerFnError> {
-    let hub = expect_context::<std::sync::Arc<crate::server::hub::Hub>>();
-    let name = RoomName::parse(&room).map_err(|e| ServerFnError::new(e.to_string()))?;
-    let page = hub
-        .messages_before(&name, u64::MAX, crate::protocol::JOIN_RECENT)
-        .await
-        .map_err(|e| ServerFnError::new(e.to_string()))?;
-    Ok(page.messages)
-}
 
 #[component]
 pub fn RoomPage() -> impl IntoView {
@@ -32,35 +21,27 @@ pub fn RoomPage() -> impl IntoView {
     let params = use_params_map();
     let room = Memo::new(move |_| params.with(|p| p.get("room").unwrap_or_default()));
     let valid = Memo::new(move |_| RoomName::parse(&room.get()).is_ok());
-    let recent = Resource::new(
-        move || room.get(),
-        |room| async move {
-            if RoomName::parse(&room).is_ok() {
-                recent_messages(room).await.unwrap_or_default()
-            } else {
-                Vec::new()
-            }
-        },
-    );
+    // The history the server rendered this page with (only for the room it rendered).
+    let seed = use_seed();
 
-    // In the browser: show this room, join it, and seed it with the server-rendered history.
-    Effect::new(move |_| {
-        let room = room.get();
-        if valid.get() {
-            chat.send(Command::Open(room));
-        }
-    });
-    Effect::new(move |_| {
-        if let Some(messages) = recent.get() {
-            let room = room.get_untracked();
-            chat.model.update(|m| m.seed(&room, messages));
+    // In the browser: show this room, join it, and keep the server-rendered history.
+    Effect::new({
+        let seed = seed.clone();
+        move |_| {
+            let room = room.get();
+            if valid.get() {
+                if let Some(messages) = seed.messages_for(&room) {
+                    chat.model.update(|m| m.seed(&room, messages.to_vec()));
+                }
+                chat.send(Command::Open(room));
+            }
         }
     });
 
     let messages = Signal::derive(move || {
         let room = room.get();
         let live = chat.model.with(|m| m.rooms.get(&room).map(|v| v.messages.clone()).unwrap_or_default());
-        if live.is_empty() { recent.get().unwrap_or_default() } else { live }
+        if live.is_empty() { seed.messages_for(&room).map(<[_]>::to_vec).unwrap_or_default() } else { live }
     });
     // "true" once this connection's join was answered: a hook for tests and styling.
     let live = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.live)).to_string();
@@ -85,12 +66,7 @@ pub fn RoomPage() -> impl IntoView {
                 </header>
                 <div class="room-body">
                     <div class="conversation">
-                        <Suspense fallback=|| view! { <p class="loading">"Loading messages…"</p> }>
-                            {move || Suspend::new(async move {
-                                let _ = recent.await;
-                                view! { <MessageList room=room messages=messages /> }
-                            })}
-                        </Suspense>
+                        <MessageList room=room messages=messages />
                         <TypingLine room=room />
                         <Composer room=room />
                     </div>

@@ -1,0 +1,110 @@
+//! What the server already knew when it rendered the page (the room's recent history, the
+//! room directory), handed to the browser inside the page itself.
+//!
+//! The server loads it before rendering (see `server::pages`), so the render is
+//! synchronous; the browser reads the same data back from the page before it hydrates, so
+//! both sides build the same view without a second request. That keeps Leptos's async
+//! machinery (resources, suspense, server functions) out of the WASM bundle.
+
+use crate::protocol::{ChatMessage, RoomInfo};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The `id` of the `<script type="application/json">` element that carries the seed.
+pub const SCRIPT_ID: &str = "confab-seed";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PageSeed {
+    /// The room the page shows, with its latest messages.
+    #[serde(default)]
+    pub room: Option<RoomSeed>,
+    /// Every room, for the lobby.
+    #[serde(default)]
+    pub directory: Option<Vec<RoomInfo>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomSeed {
+    pub name: String,
+    pub messages: Vec<ChatMessage>,
+}
+
+impl PageSeed {
+    /// The seeded messages of `room`, if the page was rendered for it.
+    pub fn messages_for(&self, room: &str) -> Option<&[ChatMessage]> {
+        self.room.as_ref().filter(|r| r.name == room).map(|r| r.messages.as_slice())
+    }
+
+    /// The seed as JSON that is safe inside a `<script>` element: `<` only ever occurs in
+    /// JSON strings, where `\u003c` means the same, so no `</script>` can end it early.
+    pub fn to_script_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned()).replace('<', "\\u003c")
+    }
+
+    /// The seed of the page being rendered: loaded by the server before rendering.
+    #[cfg(feature = "ssr")]
+    pub fn of_request() -> Self {
+        use_context::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<PageSeed>().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The seed the server put in this page (empty if there is none or it does not parse).
+    #[cfg(feature = "hydrate")]
+    pub fn from_page() -> Self {
+        web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id(SCRIPT_ID))
+            .and_then(|e| e.text_content())
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default()
+    }
+
+    /// The seed for this render: the request's on the server, the page's in the browser.
+    pub fn current() -> Self {
+        #[cfg(feature = "ssr")]
+        return Self::of_request();
+        #[cfg(all(feature = "hydrate", not(feature = "ssr")))]
+        return Self::from_page();
+        #[cfg(not(any(feature = "ssr", feature = "hydrate")))]
+        Self::default()
+    }
+}
+
+/// Makes the seed available to every component (called once, by `App`).
+pub fn provide_seed() {
+    provide_context(Arc::new(PageSeed::current()));
+}
+
+pub fn use_seed() -> Arc<PageSeed> {
+    use_context::<Arc<PageSeed>>().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_json_cannot_close_its_script_and_reads_back_the_same() {
+        let seed = PageSeed {
+            room: Some(RoomSeed {
+                name: "r".into(),
+                messages: vec![ChatMessage {
+                    room: "r".into(),
+                    seq: 1,
+                    nick: "ann".into(),
+                    text: "</script><script>alert(1)</script> & <!--".into(),
+                    ts: 0,
+                    client_id: "c".into(),
+                }],
+            }),
+            directory: Some(vec![RoomInfo { name: "r".into(), members: 1, head: 1 }]),
+        };
+        let json = seed.to_script_json();
+        assert!(!json.contains('<'));
+        assert_eq!(serde_json::from_str::<PageSeed>(&json).unwrap(), seed);
+        assert_eq!(seed.messages_for("r").map(<[_]>::len), Some(1));
+        assert!(seed.messages_for("other").is_none());
+    }
+}
