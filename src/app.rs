@@ -1,8 +1,9 @@
-//! The page shell, the router and the chat layout around every page.
+//! The page shell, the page switch and the chat layout around every page.
 
 use crate::ui::{
     chat::Chat,
     lobby::Lobby,
+    nav::{Page, provide_nav},
     nick::NickGate,
     room::RoomPage,
     seed::{self, PageSeed},
@@ -10,10 +11,6 @@ use crate::ui::{
 };
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::{
-    components::{Route, Router, Routes},
-    path,
-};
 
 /// The HTML document the server renders around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -44,6 +41,7 @@ pub fn App() -> impl IntoView {
     seed::provide_seed();
     #[cfg(feature = "ssr")]
     set_content_security_policy();
+    let nav = provide_nav();
     let chat = Chat::new();
     provide_context(chat);
     // Browser only: effects never run on the server.
@@ -52,22 +50,36 @@ pub fn App() -> impl IntoView {
         crate::client::start(chat);
     });
 
+    // Switching rooms keeps the room page (it follows the URL); only a change of kind of
+    // page builds a new one.
+    let kind = Memo::new(move |_| match nav.page() {
+        Page::Lobby => PageKind::Lobby,
+        Page::Room(_) => PageKind::Room,
+        Page::NotFound => PageKind::NotFound,
+    });
+
     view! {
         <Stylesheet id="leptos" href="/pkg/confab.css" />
         <Title text="Confab" />
-        <Router>
-            <div class="layout">
-                <Sidebar />
-                <main class="main" id="main">
-                    <Routes fallback=|| view! { <NotFound /> }>
-                        <Route path=path!("/") view=Lobby />
-                        <Route path=path!("/r/:room") view=RoomPage />
-                    </Routes>
-                </main>
-            </div>
-            <NickGate />
-        </Router>
+        <div class="layout">
+            <Sidebar />
+            <main class="main" id="main">
+                {move || match kind.get() {
+                    PageKind::Lobby => view! { <Lobby /> }.into_any(),
+                    PageKind::Room => view! { <RoomPage /> }.into_any(),
+                    PageKind::NotFound => view! { <NotFound /> }.into_any(),
+                }}
+            </main>
+        </div>
+        <NickGate />
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PageKind {
+    Lobby,
+    Room,
+    NotFound,
 }
 
 /// The page's Content-Security-Policy: scripts only from here or carrying this response's

@@ -13,7 +13,7 @@ pub mod room;
 pub mod session;
 pub mod store;
 
-use crate::app::{App, shell};
+use crate::app::shell;
 use axum::{
     Router,
     extract::{ConnectInfo, State, WebSocketUpgrade},
@@ -25,7 +25,6 @@ use axum::{
 use config::Config;
 use hub::Hub;
 use leptos::prelude::*;
-use leptos_axum::{LeptosRoutes, generate_route_list};
 use std::{
     future::Future,
     net::SocketAddr,
@@ -128,20 +127,16 @@ fn leptos_options(config: &Config, addr: SocketAddr) -> LeptosOptions {
 
 /// The whole HTTP surface: Leptos pages and assets, the WebSocket, the JSON API.
 pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
-    let routes = generate_route_list(App);
+    // Leptos renders on tokio (an error only means it was set up already).
+    let _ = any_spawner::Executor::init_tokio();
+    // The app's two pages; anything else is a static file or the app's "not found" (404).
+    let render = leptos_axum::render_app_to_stream_with_context(|| (), {
+        let options = options.clone();
+        move || shell(options.clone())
+    });
     let pages = Router::new()
-        .leptos_routes_with_context(
-            &options,
-            routes,
-            {
-                let hub = hub.clone();
-                move || provide_context(hub.clone())
-            },
-            {
-                let options = options.clone();
-                move || shell(options.clone())
-            },
-        )
+        .route("/", get(render.clone()))
+        .route("/r/{room}", get(render))
         .fallback(leptos_axum::file_and_error_handler(shell))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page))
         .with_state(options)

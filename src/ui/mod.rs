@@ -5,6 +5,7 @@ pub mod composer;
 pub mod lobby;
 pub mod members;
 pub mod messages;
+pub mod nav;
 pub mod nick;
 pub mod room;
 pub mod seed;

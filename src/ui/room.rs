@@ -8,18 +8,18 @@ use super::{
     composer::Composer,
     members::Members,
     messages::MessageList,
+    nav::use_nav,
     seed::use_seed,
 };
 use crate::protocol::RoomName;
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::{use_navigate, use_params_map};
 
 #[component]
 pub fn RoomPage() -> impl IntoView {
     let chat = use_chat();
-    let params = use_params_map();
-    let room = Memo::new(move |_| params.with(|p| p.get("room").unwrap_or_default()));
+    let nav = use_nav();
+    let room = Memo::new(move |_| nav.room());
     let valid = Memo::new(move |_| RoomName::parse(&room.get()).is_ok());
     // The history the server rendered this page with (only for the room it rendered).
     let seed = use_seed();
@@ -45,10 +45,9 @@ pub fn RoomPage() -> impl IntoView {
     });
     // "true" once this connection's join was answered: a hook for tests and styling.
     let live = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.live)).to_string();
-    let navigate = use_navigate();
     let leave = move |_| {
         chat.send(Command::Leave(room.get_untracked()));
-        navigate("/", Default::default());
+        nav.navigate("/");
     };
 
     view! {
@@ -62,7 +61,7 @@ pub fn RoomPage() -> impl IntoView {
             <section class="room" aria-labelledby="room-title" data-live=live>
                 <header class="room-header">
                     <h1 id="room-title"><span aria-hidden="true">"#"</span>{move || room.get()}</h1>
-                    <button type="button" class="leave" on:click=leave.clone()>"Leave"</button>
+                    <button type="button" class="leave" on:click=leave>"Leave"</button>
                 </header>
                 <div class="room-body">
                     <div class="conversation">

@@ -1,9 +1,8 @@
 //! Left column: brand, connection status, joined rooms with unread counts, join box.
 
-use super::{chat::use_chat, state::ConnStatus};
+use super::{chat::use_chat, nav::use_nav, state::ConnStatus};
 use crate::protocol::RoomName;
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
 
 #[component]
 pub fn Sidebar() -> impl IntoView {
@@ -81,7 +80,7 @@ pub fn JoinForm(#[prop(default = "join-room")] id: &'static str) -> impl IntoVie
     let error_id = format!("{id}-error");
     let name = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
-    let navigate = use_navigate();
+    let nav = use_nav();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let raw = name.get_untracked().trim().to_lowercase().replace(' ', "-");
@@ -89,7 +88,7 @@ pub fn JoinForm(#[prop(default = "join-room")] id: &'static str) -> impl IntoVie
             Ok(room) => {
                 error.set(None);
                 name.set(String::new());
-                navigate(&format!("/r/{room}"), Default::default());
+                nav.navigate(&format!("/r/{room}"));
             }
             Err(err) => error.set(Some(err.to_string())),
         }
