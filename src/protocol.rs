@@ -312,7 +312,8 @@ impl Nick {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let trimmed = raw.trim();
         let chars = trimmed.chars().count();
-        if chars == 0 || chars > MAX_NICK_CHARS || trimmed.chars().any(char::is_control) {
+        let bad = |c: char| c.is_control() || is_invisible_format(c);
+        if chars == 0 || chars > MAX_NICK_CHARS || trimmed.chars().any(bad) {
             return Err(ValidationError::Nick);
         }
         Ok(Nick(trimmed.to_owned()))
@@ -326,6 +327,36 @@ impl Nick {
     pub fn key(&self) -> String {
         self.0.to_lowercase()
     }
+}
+
+/// Unicode format characters (general category Cf): invisible, or reordering the text
+/// around them. In a nick they let "bo\u{200B}b" pass for "bob", or flip how a name
+/// reads (U+202E), so nicks may not contain them.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61C}'
+            | '\u{6DD}'
+            | '\u{70F}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 /// A room name: 1–64 of `[a-z0-9_-]`.
@@ -574,6 +605,12 @@ mod tests {
         assert_eq!(Nick::parse(""), Err(ValidationError::Nick));
         assert_eq!(Nick::parse("   "), Err(ValidationError::Nick));
         assert_eq!(Nick::parse("a\u{7}b"), Err(ValidationError::Nick));
+        // Invisible or reordering format characters would let one nick pass for another.
+        for spoof in ["bo\u{200B}b", "bob\u{200D}", "\u{202E}bob", "b\u{AD}ob", "\u{FEFF}bob", "bob\u{2066}"]
+        {
+            assert_eq!(Nick::parse(spoof), Err(ValidationError::Nick), "{spoof:?}");
+        }
+        assert_eq!(Nick::parse("Zoë 🦀").unwrap().as_str(), "Zoë 🦀");
         assert_eq!(Nick::parse("Bob").unwrap().key(), Nick::parse("bob").unwrap().key());
     }
 
