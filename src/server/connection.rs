@@ -59,12 +59,13 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => break,
             Some(Err(err)) => {
-                // tungstenite reports an over-size message as a capacity error.
-                let text = err.to_string();
-                if text.contains("too long") || text.contains("Space limit") {
-                    conn.close(CloseReason::TOO_BIG);
-                } else {
-                    tracing::debug!(conn = conn.id, %err, "read error");
+                // tungstenite reports a frame or message over the limit as a capacity error.
+                match err.into_inner().downcast::<tungstenite::Error>() {
+                    Ok(err) if matches!(*err, tungstenite::Error::Capacity(_)) => {
+                        conn.close(CloseReason::TOO_BIG)
+                    }
+                    Ok(err) => tracing::debug!(conn = conn.id, %err, "read error"),
+                    Err(err) => tracing::debug!(conn = conn.id, %err, "read error"),
                 }
                 break;
             }
