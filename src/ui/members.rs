@@ -14,9 +14,12 @@ pub fn Members(room: Memo<String>) -> impl IntoView {
                 .unwrap_or_default()
         })
     });
+    // In a room of more than 256 people the server names only 256: count the rest.
+    let people = Memo::new(move |_| chat.model.with(|m| m.rooms.get(&room.get()).map_or(0, |v| v.people())));
+    let unnamed = move || people.get().saturating_sub(members.with(|m| m.len()));
     view! {
         <aside class="members" aria-labelledby="members-title">
-            <h2 id="members-title">{move || format!("Online — {}", members.with(|m| m.len()))}</h2>
+            <h2 id="members-title">{move || format!("Online — {}", people.get())}</h2>
             <ul data-testid="members">
                 <For
                     each=move || members.get()
@@ -26,6 +29,9 @@ pub fn Members(room: Memo<String>) -> impl IntoView {
                     }
                 />
             </ul>
+            <Show when=move || { unnamed() > 0 }>
+                <p class="members-more">{move || format!("and {} more", unnamed())}</p>
+            </Show>
         </aside>
     }
 }

@@ -34,7 +34,10 @@ pub struct Pending {
 pub struct RoomView {
     /// Ordered by seq, no duplicates.
     pub messages: Vec<ChatMessage>,
+    /// Who is here: everyone in a room of up to 256 people, 256 of them in a bigger one.
     pub members: BTreeSet<String>,
+    /// How many people are here (the server's count at `joined`, kept up by presence).
+    pub member_count: usize,
     /// Nick → when its typing notice expires (ms, the page's clock).
     pub typing: BTreeMap<String, f64>,
     pub unread: u32,
@@ -55,6 +58,11 @@ impl RoomView {
 
     pub fn first_seq(&self) -> Option<Seq> {
         self.messages.first().map(|m| m.seq)
+    }
+
+    /// People here, named or not.
+    pub fn people(&self) -> usize {
+        self.member_count.max(self.members.len())
     }
 
     /// Inserts in seq order; returns false for a message already held.
@@ -182,9 +190,10 @@ impl ChatModel {
                 self.nick_rejected = None;
                 return Followup::Resume;
             }
-            ServerMsg::Joined { room, members, head, .. } => {
+            ServerMsg::Joined { room, members, member_count, head, .. } => {
                 let view = self.rooms.entry(room).or_default();
                 view.members = members.into_iter().collect();
+                view.member_count = member_count as usize;
                 view.live = true;
                 if view.baseline.is_none() {
                     view.baseline = Some(head);
@@ -245,11 +254,15 @@ impl ChatModel {
                 if let Some(view) = self.rooms.get_mut(&room) {
                     match state {
                         PresenceState::Joined => {
-                            view.members.insert(nick);
+                            if view.members.insert(nick) {
+                                view.member_count += 1;
+                            }
                         }
                         PresenceState::Left => {
                             view.typing.remove(&nick);
-                            view.members.remove(&nick);
+                            if view.members.remove(&nick) {
+                                view.member_count = view.member_count.saturating_sub(1);
+                            }
                         }
                     }
                 }
@@ -385,6 +398,31 @@ mod tests {
         m.apply(ServerMsg::Typing { room: "a".into(), nick: "bob".into() }, 3000.0);
         m.apply(presence(PresenceState::Left), 0.0);
         assert!(!m.rooms["a"].members.contains("bob"));
+    }
+
+    #[test]
+    fn a_big_room_counts_everyone_though_it_names_only_some() {
+        let mut m = model();
+        let names: Vec<String> = (0..256).map(|i| format!("p{i:03}")).collect();
+        m.apply(
+            ServerMsg::Joined {
+                room: "big".into(),
+                members: names,
+                member_count: 1000,
+                head: 0,
+                truncated: false,
+            },
+            0.0,
+        );
+        assert_eq!((m.rooms["big"].members.len(), m.rooms["big"].people()), (256, 1000));
+        // Presence in a small room keeps the count with the names.
+        let presence = |nick: &str, state| ServerMsg::Presence { room: "a".into(), nick: nick.into(), state };
+        m.apply(presence("bob", PresenceState::Joined), 0.0);
+        m.apply(presence("bob", PresenceState::Joined), 0.0);
+        m.apply(presence("cy", PresenceState::Joined), 0.0);
+        assert_eq!(m.rooms["a"].people(), 3, "me, bob and cy");
+        m.apply(presence("bob", PresenceState::Left), 0.0);
+        assert_eq!(m.rooms["a"].people(), 2);
     }
 
     #[test]
