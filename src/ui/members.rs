@@ -29,9 +29,12 @@ pub fn Members(room: Memo<String>) -> impl IntoView {
                     }
                 />
             </ul>
-            <Show when=move || { unnamed() > 0 }>
-                <p class="members-more">{move || format!("and {} more", unnamed())}</p>
-            </Show>
+            <p class="members-more">
+                {move || match unnamed() {
+                    0 => String::new(),
+                    n => format!("and {n} more"),
+                }}
+            </p>
         </aside>
     }
 }
