@@ -462,12 +462,9 @@ impl Reader {
         let found = self.hub.messages_after(&room.name, seq - 1, seq, 1).await;
         match found.map(|page| page.messages.into_iter().next()) {
             Ok(Some(msg)) => self.reply(&ServerMsg::Message(msg)).await,
-            Ok(None) => {
-                tracing::error!(room = %room.name, seq, "a remembered message is not in the store");
-                self.error_for(ErrorCode::Internal, "could not load the stored message", client_id).await
-            }
-            Err(err) => {
-                tracing::error!(%err, room = %room.name, seq, "reading a stored message failed");
+            failed => {
+                let err = failed.err().map(|e| e.to_string()).unwrap_or_else(|| "not in the store".into());
+                tracing::error!(%err, room = %room.name, seq, "reading a remembered message failed");
                 self.error_for(ErrorCode::Internal, "could not load the stored message", client_id).await
             }
         }

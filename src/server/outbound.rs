@@ -102,6 +102,12 @@ impl CloseReason {
     pub const RATE_ABUSE: CloseReason = CloseReason { code: 1008, reason: "rate limit exceeded" };
 }
 
+enum Enqueued {
+    Queued,
+    Full,
+    Shut,
+}
+
 /// Items waiting for the writer.
 #[derive(Default)]
 struct Pending {
@@ -145,17 +151,21 @@ impl ConnHandle {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends to the queue unless the writer has stopped.
-    fn enqueue(&self, item: Outbound) -> bool {
+    /// Appends to the queue and wakes the writer, unless the writer has stopped or the
+    /// queue already holds `max_frames` items.
+    fn enqueue(&self, item: Outbound, max_frames: usize) -> Enqueued {
         {
             let mut pending = self.pending();
             if pending.shut {
-                return false;
+                return Enqueued::Shut;
+            }
+            if pending.items.len() >= max_frames {
+                return Enqueued::Full;
             }
             pending.items.push_back(item);
         }
         self.ready.notify_one();
-        true
+        Enqueued::Queued
     }
 
     /// Queues room traffic without waiting. Returns false (and cuts the connection as a slow
@@ -170,19 +180,14 @@ impl ConnHandle {
             self.close(CloseReason::SLOW_CONSUMER);
             return false;
         }
-        let mut pending = self.pending();
-        if pending.shut {
-            return false;
+        match self.enqueue(item, QUEUE_FRAMES) {
+            Enqueued::Queued => true,
+            Enqueued::Full => {
+                self.close(CloseReason::SLOW_CONSUMER);
+                false
+            }
+            Enqueued::Shut => false,
         }
-        if pending.items.len() >= QUEUE_FRAMES {
-            drop(pending);
-            self.close(CloseReason::SLOW_CONSUMER);
-            return false;
-        }
-        pending.items.push_back(item);
-        drop(pending);
-        self.ready.notify_one();
-        true
     }
 
     /// Queues a reply from this connection's own reader (or a marker for the writer). The
@@ -206,7 +211,8 @@ impl ConnHandle {
             return;
         }
         self.reply_bytes.fetch_add(item.bytes(), Ordering::AcqRel);
-        self.enqueue(item);
+        // The frame bound was checked above; the reader is the only one who waits here.
+        self.enqueue(item, usize::MAX);
     }
 
     /// Takes everything queued, leaving the queue unallocated; None when it is empty.

@@ -75,7 +75,7 @@ pub struct SqliteStore {
     checkpointer: Mutex<Connection>,
     /// Set by the passive checkpoint when the WAL is over `WAL_RESTART_PAGES`; the writer
     /// then restarts it between two commits (a short stall, not a growing file).
-    restart_wal: AtomicBool,
+    wal_restart_due: AtomicBool,
     wal_restart_pages: i64,
 }
 
@@ -95,7 +95,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             checkpointer: Mutex::new(checkpointer),
-            restart_wal: AtomicBool::new(false),
+            wal_restart_due: AtomicBool::new(false),
             wal_restart_pages: WAL_RESTART_PAGES,
         })
     }
@@ -115,10 +115,10 @@ impl SqliteStore {
         };
         match run() {
             Ok(true) => tracing::debug!(took = ?started.elapsed(), "WAL restarted"),
-            Ok(false) => self.restart_wal.store(true, Ordering::Relaxed),
+            Ok(false) => self.wal_restart_due.store(true, Ordering::Relaxed),
             Err(err) => {
                 tracing::warn!(%err, "restarting the WAL failed; will retry");
-                self.restart_wal.store(true, Ordering::Relaxed);
+                self.wal_restart_due.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -238,7 +238,7 @@ impl MessageStore for SqliteStore {
             }
         }
         tx.commit()?;
-        if self.restart_wal.swap(false, Ordering::Relaxed) {
+        if self.wal_restart_due.swap(false, Ordering::Relaxed) {
             self.restart_wal(&conn);
         }
         Ok(())
@@ -249,7 +249,7 @@ impl MessageStore for SqliteStore {
         // PASSIVE: copy what it can without waiting for, or blocking, the writer.
         let (_, wal_pages, _) = checkpoint(&conn, "PASSIVE")?;
         if wal_pages > self.wal_restart_pages {
-            self.restart_wal.store(true, Ordering::Relaxed);
+            self.wal_restart_due.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
