@@ -6,7 +6,7 @@ use crate::ui::{
     nav::{Page, provide_nav},
     nick::NickGate,
     room::RoomPage,
-    seed::{self, PageSeed},
+    seed,
     sidebar::Sidebar,
 };
 use leptos::prelude::*;
@@ -14,6 +14,7 @@ use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 
 /// The HTML document the server renders around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let seed = seed::provide_seed().to_script_json();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -26,7 +27,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
-                <script type="application/json" id=seed::SCRIPT_ID inner_html=PageSeed::current().to_script_json()></script>
+                <script type="application/json" id=seed::SCRIPT_ID inner_html=seed></script>
             </head>
             <body>
                 <App />

@@ -4,7 +4,10 @@
 
 use super::hub::Hub;
 use crate::protocol::{JOIN_RECENT, RoomName};
-use crate::ui::seed::{PageSeed, RoomSeed};
+use crate::ui::{
+    nav::Page,
+    seed::{PageSeed, RoomSeed},
+};
 use axum::{
     extract::{Request, State},
     middleware::Next,
@@ -22,10 +25,11 @@ pub async fn seed_page(State(hub): State<Arc<Hub>>, mut request: Request, next: 
 
 /// The seed of the page at `path`; None for anything that is not a page with data.
 async fn load(hub: &Hub, path: &str) -> Option<PageSeed> {
-    if path == "/" {
-        return Some(PageSeed { directory: Some(hub.room_list()), ..PageSeed::default() });
-    }
-    let name = RoomName::parse(path.strip_prefix("/r/")?).ok()?;
+    let name = match Page::from_path(path) {
+        Page::Lobby => return Some(PageSeed { directory: Some(hub.room_list()), ..PageSeed::default() }),
+        Page::Room(room) => RoomName::parse(&room).ok()?,
+        Page::NotFound => return None,
+    };
     let messages = match hub.messages_before(&name, u64::MAX, JOIN_RECENT).await {
         Ok(page) => page.messages,
         Err(err) => {

@@ -72,9 +72,15 @@ impl PageSeed {
     }
 }
 
-/// Makes the seed available to every component (called once, by `App`).
-pub fn provide_seed() {
-    provide_context(Arc::new(PageSeed::current()));
+/// Makes the seed available to every component and returns it. Called by the server's
+/// shell (which also writes it into the page) and by `App`, which in the browser is the
+/// first to ask; the seed is loaded once either way.
+pub fn provide_seed() -> Arc<PageSeed> {
+    use_context::<Arc<PageSeed>>().unwrap_or_else(|| {
+        let seed = Arc::new(PageSeed::current());
+        provide_context(seed.clone());
+        seed
+    })
 }
 
 pub fn use_seed() -> Arc<PageSeed> {
