@@ -8,7 +8,7 @@
 use confab::protocol::{ChatMessage, Nick, RoomName, ServerMsg};
 use confab::server::{
     metrics::Metrics,
-    outbound::{ConnHandle, Taken},
+    outbound::{ConnHandle, Outbound},
     room::{Room, encode},
     store::{MessageStore, sqlite::SqliteStore},
 };
@@ -34,7 +34,7 @@ fn encode_message(c: &mut Criterion) {
 fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("fan-out");
     for members in [10usize, 100, 1000] {
-        let room = Room::new(RoomName::parse("bench").unwrap(), 0, Arc::new(Metrics::default()));
+        let room = Room::new(RoomName::parse("bench").unwrap(), 0, 0, Arc::new(Metrics::default()));
         let mut receivers = Vec::new();
         for i in 0..members {
             let conn = ConnHandle::new(i as u64, usize::MAX / 2);
@@ -54,7 +54,7 @@ fn fan_out(c: &mut Criterion) {
                 // What each writer does next: take the frame off its queue.
                 for conn in &receivers {
                     if let Some(items) = conn.try_take() {
-                        conn.release(Taken::of(&items));
+                        conn.release(items.iter().map(Outbound::bytes).sum());
                     }
                 }
             })

@@ -93,9 +93,20 @@ fn set_content_security_policy() {
     else {
         return;
     };
+    // The socket may connect to this page's own origin only, not to any ws:/wss: host.
+    let sockets = use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<crate::server::pages::SocketOrigins>().cloned())
+        .map(|o| o.0)
+        .unwrap_or_default();
+    // `cargo leptos watch` reloads the page over its own socket.
+    let reload = use_context::<LeptosOptions>()
+        .filter(|o| o.env == leptos::config::Env::DEV)
+        .map(|o| format!(" ws://*:{}", o.reload_port))
+        .unwrap_or_default();
+    let sockets = format!("{sockets}{reload}");
     let policy = format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
-         img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
+         img-src 'self' data:; connect-src 'self' {sockets}; object-src 'none'; base-uri 'none'; \
          frame-ancestors 'none'; form-action 'self'"
     );
     if let Ok(value) = HeaderValue::from_str(&policy) {

@@ -62,8 +62,31 @@ pub enum ClientMsg {
         #[serde(default = "default_history_limit")]
         limit: u32,
     },
-    ListRooms {},
+    /// A page of the room directory, most recently active first. `cursor` is the `next`
+    /// of the previous page.
+    ListRooms {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
 }
+
+/// A client frame with its optional request id: `ref` is echoed on the reply (or the
+/// error) the frame causes, so a client can tell which request an answer is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    #[serde(flatten)]
+    pub msg: ClientMsg,
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// Longest `ref`, in bytes.
+pub const MAX_REF_BYTES: usize = 64;
+/// Rooms in one `rooms` page by default, and at most.
+pub const ROOMS_PAGE: u32 = 50;
+pub const MAX_ROOMS_PAGE: u32 = 200;
 
 /// Why a client frame could not be decoded: `bad_frame` or `unknown_type`, with a reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +98,44 @@ pub struct DecodeError {
 
 /// Every `type` a client may send.
 const CLIENT_TYPES: [&str; 7] = ["hello", "join", "leave", "send", "typing", "history", "list_rooms"];
+
+impl Request {
+    /// Decodes one text frame with its `ref`. The `ref` is recovered even when the frame
+    /// is otherwise invalid, so the error can carry it.
+    pub fn decode(text: &str) -> (Result<ClientMsg, DecodeError>, Option<String>) {
+        match serde_json::from_str::<Request>(text) {
+            Ok(req) => match check_ref(req.reference.as_deref()) {
+                Ok(()) => (Ok(req.msg), req.reference),
+                Err(err) => (Err(err), None),
+            },
+            Err(_) => {
+                #[derive(Deserialize)]
+                struct RefOnly {
+                    #[serde(rename = "ref", default)]
+                    reference: Option<String>,
+                }
+                let reference = serde_json::from_str::<RefOnly>(text)
+                    .ok()
+                    .and_then(|r| r.reference)
+                    .filter(|r| check_ref(Some(r)).is_ok());
+                (ClientMsg::decode(text), reference)
+            }
+        }
+    }
+}
+
+/// A `ref` is 1-64 bytes of printable ASCII, like a `client_id`.
+fn check_ref(reference: Option<&str>) -> Result<(), DecodeError> {
+    match reference {
+        Some(r) if r.is_empty() || r.len() > MAX_REF_BYTES || !r.bytes().all(|b| b.is_ascii_graphic()) => {
+            Err(DecodeError {
+                code: ErrorCode::BadFrame,
+                message: format!("ref must be 1-{MAX_REF_BYTES} printable ASCII characters"),
+            })
+        }
+        _ => Ok(()),
+    }
+}
 
 impl ClientMsg {
     /// Decodes one text frame. Never panics, whatever the input; tells "not our kind of
@@ -124,6 +185,10 @@ pub struct RoomInfo {
     pub members: u32,
     /// Latest seq in the room (0 when empty).
     pub head: Seq,
+    /// When the room last had a message (or was opened, if it has none), Unix ms: the
+    /// directory's order, most recent first.
+    #[serde(default)]
+    pub last_active: i64,
 }
 
 /// The server's limits, sent in `welcome` so a client can check before sending.
@@ -158,6 +223,8 @@ pub enum ServerMsg {
         limits: Limits,
         #[serde(default)]
         protocol: u32,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
     Joined {
         room: String,
@@ -169,9 +236,13 @@ pub enum ServerMsg {
         head: Seq,
         #[serde(default, skip_serializing_if = "is_false")]
         truncated: bool,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
     Left {
         room: String,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
     Message(ChatMessage),
     Typing {
@@ -182,20 +253,37 @@ pub enum ServerMsg {
         room: String,
         messages: Vec<ChatMessage>,
         has_more: bool,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
+    /// One page of the directory; `next` (when `has_more`) is the cursor of the next page.
     Rooms {
         rooms: Vec<RoomInfo>,
+        #[serde(default)]
+        has_more: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
     Presence {
         room: String,
         nick: String,
         state: PresenceState,
+        /// How many people are in the room after this change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member_count: Option<u32>,
     },
     Error {
         code: ErrorCode,
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
+        /// With `rate_limited`: wait this long before sending the refused request again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
 }
 
@@ -205,7 +293,34 @@ fn is_false(b: &bool) -> bool {
 
 impl ServerMsg {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMsg::Error { code, message: message.into(), client_id: None }
+        ServerMsg::Error { code, message: message.into(), client_id: None, retry_after_ms: None, reference: None }
+    }
+
+    /// The `ref` this frame echoes, if it is a reply that carries one.
+    pub fn reference(&self) -> Option<&str> {
+        match self {
+            ServerMsg::Welcome { reference, .. }
+            | ServerMsg::Joined { reference, .. }
+            | ServerMsg::Left { reference, .. }
+            | ServerMsg::History { reference, .. }
+            | ServerMsg::Rooms { reference, .. }
+            | ServerMsg::Error { reference, .. } => reference.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Sets the `ref` of a reply (a no-op for frames that carry none).
+    pub fn with_reference(mut self, r: Option<String>) -> Self {
+        match &mut self {
+            ServerMsg::Welcome { reference, .. }
+            | ServerMsg::Joined { reference, .. }
+            | ServerMsg::Left { reference, .. }
+            | ServerMsg::History { reference, .. }
+            | ServerMsg::Rooms { reference, .. }
+            | ServerMsg::Error { reference, .. } => *reference = r,
+            _ => {}
+        }
+        self
     }
 }
 
@@ -312,7 +427,7 @@ impl Nick {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let trimmed = raw.trim();
         let chars = trimmed.chars().count();
-        let bad = |c: char| c.is_control() || is_invisible_format(c);
+        let bad = |c: char| c.is_control() || is_invisible_format(c) || is_blank_lookalike(c);
         if chars == 0 || chars > MAX_NICK_CHARS || trimmed.chars().any(bad) {
             return Err(ValidationError::Nick);
         }
@@ -323,10 +438,31 @@ impl Nick {
         &self.0
     }
 
-    /// Key under which nicks collide: "Bob" and "bob" are the same person.
+    /// Key under which nicks collide: the UTS #39 confusable skeleton of the NFKC, case
+    /// folded nick. "Bob" and "bob" are the same person, and so are "alice" and "аlice"
+    /// (Cyrillic а), "ｂｏｂ" (full width) and "bob". Server only: the tables are large.
+    #[cfg(feature = "ssr")]
     pub fn key(&self) -> String {
-        self.0.to_lowercase()
+        use unicode_normalization::UnicodeNormalization;
+        let folded = caseless::default_case_fold_str(&self.0.nfkc().collect::<String>());
+        unicode_security::skeleton(&folded).collect()
     }
+}
+
+/// Characters that show as nothing though they are not white space (U+3164 Hangul
+/// filler, U+2800 braille blank, U+115F, ...): a nick of them looks empty, or like
+/// another nick with a space. Unicode lists most as Default_Ignorable; the check of the
+/// full property runs on the server (`Nick::key`'s tables), this list in both builds.
+fn is_blank_lookalike(c: char) -> bool {
+    #[cfg(feature = "ssr")]
+    {
+        use unicode_security::GeneralSecurityProfile;
+        use unicode_security::general_security_profile::IdentifierType;
+        if c.identifier_type() == Some(IdentifierType::Default_Ignorable) {
+            return true;
+        }
+    }
+    matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}' | '\u{034F}' | '\u{17B4}' | '\u{17B5}')
 }
 
 /// Unicode format characters (general category Cf): invisible, or reordering the text
@@ -495,7 +631,29 @@ mod tests {
             ClientMsg::History { room: "r".into(), before: 10, limit: 5 },
             json!({"type": "history", "room": "r", "before": 10, "limit": 5}),
         );
-        round_trip_client(ClientMsg::ListRooms {}, json!({"type": "list_rooms"}));
+        round_trip_client(ClientMsg::ListRooms { cursor: None, limit: None }, json!({"type": "list_rooms"}));
+        round_trip_client(
+            ClientMsg::ListRooms { cursor: Some("5.a".into()), limit: Some(10) },
+            json!({"type": "list_rooms", "cursor": "5.a", "limit": 10}),
+        );
+    }
+
+    #[test]
+    fn a_request_carries_its_ref_through_errors_too() {
+        let req = Request { msg: ClientMsg::Leave { room: "r".into() }, reference: Some("q7".into()) };
+        let wire = json!({"type": "leave", "room": "r", "ref": "q7"});
+        assert_eq!(serde_json::to_value(&req).unwrap(), wire);
+        assert_eq!(Request::decode(&wire.to_string()), (Ok(ClientMsg::Leave { room: "r".into() }), Some("q7".into())));
+        // Without ref, and with one the frame is otherwise wrong in.
+        assert_eq!(Request::decode(r#"{"type":"list_rooms"}"#).1, None);
+        let (msg, reference) = Request::decode(r#"{"type":"history","room":"r","ref":"h1"}"#);
+        assert_eq!((msg.unwrap_err().code, reference.as_deref()), (ErrorCode::BadFrame, Some("h1")));
+        let (msg, _) = Request::decode(r#"{"type":"dance","ref":"d"}"#);
+        assert_eq!(msg.unwrap_err().code, ErrorCode::UnknownType);
+        // A ref that is not 1-64 printable ASCII is refused, and not echoed.
+        let (msg, reference) = Request::decode(&json!({"type": "list_rooms", "ref": "x".repeat(65)}).to_string());
+        assert_eq!((msg.unwrap_err().code, reference), (ErrorCode::BadFrame, None));
+        assert_eq!(Request::decode(r#"{"type":"list_rooms","ref":""}"#).0.unwrap_err().code, ErrorCode::BadFrame);
     }
 
     #[test]
@@ -516,6 +674,7 @@ mod tests {
                 nick: "ann".into(),
                 limits: limits.clone(),
                 protocol: PROTOCOL_VERSION,
+                reference: None,
             },
             json!({"type": "welcome", "session": "tok", "nick": "ann", "protocol": 1, "limits": {
                 "max_text_chars": 4000, "max_nick_chars": 32, "max_room_chars": 64,
@@ -529,8 +688,9 @@ mod tests {
                 member_count: 1,
                 head: 4,
                 truncated: false,
+                reference: Some("j1".into()),
             },
-            json!({"type": "joined", "room": "r", "members": ["ann"], "member_count": 1, "head": 4}),
+            json!({"type": "joined", "room": "r", "members": ["ann"], "member_count": 1, "head": 4, "ref": "j1"}),
         );
         round_trip_server(
             ServerMsg::Joined {
@@ -539,10 +699,14 @@ mod tests {
                 member_count: 0,
                 head: 900,
                 truncated: true,
+                reference: None,
             },
             json!({"type": "joined", "room": "r", "members": [], "member_count": 0, "head": 900, "truncated": true}),
         );
-        round_trip_server(ServerMsg::Left { room: "r".into() }, json!({"type": "left", "room": "r"}));
+        round_trip_server(
+            ServerMsg::Left { room: "r".into(), reference: None },
+            json!({"type": "left", "room": "r"}),
+        );
         round_trip_server(
             ServerMsg::Message(sample_message()),
             json!({"type": "message", "room": "lobby", "seq": 7, "nick": "ann", "text": "hi <b>",
@@ -553,22 +717,55 @@ mod tests {
             json!({"type": "typing", "room": "r", "nick": "bob"}),
         );
         round_trip_server(
-            ServerMsg::History { room: "lobby".into(), messages: vec![sample_message()], has_more: true },
+            ServerMsg::History {
+                room: "lobby".into(),
+                messages: vec![sample_message()],
+                has_more: true,
+                reference: None,
+            },
             json!({"type": "history", "room": "lobby", "has_more": true, "messages": [
                 {"room": "lobby", "seq": 7, "nick": "ann", "text": "hi <b>",
                  "ts": 1_700_000_000_000_i64, "client_id": "c-1"}]}),
         );
         round_trip_server(
-            ServerMsg::Rooms { rooms: vec![RoomInfo { name: "r".into(), members: 2, head: 9 }] },
-            json!({"type": "rooms", "rooms": [{"name": "r", "members": 2, "head": 9}]}),
+            ServerMsg::Rooms {
+                rooms: vec![RoomInfo { name: "r".into(), members: 2, head: 9, last_active: 5 }],
+                has_more: true,
+                next: Some("5.r".into()),
+                reference: None,
+            },
+            json!({"type": "rooms", "has_more": true, "next": "5.r",
+                   "rooms": [{"name": "r", "members": 2, "head": 9, "last_active": 5}]}),
         );
         round_trip_server(
-            ServerMsg::Presence { room: "r".into(), nick: "bob".into(), state: PresenceState::Left },
-            json!({"type": "presence", "room": "r", "nick": "bob", "state": "left"}),
+            ServerMsg::Presence {
+                room: "r".into(),
+                nick: "bob".into(),
+                state: PresenceState::Left,
+                member_count: Some(3),
+            },
+            json!({"type": "presence", "room": "r", "nick": "bob", "state": "left", "member_count": 3}),
         );
         round_trip_server(
-            ServerMsg::Error { code: ErrorCode::TooLong, message: "m".into(), client_id: Some("c".into()) },
+            ServerMsg::Error {
+                code: ErrorCode::TooLong,
+                message: "m".into(),
+                client_id: Some("c".into()),
+                retry_after_ms: None,
+                reference: None,
+            },
             json!({"type": "error", "code": "too_long", "message": "m", "client_id": "c"}),
+        );
+        round_trip_server(
+            ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                message: "m".into(),
+                client_id: Some("c".into()),
+                retry_after_ms: Some(50),
+                reference: Some("r1".into()),
+            },
+            json!({"type": "error", "code": "rate_limited", "message": "m", "client_id": "c",
+                   "retry_after_ms": 50, "ref": "r1"}),
         );
     }
 
@@ -582,7 +779,10 @@ mod tests {
     #[test]
     fn decode_tells_bad_frames_from_unknown_types() {
         let code = |t: &str| ClientMsg::decode(t).unwrap_err().code;
-        assert_eq!(ClientMsg::decode(r#"{"type":"list_rooms"}"#), Ok(ClientMsg::ListRooms {}));
+        assert_eq!(
+            ClientMsg::decode(r#"{"type":"list_rooms"}"#),
+            Ok(ClientMsg::ListRooms { cursor: None, limit: None })
+        );
         assert_eq!(code("nope"), ErrorCode::BadFrame);
         assert_eq!(code("[]"), ErrorCode::BadFrame);
         assert_eq!(code(r#"{"room":"r"}"#), ErrorCode::BadFrame);
@@ -612,6 +812,21 @@ mod tests {
         }
         assert_eq!(Nick::parse("Zoë 🦀").unwrap().as_str(), "Zoë 🦀");
         assert_eq!(Nick::parse("Bob").unwrap().key(), Nick::parse("bob").unwrap().key());
+        // Blank look-alikes: a nick that shows as nothing, or as another with a space.
+        for blank in ["\u{3164}", "bob\u{3164}", "\u{2800}", "a\u{115F}b", "\u{FFA0}x", "x\u{034F}"] {
+            assert_eq!(Nick::parse(blank), Err(ValidationError::Nick), "{blank:?}");
+        }
+    }
+
+    #[cfg(feature = "ssr")]
+    #[test]
+    fn look_alike_nicks_share_a_key() {
+        let key = |s: &str| Nick::parse(s).unwrap().key();
+        assert_eq!(key("\u{430}lice"), key("alice"), "Cyrillic а");
+        assert_eq!(key("ＢＯＢ"), key("bob"), "full width");
+        assert_eq!(key("STRASSE"), key("straße"), "case folding");
+        assert_eq!(key("pаypаl"), key("paypal"), "Cyrillic а twice");
+        assert_ne!(key("alice"), key("alicia"));
     }
 
     #[test]

@@ -31,8 +31,9 @@ async fn healthz_reports_counters() {
 async fn rooms_api_lists_rooms_with_heads() {
     let app = seeded().await;
     let rooms: Value = reqwest::get(app.url("/api/rooms")).await.unwrap().json().await.unwrap();
-    assert_eq!(rooms[0]["name"], "lobby");
-    assert_eq!(rooms[0]["head"], 6);
+    assert_eq!(rooms["rooms"][0]["name"], "lobby");
+    assert_eq!(rooms["rooms"][0]["head"], 6);
+    assert_eq!(rooms["has_more"], false);
 }
 
 #[tokio::test]

@@ -120,7 +120,12 @@ async fn presence_follows_people_not_tabs() {
     bob.join("r", None, 0).await;
     assert_eq!(
         ann.recv().await,
-        ServerMsg::Presence { room: "r".into(), nick: "bob".into(), state: PresenceState::Joined }
+        ServerMsg::Presence {
+            room: "r".into(),
+            nick: "bob".into(),
+            state: PresenceState::Joined,
+            member_count: Some(2)
+        }
     );
     // A second tab of bob's session: no new presence.
     let mut bob2 = app.client().await;
@@ -133,7 +138,12 @@ async fn presence_follows_people_not_tabs() {
     drop(bob);
     assert_eq!(
         ann.recv().await,
-        ServerMsg::Presence { room: "r".into(), nick: "bob".into(), state: PresenceState::Left }
+        ServerMsg::Presence {
+            room: "r".into(),
+            nick: "bob".into(),
+            state: PresenceState::Left,
+            member_count: Some(1)
+        }
     );
 }
 
@@ -160,7 +170,7 @@ async fn history_pages_backwards() {
     }
     ann.send(json!({"type": "history", "room": "r", "before": 6, "limit": 3})).await;
     match ann.recv().await {
-        ServerMsg::History { room, messages, has_more } => {
+        ServerMsg::History { room, messages, has_more, .. } => {
             assert_eq!(room, "r");
             assert_eq!(seqs(&messages), vec![3, 4, 5]);
             assert!(has_more);
@@ -185,15 +195,16 @@ async fn list_rooms_and_leave() {
     ann.say_acked("beta", "x", "c1").await;
     ann.send(json!({"type": "list_rooms"})).await;
     match ann.recv().await {
-        ServerMsg::Rooms { rooms } => {
+        ServerMsg::Rooms { rooms, has_more: false, next: None, .. } => {
             let got: Vec<(String, u32, u64)> =
                 rooms.into_iter().map(|r| (r.name, r.members, r.head)).collect();
-            assert_eq!(got, vec![("alpha".into(), 2, 0), ("beta".into(), 1, 1)]);
+            // Most recently active first: beta has a message newer than alpha's opening.
+            assert_eq!(got, vec![("beta".into(), 1, 1), ("alpha".into(), 2, 0)]);
         }
         other => panic!("{other:?}"),
     }
     bob.send(json!({"type": "leave", "room": "alpha"})).await;
-    assert_eq!(bob.recv().await, ServerMsg::Left { room: "alpha".into() });
+    assert_eq!(bob.recv().await, ServerMsg::Left { room: "alpha".into(), reference: None });
     assert!(matches!(ann.recv().await, ServerMsg::Presence { state: PresenceState::Left, .. }));
     ann.say_acked("alpha", "after bob left", "c2").await;
     bob.expect_silence(300).await;
@@ -363,7 +374,12 @@ async fn a_silent_client_is_reaped_and_its_presence_removed() {
         .expect("reaped in time");
     assert_eq!(
         left,
-        ServerMsg::Presence { room: "r".into(), nick: "ghost".into(), state: PresenceState::Left }
+        ServerMsg::Presence {
+            room: "r".into(),
+            nick: "ghost".into(),
+            state: PresenceState::Left,
+            member_count: Some(1)
+        }
     );
     // The ghost's client has pongs queued for the pings it never read; writing them can hit
     // the already closed socket before the close frame is read. The server's own count of

@@ -134,7 +134,7 @@ fn apply_local(chat: Chat, cmd: &Command) -> Vec<ClientMsg> {
             .map(|before| ClientMsg::History { room: room.clone(), before, limit: JOIN_RECENT as u32 })
             .into_iter()
             .collect(),
-        Command::ListRooms => vec![ClientMsg::ListRooms {}],
+        Command::ListRooms => vec![ClientMsg::ListRooms { cursor: None, limit: None }],
     }
 }
 
@@ -154,7 +154,7 @@ fn resume_frames(chat: Chat) -> Vec<ClientMsg> {
     chat.model.with_untracked(|m| {
         let mut frames: Vec<ClientMsg> =
             m.resume_points().into_iter().map(|(room, since)| ClientMsg::Join { room, since }).collect();
-        frames.push(ClientMsg::ListRooms {});
+        frames.push(ClientMsg::ListRooms { cursor: None, limit: None });
         frames
     })
 }

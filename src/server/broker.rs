@@ -12,14 +12,14 @@ use std::sync::Arc;
 pub trait Broker: Send + Sync + 'static {
     /// Delivers a stored message (already encoded as its `message` frame) to every
     /// subscriber of its room.
-    fn publish(&self, room: &Arc<Room>, seq: Seq, frame: Utf8Bytes);
+    fn publish(&self, room: &Arc<Room>, seq: Seq, ts: i64, frame: Utf8Bytes);
 }
 
 /// Single-process fan-out.
 pub struct LocalBroker;
 
 impl Broker for LocalBroker {
-    fn publish(&self, room: &Arc<Room>, seq: Seq, frame: Utf8Bytes) {
-        room.deliver_frame(seq, frame);
+    fn publish(&self, room: &Arc<Room>, seq: Seq, ts: i64, frame: Utf8Bytes) {
+        room.deliver_frame(seq, ts, frame);
     }
 }

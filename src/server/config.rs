@@ -1,7 +1,7 @@
 //! Server configuration: flags, each with an environment variable and a sensible default.
 
 use crate::protocol::{self, Limits};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// SQLite `synchronous` level for the message store.
@@ -92,15 +92,79 @@ pub struct Config {
     #[arg(long, env = "CONFAB_SESSION_GRACE_SECS", default_value_t = 120)]
     pub session_grace_secs: u64,
 
+    /// The URL users load Confab from, e.g. "https://chat.example.org". When set, the
+    /// WebSocket's Origin check compares against it (not against the request's Host,
+    /// which DNS rebinding controls and proxies rewrite), and the page's CSP names it.
+    #[arg(long, env = "CONFAB_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
+    /// Largest reply, in bytes of JSON: a `history` page, a join's replay, a room list.
+    /// Pages stop early (with `has_more` / `truncated`) rather than exceed it. At most
+    /// half the outbound queue.
+    #[arg(long, env = "CONFAB_REPLY_BYTES", default_value_t = 256 * 1024)]
+    pub reply_bytes: usize,
+
+    /// New rooms one client address may create per minute (sustained).
+    #[arg(long, env = "CONFAB_ROOM_CREATE_RATE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub room_create_rate: u32,
+
+    /// New rooms one client address may create at once, above the rate.
+    #[arg(long, env = "CONFAB_ROOM_CREATE_BURST", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub room_create_burst: u32,
+
+    /// Messages that may wait for the store; beyond it senders wait (backpressure).
+    #[arg(long, env = "CONFAB_COMMIT_QUEUE", default_value_t = 16 * 1024)]
+    pub commit_queue: usize,
+
+    /// SQLite read connections (joins, history, pages and the HTTP API read in parallel).
+    #[arg(long, env = "CONFAB_READ_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub read_connections: u32,
+
+    /// HTTP requests (API and pages) per second per client address, sustained.
+    #[arg(long, env = "CONFAB_HTTP_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_rate: u32,
+
+    /// HTTP requests one client address may make at once, above the rate.
+    #[arg(long, env = "CONFAB_HTTP_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_burst: u32,
+
+    /// Seconds an HTTP request may take before it is answered 408.
+    #[arg(long, env = "CONFAB_HTTP_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_timeout_secs: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "confab=debug".
     #[arg(long, env = "CONFAB_LOG", default_value = "info")]
     pub log: String,
 }
 
+/// `--public-url`: an http(s) origin, kept without a trailing slash.
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim_end_matches('/');
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains('/') => Ok(url.to_owned()),
+        _ => Err("must be an origin such as https://chat.example.org (scheme and host, no path)".into()),
+    }
+}
+
 impl Config {
-    /// Defaults, as if started with no flags (used by tests).
+    /// Defaults, as if started with no flags and no environment: a developer's
+    /// `CONFAB_*` variables never change what tests see.
     pub fn defaults() -> Self {
-        Config::parse_from(["confab"])
+        let command = Config::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["confab"]);
+        Config::from_arg_matches(&matches).expect("the defaults parse")
+    }
+
+    /// The reply bound in force: `--reply-bytes`, at most half the outbound queue (so a
+    /// reply always fits behind live traffic) and at least 16 KiB (one longest message).
+    pub fn reply_limit(&self) -> usize {
+        self.reply_bytes.min(self.outbound_queue_bytes / 2).max(16 * 1024)
+    }
+
+    /// The origin browsers load Confab from, when `--public-url` is set.
+    pub fn public_origin(&self) -> Option<&str> {
+        self.public_url.as_deref()
     }
 
     /// Where to listen: `--addr`, else LEPTOS_SITE_ADDR, else 127.0.0.1:3000.
@@ -139,5 +203,27 @@ impl Config {
             messages_per_sec: self.msg_rate,
             message_burst: self.msg_burst,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        // SAFETY: set before any thread of this test reads the environment; other tests
+        // never read CONFAB_MAX_HISTORY.
+        unsafe { std::env::set_var("CONFAB_MAX_HISTORY", "7") };
+        assert_eq!(Config::defaults().max_history, 500);
+        assert_eq!(Config::parse_from(["confab"]).max_history, 7, "flags still read it");
+        unsafe { std::env::remove_var("CONFAB_MAX_HISTORY") };
+    }
+
+    #[test]
+    fn public_url_is_an_origin() {
+        assert_eq!(parse_public_url("https://chat.example.org/").unwrap(), "https://chat.example.org");
+        assert!(parse_public_url("chat.example.org").is_err());
+        assert!(parse_public_url("https://chat.example.org/app").is_err());
     }
 }

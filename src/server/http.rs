@@ -1,16 +1,27 @@
-//! Plain HTTP endpoints: health and a read-only JSON API over rooms and history.
+//! Plain HTTP endpoints: health, metrics and a read-only JSON API over rooms and history.
+//!
+//! Every error is an [`ApiError`]: a status and a JSON body `{code, message}` with the
+//! same stable codes as the WebSocket protocol.
 
-use super::hub::Hub;
-use crate::protocol::{ChatMessage, ErrorCode, RoomInfo, RoomName, Seq};
+use super::{
+    config::Config,
+    handlers::{message_bytes, newest_within},
+    hub::Hub,
+};
+use crate::protocol::{ChatMessage, ErrorCode, ROOMS_PAGE, RoomInfo, RoomName, Seq};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuilder};
 
 pub fn routes() -> Router<Arc<Hub>> {
     Router::new()
@@ -18,6 +29,77 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/metrics", get(metrics))
         .route("/api/rooms", get(rooms))
         .route("/api/rooms/{room}/messages", get(messages))
+}
+
+/// An API error: an HTTP status and `{code, message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds to wait, for 429 (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ApiErrorBody<'a> {
+    code: ErrorCode,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(ApiErrorBody { code: self.code, message: &self.message });
+        let mut response = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Puts the per-address rate limit of the HTTP API and pages on `router` (`--http-rate`,
+/// `--http-burst`), answered like every other API error: 429, `rate_limited`,
+/// `Retry-After`. One limiter for all the routes it is given.
+pub fn rate_limited<S: Clone + Send + Sync + 'static>(router: Router<S>, config: &Config) -> Router<S> {
+    let interval = Duration::from_secs(1) / config.http_rate.max(1);
+    let governor = GovernorConfigBuilder::default()
+        .period(interval)
+        .burst_size(config.http_burst.max(1))
+        .finish()
+        .expect("a non-zero period and burst");
+    // Forget addresses whose quota has refilled, so the limiter's memory stays bounded.
+    let limiter = governor.limiter().clone();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limiter.retain_recent();
+            }
+        });
+    }
+    let layer = GovernorLayer::new(governor).error_handler(|err| {
+        let error = match err {
+            GovernorError::TooManyRequests { wait_time, .. } => ApiError {
+                retry_after: Some(wait_time.max(1)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many requests")
+            },
+            other => ApiError::internal(other.to_string()),
+        };
+        error.into_response()
+    });
+    router.layer(layer)
 }
 
 #[derive(Serialize)]
@@ -49,11 +131,28 @@ async fn healthz(State(hub): State<Arc<Hub>>) -> Json<Health> {
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     let body = hub.metrics.render(&hub.gauges());
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-async fn rooms(State(hub): State<Arc<Hub>>) -> Json<Vec<RoomInfo>> {
-    Json(hub.room_list())
+#[derive(Deserialize)]
+struct RoomsQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Response body of `GET /api/rooms`: one page of the directory, most recently active
+/// first; `next` is the `cursor` of the next page.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoomsPage {
+    pub rooms: Vec<RoomInfo>,
+    pub has_more: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+async fn rooms(State(hub): State<Arc<Hub>>, Query(q): Query<RoomsQuery>) -> Json<RoomsPage> {
+    let page = hub.room_page(q.cursor.as_deref(), q.limit.unwrap_or(ROOMS_PAGE));
+    Json(RoomsPage { has_more: page.next.is_some(), rooms: page.rooms, next: page.next })
 }
 
 #[derive(Deserialize)]
@@ -70,38 +169,19 @@ pub struct MessagesPage {
     pub has_more: bool,
 }
 
-/// An API error with the same stable codes as the WebSocket protocol.
-#[derive(Serialize)]
-struct ApiError {
-    code: ErrorCode,
-    message: String,
-}
-
-fn api_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
-    (status, Json(ApiError { code, message: message.into() })).into_response()
-}
-
 async fn messages(
     State(hub): State<Arc<Hub>>,
     Path(room): Path<String>,
     Query(q): Query<PageQuery>,
-) -> Response {
-    let name = match RoomName::parse(&room) {
-        Ok(name) => name,
-        Err(err) => return api_error(StatusCode::BAD_REQUEST, err.code(), err.to_string()),
-    };
+) -> Result<Json<MessagesPage>, ApiError> {
+    let name =
+        RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let limit = q.limit.unwrap_or(50).clamp(1, hub.config.max_history.max(1)) as usize;
     let before = q.before.unwrap_or(Seq::MAX);
-    match hub.messages_before(&name, before, limit).await {
-        Ok(page) => Json(MessagesPage {
-            room: name.as_str().to_owned(),
-            messages: page.messages,
-            has_more: page.more,
-        })
-        .into_response(),
-        Err(err) => {
-            tracing::error!(%err, "messages API failed");
-            api_error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "could not load messages")
-        }
-    }
+    let page = hub.messages_before(&name, before, limit).await.map_err(|err| {
+        tracing::error!(%err, "messages API failed");
+        ApiError::internal("could not load messages")
+    })?;
+    let (messages, cut) = newest_within(page.messages, hub.config.reply_limit(), message_bytes);
+    Ok(Json(MessagesPage { room: name.as_str().to_owned(), messages, has_more: page.more || cut }))
 }

@@ -8,12 +8,13 @@ use super::{
     broker::{Broker, LocalBroker},
     config::Config,
     metrics::{Gauges, Metrics},
-    outbound::ConnId,
-    room::Room,
+    outbound::{ConnHandle, ConnId},
+    rate::{Refusal, TokenBucket},
+    room::{Room, Subscription},
     session::Sessions,
     store::{MessageStore, Page, StoreError, committer::Committer},
 };
-use crate::protocol::{ErrorCode, RoomInfo, RoomName, Seq};
+use crate::protocol::{ErrorCode, Nick, RoomInfo, RoomName, Seq};
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -22,6 +23,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -29,6 +31,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub enum HubError {
     #[error("the server holds its maximum number of rooms")]
     TooManyRooms,
+    #[error("too many new rooms from this address; try again later")]
+    CreationRate(Refusal),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -37,9 +41,34 @@ impl HubError {
     pub fn code(&self) -> ErrorCode {
         match self {
             HubError::TooManyRooms => ErrorCode::TooManyRooms,
+            HubError::CreationRate(_) => ErrorCode::RateLimited,
             HubError::Store(_) => ErrorCode::Internal,
         }
     }
+}
+
+/// One page of the room directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPage {
+    pub rooms: Vec<RoomInfo>,
+    /// The cursor of the next page, when there is one.
+    pub next: Option<String>,
+}
+
+/// A directory cursor: the position after the last room of a page, in directory order
+/// (most recently active first, then by name). Opaque to clients: `{last_active}.{name}`.
+fn cursor_of(room: &RoomInfo) -> String {
+    format!("{}.{}", room.last_active, room.name)
+}
+
+fn parse_cursor(cursor: &str) -> Option<(i64, &str)> {
+    let (active, name) = cursor.split_once('.')?;
+    Some((active.parse().ok()?, name))
+}
+
+/// Directory order: most recently active first, then by name.
+fn directory_order(a: &RoomInfo, b: &RoomInfo) -> std::cmp::Ordering {
+    b.last_active.cmp(&a.last_active).then_with(|| a.name.cmp(&b.name))
 }
 
 pub struct Hub {
@@ -54,7 +83,11 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them (axum does not).
     pub tasks: TaskTracker,
+    /// Rooms kept: every room with messages, and every room someone is in. A room with
+    /// neither is forgotten (see `leave_room`), so it neither counts nor lists.
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    /// Room creations per client address (`--room-create-rate`).
+    creations: Mutex<HashMap<IpAddr, TokenBucket>>,
     next_conn: AtomicU64,
 }
 
@@ -67,11 +100,13 @@ impl Hub {
     ) -> Result<(Arc<Hub>, JoinHandle<()>), StoreError> {
         let metrics = Arc::new(Metrics::default());
         let broker: Arc<dyn Broker> = Arc::new(LocalBroker);
-        let (committer, thread) = Committer::start(store.clone(), broker, metrics.clone());
+        let (committer, thread) =
+            Committer::start(store.clone(), broker, metrics.clone(), config.commit_queue)
+                .map_err(|e| StoreError::Task(format!("starting the committer: {e}")))?;
         let rooms = store
             .rooms()?
             .into_iter()
-            .map(|(name, head)| (name.clone(), Arc::new(Room::new(name, head, metrics.clone()))))
+            .map(|r| (r.name.clone(), Arc::new(Room::new(r.name, r.head, r.last_active, metrics.clone()))))
             .collect();
         let hub = Hub {
             sessions: Sessions::new(config.session_grace()),
@@ -83,6 +118,7 @@ impl Hub {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             rooms: Mutex::new(rooms),
+            creations: Mutex::default(),
             next_conn: AtomicU64::new(1),
         };
         Ok((Arc::new(hub), thread))
@@ -112,40 +148,90 @@ impl Hub {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
-    /// The room, created (and recorded in the store) on first use.
-    pub async fn room(&self, name: &RoomName) -> Result<Arc<Room>, HubError> {
-        if let Some(room) = self.find_room(name) {
-            return Ok(room);
-        }
-        if self.room_count() >= self.config.max_rooms {
-            return Err(HubError::TooManyRooms);
-        }
-        let store = self.store.clone();
-        let created = name.clone();
-        let head = blocking(move || {
-            store.create_room(&created)?;
-            store.head(&created)
-        })
-        .await?;
+    /// Subscribes `conn` to a room, creating the room on first use. Lookup, the room
+    /// count check, creation and the subscription happen under the registry lock, so two
+    /// joins cannot both take the last free room and a room being forgotten cannot gain
+    /// a member. Creating costs no disk write: a room is stored with its first message.
+    pub fn join_room(
+        &self,
+        name: &RoomName,
+        from: IpAddr,
+        nick: &Nick,
+        conn: &Arc<ConnHandle>,
+    ) -> Result<(Arc<Room>, Subscription), HubError> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        // Another connection may have created it meanwhile: keep theirs.
-        Ok(rooms
-            .entry(name.clone())
-            .or_insert_with(|| Arc::new(Room::new(name.clone(), head, self.metrics.clone())))
-            .clone())
+        let room = match rooms.get(name) {
+            Some(room) => room.clone(),
+            None => {
+                if rooms.len() >= self.config.max_rooms {
+                    return Err(HubError::TooManyRooms);
+                }
+                self.creation_allowed(from).map_err(HubError::CreationRate)?;
+                let room = Arc::new(Room::new(name.clone(), 0, super::unix_ms(), self.metrics.clone()));
+                rooms.insert(name.clone(), room.clone());
+                room
+            }
+        };
+        let sub = room.subscribe(nick, conn);
+        Ok((room, sub))
+    }
+
+    /// Unsubscribes `conn`; a room left with nobody in it and nothing said is forgotten.
+    pub fn leave_room(&self, room: &Arc<Room>, conn: ConnId) {
+        room.unsubscribe(conn);
+        if room.is_idle() {
+            let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked again under the registry lock: joins subscribe under it.
+            if room.is_idle() && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
+                rooms.remove(&room.name);
+            }
+        }
+    }
+
+    /// Takes a room-creation token of `from`'s bucket.
+    fn creation_allowed(&self, from: IpAddr) -> Result<(), Refusal> {
+        let mut creations = self.creations.lock().unwrap_or_else(|p| p.into_inner());
+        let rate = self.config.room_create_rate as f64 / 60.0;
+        let burst = self.config.room_create_burst as f64;
+        creations.entry(from).or_insert_with(|| TokenBucket::new(rate, burst)).check()
+    }
+
+    /// Forgets creation buckets that have refilled (called periodically).
+    pub fn sweep_creations(&self) {
+        let full_after = Duration::from_secs_f64(
+            self.config.room_create_burst as f64 * 60.0 / self.config.room_create_rate.max(1) as f64,
+        );
+        let now = Instant::now();
+        let mut creations = self.creations.lock().unwrap_or_else(|p| p.into_inner());
+        creations.retain(|_, bucket| now.saturating_duration_since(bucket.last_used()) < full_after);
     }
 
     pub fn room_count(&self) -> usize {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Every room, busiest first, then by name.
-    pub fn room_list(&self) -> Vec<RoomInfo> {
+    /// One page of the directory after `cursor`, at most `limit` rooms (1..=200).
+    pub fn room_page(&self, cursor: Option<&str>, limit: u32) -> RoomPage {
+        let limit = limit.clamp(1, crate::protocol::MAX_ROOMS_PAGE) as usize;
         let rooms: Vec<Arc<Room>> =
             self.rooms.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        let mut list: Vec<RoomInfo> = rooms.iter().map(|r| r.info()).collect();
-        list.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.name.cmp(&b.name)));
-        list
+        let after = cursor.and_then(parse_cursor);
+        let mut list: Vec<RoomInfo> = rooms
+            .iter()
+            .map(|r| r.info())
+            .filter(|info| match after {
+                // Strictly after the cursor in directory order.
+                Some((active, name)) => {
+                    info.last_active < active || (info.last_active == active && info.name.as_str() > name)
+                }
+                None => true,
+            })
+            .collect();
+        list.sort_by(directory_order);
+        let more = list.len() > limit;
+        list.truncate(limit);
+        let next = if more { list.last().map(cursor_of) } else { None };
+        RoomPage { rooms: list, next }
     }
 
     /// Messages after `after` up to `upto`, at most `limit` (the newest of them).

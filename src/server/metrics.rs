@@ -18,6 +18,8 @@ pub struct Metrics {
     pub messages_stored: AtomicU64,
     pub messages_out: AtomicU64,
     pub commit_batches: AtomicU64,
+    /// Batches the store refused (their senders were told to resend).
+    pub store_failures: AtomicU64,
     /// Connections cut for falling behind, for abuse, or for silence.
     pub slow_consumers: AtomicU64,
     pub abusive_closed: AtomicU64,
@@ -96,6 +98,12 @@ impl Metrics {
             "counter",
             "Store transactions (group commits).",
             self.commit_batches.load(Relaxed),
+        );
+        metric(
+            "store_failures_total",
+            "counter",
+            "Batches the store refused; their senders were told to send again.",
+            self.store_failures.load(Relaxed),
         );
         metric(
             "slow_consumers_total",

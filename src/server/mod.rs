@@ -3,9 +3,11 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod handlers;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod ordering;
 pub mod outbound;
 pub mod pages;
 pub mod rate;
@@ -34,7 +36,7 @@ use std::{
 };
 use store::{StoreError, sqlite::SqliteStore};
 use tokio::net::TcpListener;
-use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer};
+use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,7 +62,8 @@ pub struct Server {
 impl Server {
     /// Opens the store, loads the rooms, binds the address. Nothing is served until `run`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let store = Arc::new(SqliteStore::open(&config.db, config.sync == config::SyncMode::Full)?);
+        let fsync = config.sync == config::SyncMode::Full;
+        let store = Arc::new(SqliteStore::open_with(&config.db, fsync, config.read_connections as usize)?);
         let listener = TcpListener::bind(config.listen_addr()).await?;
         let options = leptos_options(&config, listener.local_addr()?);
         let (hub, committer) = Hub::start(config, store)?;
@@ -134,17 +137,23 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
         let options = options.clone();
         move || shell(options.clone())
     });
-    let pages = Router::new()
-        .route("/", get(render.clone()))
-        .route("/r/{room}", get(render))
+    // Pages read the store (a room's history, the directory): rate limited per address
+    // like the API. Static assets are not.
+    let page_routes = Router::new().route("/", get(render.clone())).route("/r/{room}", get(render));
+    let pages = http::rate_limited(page_routes, &hub.config)
         .fallback(leptos_axum::file_and_error_handler(shell))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page))
         .with_state(options)
         // Pages and assets only: the WebSocket upgrade below stays uncompressed.
         .layer(CompressionLayer::new());
-    let api = http::routes().route("/ws", get(ws_upgrade)).with_state(hub);
-    pages
-        .merge(api)
+    let timeout = Duration::from_secs(hub.config.http_timeout_secs.max(1));
+    let api = http::rate_limited(http::routes(), &hub.config);
+    let http = pages
+        .merge(api.with_state(hub.clone()))
+        // A slow request is cut (408) rather than held open; not the WebSocket, whose
+        // connection outlives its upgrade request.
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
+    http.merge(Router::new().route("/ws", get(ws_upgrade)).with_state(hub))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -168,7 +177,7 @@ async fn ws_upgrade(
     let cfg = &hub.config;
     // Cross-site WebSocket hijacking: a page elsewhere must not talk to us with the
     // visitor's cookies and network position.
-    if !origin_allowed(&headers, &cfg.allowed_origins) {
+    if !origin_allowed(&headers, cfg.public_origin(), &cfg.allowed_origins) {
         hub.metrics.refused_origin.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
@@ -186,19 +195,25 @@ async fn ws_upgrade(
         .max_write_buffer_size(cfg.outbound_queue_bytes + cfg.max_frame_bytes + 64 * 1024)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                connection::serve(socket, hub).await;
+                connection::serve(socket, hub, peer.ip()).await;
                 drop(slot);
             })
         })
 }
 
-/// Same origin (the Origin's host is the Host we were reached at), a listed origin, or no
-/// Origin at all (not a browser).
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+/// Whether a WebSocket upgrade's `Origin` may talk to us. No Origin at all is not a
+/// browser, and is allowed. With `--public-url` the page must come from that origin (or
+/// `--allowed-origins`): the request's own `Host` is not trusted, since DNS rebinding
+/// controls it and a proxy may rewrite it. Without it, same-origin means the Origin's
+/// host is the Host we were reached at.
+fn origin_allowed(headers: &HeaderMap, public: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
     let Ok(origin) = origin.to_str() else { return false };
-    if allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
+    if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
         return true;
+    }
+    if let Some(public) = public {
+        return public.eq_ignore_ascii_case(origin);
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
@@ -223,6 +238,7 @@ async fn sweep_sessions(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
         tick.tick().await;
+        hub.sweep_creations();
         let n = hub.sessions.sweep();
         if n > 0 {
             tracing::debug!(expired = n, "sessions expired");
@@ -247,11 +263,23 @@ mod tests {
     #[test]
     fn origins() {
         let allowed = vec!["https://chat.example.org".to_owned()];
-        assert!(origin_allowed(&headers(None, "a:1"), &allowed));
-        assert!(origin_allowed(&headers(Some("http://a:1"), "a:1"), &allowed));
-        assert!(origin_allowed(&headers(Some("https://chat.example.org"), "a:1"), &allowed));
-        assert!(!origin_allowed(&headers(Some("http://evil.example"), "a:1"), &allowed));
-        assert!(!origin_allowed(&headers(Some("http://a:2"), "a:1"), &allowed));
-        assert!(!origin_allowed(&headers(Some("null"), "a:1"), &allowed));
+        let ok = |origin, host| origin_allowed(&headers(origin, host), None, &allowed);
+        assert!(ok(None, "a:1"));
+        assert!(ok(Some("http://a:1"), "a:1"));
+        assert!(ok(Some("https://chat.example.org"), "a:1"));
+        assert!(!ok(Some("http://evil.example"), "a:1"));
+        assert!(!ok(Some("http://a:2"), "a:1"));
+        assert!(!ok(Some("null"), "a:1"));
+    }
+
+    #[test]
+    fn with_a_public_url_the_host_header_is_not_trusted() {
+        let public = Some("https://chat.example.org");
+        let ok = |origin, host| origin_allowed(&headers(origin, host), public, &[]);
+        assert!(ok(Some("https://chat.example.org"), "internal:3000"), "behind a proxy that rewrites Host");
+        // DNS rebinding: evil.example resolves to us, and Origin and Host agree.
+        assert!(!ok(Some("http://evil.example"), "evil.example"));
+        assert!(!ok(Some("http://chat.example.org"), "chat.example.org"), "scheme matters");
+        assert!(ok(None, "anything"));
     }
 }

@@ -44,18 +44,7 @@ pub enum Outbound {
 }
 
 impl Outbound {
-    /// Items the connection's own reader queued (as opposed to room traffic).
-    pub fn is_reply(&self) -> bool {
-        matches!(
-            self,
-            Outbound::Frame(_)
-                | Outbound::Replay { .. }
-                | Outbound::BeginJoin { .. }
-                | Outbound::EndRoom { .. }
-        )
-    }
-
-    /// Bytes this item holds, for the queue's byte budget.
+    /// Bytes this item holds, for the connection's byte budget.
     pub fn bytes(&self) -> usize {
         match self {
             Outbound::Frame(f) | Outbound::Room { frame: f, .. } | Outbound::RoomEvent { frame: f, .. } => {
@@ -64,26 +53,6 @@ impl Outbound {
             Outbound::Replay { frames, .. } => frames.iter().map(|f| f.len()).sum(),
             Outbound::BeginJoin { .. } | Outbound::EndRoom { .. } => 0,
         }
-    }
-}
-
-/// Bytes a batch taken off the queue holds, by budget.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Taken {
-    room: usize,
-    replies: usize,
-}
-
-impl Taken {
-    pub fn of(items: &VecDeque<Outbound>) -> Self {
-        items.iter().fold(Taken::default(), |mut t, item| {
-            if item.is_reply() {
-                t.replies += item.bytes();
-            } else {
-                t.room += item.bytes();
-            }
-            t
-        })
     }
 }
 
@@ -121,11 +90,11 @@ pub struct ConnHandle {
     pending: Mutex<Pending>,
     /// Wakes the writer when `pending` gains items (a stored permit if it is not waiting).
     ready: Notify,
-    /// Room traffic queued and not yet taken by the writer: the slow-consumer budget.
+    /// Every byte queued for this connection and not yet written or dropped: room
+    /// traffic, replies, and live frames the writer holds while a join replays. One
+    /// budget (`max_bytes`) for all of it.
     queued_bytes: AtomicUsize,
-    /// Replies to this connection's own requests queued: bounded by making the reader wait.
-    reply_bytes: AtomicUsize,
-    /// Signalled by the writer whenever it takes items off the queue.
+    /// Signalled by the writer whenever it gives bytes back.
     drained: Notify,
     max_bytes: usize,
     closed: CancellationToken,
@@ -139,7 +108,6 @@ impl ConnHandle {
             pending: Mutex::default(),
             ready: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
-            reply_bytes: AtomicUsize::new(0),
             drained: Notify::new(),
             max_bytes,
             closed: CancellationToken::new(),
@@ -169,7 +137,7 @@ impl ConnHandle {
     }
 
     /// Queues room traffic without waiting. Returns false (and cuts the connection as a slow
-    /// consumer) when the queue is over its byte or frame budget.
+    /// consumer) when it does not fit in the byte or frame budget.
     pub fn push(&self, item: Outbound) -> bool {
         if self.closed.is_cancelled() {
             return false;
@@ -190,16 +158,18 @@ impl ConnHandle {
         }
     }
 
-    /// Queues a reply from this connection's own reader (or a marker for the writer). The
-    /// reader waits while earlier replies exceed the budget: a client that asks for more
-    /// than it reads only slows itself down. Replies are not counted against the room
-    /// traffic budget, so a large join replay never makes an honest client look slow.
+    /// Queues a reply from this connection's own reader (or a marker for the writer),
+    /// within the same budget as room traffic. The reader waits until the reply fits: a
+    /// client that asks for more than it reads only slows itself down. A reply is never
+    /// larger than the budget (replies are bounded in bytes, see `Config::reply_bytes`),
+    /// so it fits once the queue has drained.
     pub async fn reply(&self, item: Outbound) {
+        let bytes = item.bytes();
         loop {
             let drained = self.drained.notified();
-            let room_for_it = self.reply_bytes.load(Ordering::Acquire) <= self.max_bytes
-                && self.pending().items.len() < QUEUE_FRAMES;
-            if room_for_it {
+            let queued = self.queued_bytes.load(Ordering::Acquire);
+            let fits = queued == 0 || queued + bytes <= self.max_bytes;
+            if fits && self.pending().items.len() < QUEUE_FRAMES {
                 break;
             }
             tokio::select! {
@@ -210,9 +180,14 @@ impl ConnHandle {
         if self.closed.is_cancelled() {
             return;
         }
-        self.reply_bytes.fetch_add(item.bytes(), Ordering::AcqRel);
+        self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         // The frame bound was checked above; the reader is the only one who waits here.
         self.enqueue(item, usize::MAX);
+    }
+
+    /// Bytes queued and not yet written or dropped.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
     }
 
     /// Takes everything queued, leaving the queue unallocated; None when it is empty.
@@ -243,12 +218,13 @@ impl ConnHandle {
         left
     }
 
-    /// Called by the writer once a batch it took is written: gives its bytes back to the
-    /// budgets and wakes a reader waiting to queue a reply.
-    pub fn release(&self, taken: Taken) {
-        self.queued_bytes.fetch_sub(taken.room, Ordering::AcqRel);
-        self.reply_bytes.fetch_sub(taken.replies, Ordering::AcqRel);
-        self.drained.notify_waiters();
+    /// Called by the writer for bytes it wrote or dropped: gives them back to the budget
+    /// and wakes a reader waiting to queue a reply.
+    pub fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.drained.notify_waiters();
+        }
     }
 
     /// Asks the connection to close; the first reason given wins.
@@ -263,5 +239,91 @@ impl ConnHandle {
 
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::ordering::Streams;
+    use std::time::Duration;
+
+    fn frame(bytes: usize) -> Utf8Bytes {
+        Utf8Bytes::from("x".repeat(bytes))
+    }
+
+    fn live(seq: Seq, bytes: usize) -> Outbound {
+        Outbound::Room { room: Arc::from("r"), seq, frame: frame(bytes) }
+    }
+
+    /// Live frames the writer holds while a join replays are still queued bytes: the
+    /// budget covers them until they are written or dropped.
+    #[test]
+    fn frames_held_during_a_join_count_until_written() {
+        let conn = ConnHandle::new(1, 10_000);
+        let mut streams = Streams::default();
+        let mut out = VecDeque::new();
+        conn.push(Outbound::BeginJoin { room: Arc::from("r") });
+        for seq in 1..=4 {
+            assert!(conn.push(live(seq, 2_000)));
+        }
+        // The writer takes everything; nothing can be written before the replay.
+        for item in conn.try_take().unwrap() {
+            let dropped = streams.order(item, &mut out);
+            conn.release(dropped);
+        }
+        assert!(out.is_empty());
+        assert_eq!(conn.queued_bytes(), 8_000, "held frames still count");
+        // So the next live frames overflow the budget: the connection is cut, it does not
+        // grow a second, unbounded queue behind the replay.
+        assert!(!conn.push(live(5, 2_001)));
+        assert_eq!(conn.close_reason(), Some(CloseReason::SLOW_CONSUMER));
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_until_it_fits_in_the_same_budget() {
+        let conn = ConnHandle::new(1, 10_000);
+        assert!(conn.push(live(1, 9_000)));
+        let waiting = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.reply(Outbound::Frame(frame(5_000))).await })
+        };
+        // The reply does not fit behind 9,000 queued bytes: it waits.
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(conn.queued_bytes(), 9_000);
+        // The writer writes the room frame and gives its bytes back: the reply goes in.
+        let taken = conn.try_take().unwrap();
+        conn.release(taken.iter().map(Outbound::bytes).sum());
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(conn.queued_bytes(), 5_000);
+        // Room traffic is now measured against everything queued, replies included.
+        assert!(!conn.push(live(2, 5_001)));
+    }
+
+    /// The worst message a client can make: 4000 control characters, each escaped to six
+    /// bytes of JSON. The budget is counted in encoded bytes, so it still bounds.
+    #[test]
+    fn the_budget_counts_encoded_bytes() {
+        use crate::protocol::{ChatMessage, ServerMsg};
+        let msg = ChatMessage {
+            room: "r".into(),
+            seq: 1,
+            nick: "n".into(),
+            text: "\u{1}".repeat(4000),
+            ts: 0,
+            client_id: "c".into(),
+        };
+        let encoded = crate::server::room::encode(&ServerMsg::Message(msg));
+        assert!(encoded.len() > 24_000, "{}", encoded.len());
+        let conn = ConnHandle::new(1, 100_000);
+        let mut queued = 0;
+        let mut seq = 0;
+        while conn.push(Outbound::Room { room: Arc::from("r"), seq, frame: encoded.clone() }) {
+            seq += 1;
+            queued += encoded.len();
+        }
+        assert!(queued <= 100_000 && conn.queued_bytes() >= queued);
+        assert_eq!(seq, 100_000 / encoded.len() as u64);
     }
 }

@@ -3,7 +3,7 @@
 //! async data, and the browser hydrates from the same seed, embedded in the page.
 
 use super::hub::Hub;
-use crate::protocol::{JOIN_RECENT, RoomName};
+use crate::protocol::{JOIN_RECENT, ROOMS_PAGE, RoomName};
 use crate::ui::{
     nav::Page,
     seed::{PageSeed, RoomSeed},
@@ -15,8 +15,35 @@ use axum::{
 };
 use std::sync::Arc;
 
-/// Middleware in front of the page routes: puts the page's `PageSeed` in the request.
+/// Where the page's WebSocket may connect: its CSP `connect-src` (besides `'self'`, which
+/// not every browser extends to `ws:`/`wss:`). Only the page's own origin: `--public-url`
+/// when set, else the host the page was requested from.
+#[derive(Debug, Clone)]
+pub struct SocketOrigins(pub String);
+
+impl SocketOrigins {
+    fn of(hub: &Hub, request: &Request) -> Self {
+        if let Some(public) = hub.config.public_origin() {
+            let ws = public.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+            return SocketOrigins(ws);
+        }
+        let host = request.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
+        // Only a plain host[:port] goes into the header: nothing that could add a directive.
+        let plain = |h: &&str| {
+            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        };
+        match host.filter(plain) {
+            Some(host) => SocketOrigins(format!("ws://{host} wss://{host}")),
+            None => SocketOrigins(String::new()),
+        }
+    }
+}
+
+/// Middleware in front of the page routes: puts the page's `PageSeed` (and where its
+/// socket may connect) in the request.
 pub async fn seed_page(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
+    let origins = SocketOrigins::of(&hub, &request);
+    request.extensions_mut().insert(origins);
     if let Some(seed) = load(&hub, request.uri().path()).await {
         request.extensions_mut().insert(seed);
     }
@@ -26,12 +53,18 @@ pub async fn seed_page(State(hub): State<Arc<Hub>>, mut request: Request, next: 
 /// The seed of the page at `path`; None for anything that is not a page with data.
 async fn load(hub: &Hub, path: &str) -> Option<PageSeed> {
     let name = match Page::from_path(path) {
-        Page::Lobby => return Some(PageSeed { directory: Some(hub.room_list()), ..PageSeed::default() }),
+        Page::Lobby => {
+            let directory = hub.room_page(None, ROOMS_PAGE).rooms;
+            return Some(PageSeed { directory: Some(directory), ..PageSeed::default() });
+        }
         Page::Room(room) => RoomName::parse(&room).ok()?,
         Page::NotFound => return None,
     };
     let messages = match hub.messages_before(&name, u64::MAX, JOIN_RECENT).await {
-        Ok(page) => page.messages,
+        Ok(page) => {
+            let budget = hub.config.reply_limit();
+            super::handlers::newest_within(page.messages, budget, super::handlers::message_bytes).0
+        }
         Err(err) => {
             // The page still renders, and the WebSocket join loads the history.
             tracing::error!(%err, room = %name, "loading a room page's history failed");

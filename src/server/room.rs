@@ -10,14 +10,16 @@ use super::{
 use crate::protocol::{ChatMessage, Nick, PresenceState, RoomInfo, RoomName, Seq, ServerMsg};
 use axum::extract::ws::Utf8Bytes;
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
 };
 
-/// Presence events and the `joined` member list are per person; past this many people a
-/// room stops announcing each arrival and departure to everyone (that would be O(n²)
-/// frames as a large room fills) and `joined` lists only this many names, with the full
-/// count in `member_count`.
+/// Presence is announced for at most this many people per room: the room names them
+/// (in `joined.members` and in `presence` events) and everyone else is counted only
+/// (`member_count`). Announcing every arrival and departure in a big room would be O(n²)
+/// frames as it fills. Whoever was named is always reported gone when they leave, and
+/// the free name slot goes to someone present who was not named yet, so a client that
+/// applies `joined` and then every `presence` always holds exactly the named set.
 pub const PRESENCE_MAX_PEOPLE: usize = 256;
 
 struct Member {
@@ -30,9 +32,35 @@ struct RoomState {
     next_seq: Seq,
     /// Highest seq stored and fanned out; a new member's replay covers up to here.
     head: Seq,
+    /// Bumped when messages accepted but not yet stored are abandoned (a failed commit):
+    /// their seqs are handed out again, and jobs of an older epoch are refused.
+    epoch: u64,
+    /// Unix ms of the last message (or of creation): the directory's order.
+    last_active: i64,
     members: HashMap<ConnId, Member>,
     /// Connections per nick: presence is per person, not per tab.
     nicks: HashMap<Arc<str>, usize>,
+    /// The people this room names to its members (at most `PRESENCE_MAX_PEOPLE`).
+    named: BTreeSet<Arc<str>>,
+}
+
+impl RoomState {
+    fn presence(&self, room: &RoomName, nick: &str, state: PresenceState) -> Utf8Bytes {
+        encode(&ServerMsg::Presence {
+            room: room.as_str().to_owned(),
+            nick: nick.to_owned(),
+            state,
+            member_count: Some(self.nicks.len() as u32),
+        })
+    }
+
+    fn tell_all(&self, key: &Arc<str>, frame: Utf8Bytes, except: Option<ConnId>) {
+        for (id, member) in &self.members {
+            if Some(*id) != except {
+                member.conn.push(Outbound::RoomEvent { room: key.clone(), frame: frame.clone() });
+            }
+        }
+    }
 }
 
 pub struct Room {
@@ -46,13 +74,13 @@ pub struct Room {
 /// What a new member learns when it subscribes.
 pub struct Subscription {
     pub head: Seq,
-    /// Up to `PRESENCE_MAX_PEOPLE` names, sorted.
+    /// The named people (at most `PRESENCE_MAX_PEOPLE`), sorted.
     pub members: Vec<String>,
     pub member_count: usize,
 }
 
 impl Room {
-    pub fn new(name: RoomName, head: Seq, metrics: Arc<Metrics>) -> Self {
+    pub fn new(name: RoomName, head: Seq, last_active: i64, metrics: Arc<Metrics>) -> Self {
         let key: Arc<str> = Arc::from(name.as_str());
         Room {
             name,
@@ -61,8 +89,11 @@ impl Room {
             state: Mutex::new(RoomState {
                 next_seq: head + 1,
                 head,
+                epoch: 0,
+                last_active,
                 members: HashMap::new(),
                 nicks: HashMap::new(),
+                named: BTreeSet::new(),
             }),
         }
     }
@@ -82,79 +113,92 @@ impl Room {
             let count = state.nicks.entry(nick.clone()).or_insert(0);
             *count += 1;
             let first = *count == 1;
-            if first && state.nicks.len() <= PRESENCE_MAX_PEOPLE {
-                let frame = encode(&ServerMsg::Presence {
-                    room: self.name.as_str().to_owned(),
-                    nick: nick.to_string(),
-                    state: PresenceState::Joined,
-                });
-                for member in state.members.values() {
-                    member.conn.push(Outbound::RoomEvent { room: self.key.clone(), frame: frame.clone() });
-                }
+            if first && state.named.len() < PRESENCE_MAX_PEOPLE {
+                state.named.insert(nick.clone());
+                let frame = state.presence(&self.name, &nick, PresenceState::Joined);
+                state.tell_all(&self.key, frame, None);
             }
             state.members.insert(conn.id, Member { nick, conn: conn.clone() });
         }
-        let mut members: Vec<String> =
-            state.nicks.keys().take(PRESENCE_MAX_PEOPLE).map(|n| n.to_string()).collect();
-        members.sort_unstable();
+        let members = state.named.iter().map(|n| n.to_string()).collect();
         Subscription { head: state.head, members, member_count: state.nicks.len() }
     }
 
-    /// Removes a connection; tells the others when its nick has no connection left here.
+    /// Removes a connection; tells the others when a named person has no connection left
+    /// here, and names someone present in their place.
     pub fn unsubscribe(&self, conn: ConnId) -> bool {
         let mut state = self.lock();
         let Some(member) = state.members.remove(&conn) else {
             return false;
         };
-        let announce = state.nicks.len() <= PRESENCE_MAX_PEOPLE;
-        let gone = match state.nicks.get_mut(&member.nick) {
+        match state.nicks.get_mut(&member.nick) {
             Some(count) if *count > 1 => {
                 *count -= 1;
-                false
+                return true;
             }
             _ => {
                 state.nicks.remove(&member.nick);
-                true
             }
-        };
-        if gone && announce {
-            let frame = encode(&ServerMsg::Presence {
-                room: self.name.as_str().to_owned(),
-                nick: member.nick.to_string(),
-                state: PresenceState::Left,
-            });
-            for other in state.members.values() {
-                other.conn.push(Outbound::RoomEvent { room: self.key.clone(), frame: frame.clone() });
+        }
+        if state.named.remove(&member.nick) {
+            let frame = state.presence(&self.name, &member.nick, PresenceState::Left);
+            state.tell_all(&self.key, frame, None);
+            let unnamed = state.nicks.keys().find(|n| !state.named.contains(*n)).cloned();
+            if let Some(next) = unnamed {
+                state.named.insert(next.clone());
+                let frame = state.presence(&self.name, &next, PresenceState::Joined);
+                state.tell_all(&self.key, frame, None);
             }
         }
         true
     }
 
     /// Assigns the next seq and hands the message to `enqueue` (the committer) while the
-    /// room lock is held, so the committer sees each room's messages in seq order.
-    pub fn accept<E>(&self, build: impl FnOnce(Seq) -> ChatMessage, enqueue: E)
-    where
-        E: FnOnce(ChatMessage),
-    {
+    /// room lock is held, so the committer sees each room's messages in seq order. When
+    /// `enqueue` fails the seq is taken back, so no gap is left.
+    pub fn accept<E>(
+        &self,
+        build: impl FnOnce(Seq) -> ChatMessage,
+        enqueue: impl FnOnce(ChatMessage, u64) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut state = self.lock();
         let seq = state.next_seq;
-        state.next_seq += 1;
-        enqueue(build(seq));
+        let epoch = state.epoch;
+        let result = enqueue(build(seq), epoch);
+        if result.is_ok() {
+            state.next_seq += 1;
+        }
+        result
+    }
+
+    /// The epoch messages are accepted in now.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Abandons every message accepted and not stored: the next message gets the seq
+    /// after `stored_head` (what the store holds), and jobs of earlier epochs are refused.
+    pub fn rewind(&self, stored_head: Seq) {
+        let mut state = self.lock();
+        state.epoch += 1;
+        state.head = state.head.max(stored_head);
+        state.next_seq = state.head + 1;
     }
 
     /// Fans a stored message out to every member. Serialised once; every member gets the
     /// same bytes. Returns the frame so the sender's session can remember it for retries.
     pub fn deliver(&self, msg: ChatMessage) -> Utf8Bytes {
-        let seq = msg.seq;
+        let (seq, ts) = (msg.seq, msg.ts);
         let frame = encode(&ServerMsg::Message(msg));
-        self.deliver_frame(seq, frame.clone());
+        self.deliver_frame(seq, ts, frame.clone());
         frame
     }
 
     /// Fans an already-encoded stored message out to every member.
-    pub fn deliver_frame(&self, seq: Seq, frame: Utf8Bytes) {
+    pub fn deliver_frame(&self, seq: Seq, ts: i64, frame: Utf8Bytes) {
         let mut state = self.lock();
         state.head = state.head.max(seq);
+        state.last_active = state.last_active.max(ts);
         // Counted first, so whoever receives the message already sees it counted.
         self.metrics.messages_out.fetch_add(state.members.len() as u64, Ordering::Relaxed);
         for member in state.members.values() {
@@ -176,11 +220,23 @@ impl Room {
 
     pub fn info(&self) -> RoomInfo {
         let state = self.lock();
-        RoomInfo { name: self.name.as_str().to_owned(), members: state.nicks.len() as u32, head: state.head }
+        RoomInfo {
+            name: self.name.as_str().to_owned(),
+            members: state.nicks.len() as u32,
+            head: state.head,
+            last_active: state.last_active,
+        }
     }
 
     pub fn head(&self) -> Seq {
         self.lock().head
+    }
+
+    /// Nobody is here and nothing was ever said or is on its way to the store: the room
+    /// need not be kept.
+    pub fn is_idle(&self) -> bool {
+        let state = self.lock();
+        state.members.is_empty() && state.head == 0 && state.next_seq == 1
     }
 }
 
@@ -228,17 +284,21 @@ mod tests {
 
     #[test]
     fn seqs_continue_from_the_stored_head() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 41, Arc::default());
+        let room = Room::new(RoomName::parse("r").unwrap(), 41, 0, Arc::default());
         let mut got = Vec::new();
         for _ in 0..3 {
-            room.accept(msg, |m| got.push(m.seq));
+            room.accept(msg, |m, _| {
+                got.push(m.seq);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
         }
         assert_eq!(got, vec![42, 43, 44]);
     }
 
     #[test]
     fn delivery_reaches_every_member_with_the_same_bytes() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default());
         let (a, ra) = member(1);
         let (b, rb) = member(2);
         room.subscribe(&Nick::parse("ann").unwrap(), &a);
@@ -252,7 +312,7 @@ mod tests {
 
     #[test]
     fn presence_is_per_nick_not_per_connection() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default());
         let (watcher, rw) = member(1);
         room.subscribe(&Nick::parse("zed").unwrap(), &watcher);
         let (tab1, _r1) = member(2);
@@ -275,7 +335,7 @@ mod tests {
 
     #[test]
     fn large_rooms_stop_announcing_each_person_and_cap_the_member_list() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default());
         let (watcher, rw) = member(0);
         room.subscribe(&Nick::parse("watcher").unwrap(), &watcher);
         let mut keep = Vec::new();
@@ -286,14 +346,54 @@ mod tests {
             assert_eq!(sub.member_count, i + 1);
             keep.push((c, rx));
         }
-        // Announced while the room was small, silent after.
+        // Announced while fewer than 256 were named, silent after.
         assert_eq!(frames(&rw).len(), PRESENCE_MAX_PEOPLE - 1);
         assert_eq!(room.info().members as usize, PRESENCE_MAX_PEOPLE + 10);
     }
 
+    /// Presence as a client applies it: `joined.members`, then every presence event.
+    fn named_set(sub: &Subscription, events: &[String]) -> BTreeSet<String> {
+        let mut named: BTreeSet<String> = sub.members.iter().cloned().collect();
+        for e in events {
+            let ServerMsg::Presence { nick, state, .. } = serde_json::from_str(e).unwrap() else { continue };
+            match state {
+                PresenceState::Joined => named.insert(nick),
+                PresenceState::Left => named.remove(&nick),
+            };
+        }
+        named
+    }
+
+    #[test]
+    fn everyone_a_client_was_told_is_present_is_reported_gone_in_a_big_room() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default());
+        let mut people = Vec::new();
+        for i in 0..PRESENCE_MAX_PEOPLE + 50 {
+            let (c, _) = member(i as u64 + 10);
+            room.subscribe(&Nick::parse(&format!("p{i:04}")).unwrap(), &c);
+            people.push(c);
+        }
+        // The observer joins a room past the announcement size and is told 256 names.
+        let (watcher, rw) = member(1);
+        let sub = room.subscribe(&Nick::parse("watcher").unwrap(), &watcher);
+        assert_eq!((sub.members.len(), sub.member_count), (PRESENCE_MAX_PEOPLE, PRESENCE_MAX_PEOPLE + 51));
+        // Everyone it was told of leaves, and then everyone else.
+        let mut events = Vec::new();
+        for c in &people {
+            assert!(room.unsubscribe(c.id));
+            events.extend(frames(&rw));
+            let present: BTreeSet<String> = room.lock().nicks.keys().map(|n| n.to_string()).collect();
+            let named = named_set(&sub, &events);
+            assert!(named.is_subset(&present), "a ghost: {:?}", named.difference(&present).collect::<Vec<_>>());
+        }
+        assert_eq!(named_set(&sub, &events), BTreeSet::from(["watcher".to_owned()]));
+        let last: ServerMsg = serde_json::from_str(events.last().unwrap()).unwrap();
+        assert!(matches!(last, ServerMsg::Presence { member_count: Some(1), .. }), "{last:?}");
+    }
+
     #[test]
     fn typing_skips_the_typist() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default());
         let (a, ra) = member(1);
         let (b, rb) = member(2);
         let ann = Nick::parse("ann").unwrap();
@@ -307,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_cuts_only_that_member() {
-        let room = Room::new(RoomName::parse("r").unwrap(), 0, Arc::default());
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default());
         let slow = ConnHandle::new(1, 300);
         let (fast, fast_rx) = member(2);
         room.subscribe(&Nick::parse("slow").unwrap(), &slow);

@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn client_ids_are_claimed_once() {
         let session = Session::new(nick("ann"));
-        let room = Arc::new(Room::new(crate::protocol::RoomName::parse("r").unwrap(), 0, Arc::default()));
+        let room = Arc::new(Room::new(crate::protocol::RoomName::parse("r").unwrap(), 0, 0, Arc::default()));
         assert!(matches!(session.claim("a"), SendState::New));
         assert!(matches!(session.claim("a"), SendState::InFlight));
         session.remember("a", &room, 7);

@@ -105,7 +105,7 @@ mod tests {
                     client_id: "c".into(),
                 }],
             }),
-            directory: Some(vec![RoomInfo { name: "r".into(), members: 1, head: 1 }]),
+            directory: Some(vec![RoomInfo { name: "r".into(), members: 1, head: 1, last_active: 0 }]),
         };
         let json = seed.to_script_json();
         assert!(!json.contains('<'));

@@ -201,7 +201,7 @@ impl ChatModel {
                 // Older history exists when the first message held is not seq 1.
                 view.has_older = view.first_seq().map_or(head > 0, |s| s > 1);
             }
-            ServerMsg::Left { room } => {
+            ServerMsg::Left { room, .. } => {
                 self.close(&room);
             }
             ServerMsg::Message(m) => {
@@ -240,7 +240,7 @@ impl ChatModel {
                     view.typing.insert(nick, now_ms + TYPING_TTL_MS);
                 }
             }
-            ServerMsg::History { room, messages, has_more } => {
+            ServerMsg::History { room, messages, has_more, .. } => {
                 if let Some(view) = self.rooms.get_mut(&room) {
                     for m in messages {
                         view.insert(m);
@@ -249,25 +249,29 @@ impl ChatModel {
                     view.loading_older = false;
                 }
             }
-            ServerMsg::Rooms { rooms } => self.directory = rooms,
-            ServerMsg::Presence { room, nick, state } => {
+            ServerMsg::Rooms { rooms, .. } => self.directory = rooms,
+            ServerMsg::Presence { room, nick, state, member_count } => {
                 if let Some(view) = self.rooms.get_mut(&room) {
                     match state {
                         PresenceState::Joined => {
-                            if view.members.insert(nick) {
+                            if view.members.insert(nick) && member_count.is_none() {
                                 view.member_count += 1;
                             }
                         }
                         PresenceState::Left => {
                             view.typing.remove(&nick);
-                            if view.members.remove(&nick) {
+                            if view.members.remove(&nick) && member_count.is_none() {
                                 view.member_count = view.member_count.saturating_sub(1);
                             }
                         }
                     }
+                    // The server's count, when it sends one, is the truth.
+                    if let Some(count) = member_count {
+                        view.member_count = count as usize;
+                    }
                 }
             }
-            ServerMsg::Error { code, message, client_id } => {
+            ServerMsg::Error { code, message, client_id, .. } => {
                 let code = code.as_str().to_owned();
                 if code == "nick_taken" || code == "invalid_nick" {
                     self.nick_rejected = Some(message);
@@ -316,6 +320,7 @@ mod tests {
             member_count: 1,
             head,
             truncated: false,
+            reference: None,
         }
     }
 
@@ -367,7 +372,13 @@ mod tests {
         m.outbox.push(Pending { client_id: "x".into(), room: "b".into(), text: "t".into() });
         m.outbox.push(Pending { client_id: "y".into(), room: "b".into(), text: "t".into() });
         let err =
-            |code, id: &str| ServerMsg::Error { code, message: "no".into(), client_id: Some(id.into()) };
+            |code, id: &str| ServerMsg::Error {
+                code,
+                message: "no".into(),
+                client_id: Some(id.into()),
+                retry_after_ms: None,
+                reference: None,
+            };
         m.apply(err(ErrorCode::RateLimited, "x"), 0.0);
         m.apply(err(ErrorCode::TooLong, "y"), 0.0);
         assert_eq!(m.outbox.iter().map(|p| p.client_id.as_str()).collect::<Vec<_>>(), vec!["x"]);
@@ -384,7 +395,7 @@ mod tests {
     #[test]
     fn presence_and_typing() {
         let mut m = model();
-        let presence = |state| ServerMsg::Presence { room: "a".into(), nick: "bob".into(), state };
+        let presence = |state| ServerMsg::Presence { room: "a".into(), nick: "bob".into(), state, member_count: None };
         m.apply(presence(PresenceState::Joined), 0.0);
         m.apply(ServerMsg::Typing { room: "a".into(), nick: "bob".into() }, 1000.0);
         assert_eq!(m.rooms["a"].typing_now(1500.0), vec!["bob".to_owned()]);
@@ -411,12 +422,13 @@ mod tests {
                 member_count: 1000,
                 head: 0,
                 truncated: false,
+                reference: None,
             },
             0.0,
         );
         assert_eq!((m.rooms["big"].members.len(), m.rooms["big"].people()), (256, 1000));
         // Presence in a small room keeps the count with the names.
-        let presence = |nick: &str, state| ServerMsg::Presence { room: "a".into(), nick: nick.into(), state };
+        let presence = |nick: &str, state| ServerMsg::Presence { room: "a".into(), nick: nick.into(), state, member_count: None };
         m.apply(presence("bob", PresenceState::Joined), 0.0);
         m.apply(presence("bob", PresenceState::Joined), 0.0);
         m.apply(presence("cy", PresenceState::Joined), 0.0);
@@ -444,6 +456,7 @@ mod tests {
                 room: "a".into(),
                 messages: vec![msg("a", 58, "x"), msg("a", 59, "x")],
                 has_more: false,
+                reference: None,
             },
             0.0,
         );

@@ -246,6 +246,8 @@ pub async fn start_binary(db: &Path, port: u16, extra: &[&str]) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_confab"))
         .args(["--addr", &format!("127.0.0.1:{port}"), "--db", db.to_str().unwrap(), "--log", "warn"])
         .args(["--msg-rate", "100000", "--msg-burst", "100000"])
+        .args(["--http-rate", "100000", "--http-burst", "100000"])
+        .args(["--room-create-rate", "100000", "--room-create-burst", "100000"])
         .args(extra)
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -1,12 +1,19 @@
 //! Group commit: one writer thread drains every accepted message into as few transactions
 //! as the load allows (one sync for many messages), then hands each stored message to the
 //! broker for fan-out. A message is never shown to anyone before it is durable.
+//!
+//! The queue is bounded: a sender waits for a place (`Committer::permit`) before its room
+//! assigns a seq, so a store that falls behind slows the senders down instead of growing
+//! memory. A batch the store keeps refusing is abandoned, not fatal: each sender gets
+//! `error internal` with its `client_id` (which stays free, so the retry is a new attempt),
+//! and the rooms hand the abandoned seqs out again, so no gap is ever stored.
 
 use super::MessageStore;
-use crate::protocol::{ChatMessage, ServerMsg};
+use crate::protocol::{ChatMessage, ErrorCode, ServerMsg};
 use crate::server::{
     broker::Broker,
     metrics::Metrics,
+    outbound::{ConnHandle, Outbound},
     room::{Room, encode},
     session::Session,
 };
@@ -15,47 +22,75 @@ use std::{
     thread,
     time::Duration,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Most messages in one transaction: bounds commit latency under a flood.
 const MAX_BATCH: usize = 1024;
-/// Attempts before a failing disk is declared fatal.
-const ATTEMPTS: u32 = 5;
+/// Attempts at one batch before it is abandoned (transient errors such as a busy lock).
+const ATTEMPTS: u32 = 3;
 
 /// A message accepted by a room (seq assigned), waiting to be stored.
 pub struct Job {
     pub room: Arc<Room>,
     pub msg: ChatMessage,
+    /// The room's epoch at acceptance: a job from before a rewind is abandoned.
+    pub epoch: u64,
     /// The sender's session, told where the message was stored so a retry is answered.
     pub session: Weak<Session>,
+    /// The sender's connection, told when the message could not be stored.
+    pub sender: Weak<ConnHandle>,
+    /// The job's place in the bounded queue, given back once it is stored or abandoned.
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// Handle for queueing jobs; dropping every handle stops the thread after a final commit.
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::UnboundedSender<Job>,
+    places: Arc<Semaphore>,
 }
 
 impl Committer {
-    /// Starts the writer thread. The queue is unbounded on purpose: what bounds it is the
-    /// per-connection rate limit, and a room must never block while holding its lock.
+    /// Starts the writer thread with room for `capacity` messages waiting to be stored.
     pub fn start(
         store: Arc<dyn MessageStore>,
         broker: Arc<dyn Broker>,
         metrics: Arc<Metrics>,
-    ) -> (Self, thread::JoinHandle<()>) {
+        capacity: usize,
+    ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
+        // The channel itself need not be bounded: nothing enters it without a place.
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = thread::Builder::new()
             .name("confab-committer".into())
-            .spawn(move || run(rx, store, broker, metrics))
-            .expect("spawn committer thread");
-        (Committer { tx }, handle)
+            .spawn(move || run(rx, store, broker, metrics))?;
+        Ok((Committer { tx, places: Arc::new(Semaphore::new(capacity.max(1))) }, handle))
+    }
+
+    /// Waits for a place in the queue (backpressure: a sender waits while the store is
+    /// `capacity` messages behind).
+    pub async fn place(&self) -> Option<OwnedSemaphorePermit> {
+        self.places.clone().acquire_owned().await.ok()
+    }
+
+    /// Places free now (for tests and metrics).
+    pub fn free_places(&self) -> usize {
+        self.places.available_permits()
     }
 
     /// Queues a job. Called with the room's lock held, which is what keeps seq order.
-    pub fn enqueue(&self, job: Job) -> bool {
-        self.tx.send(job).is_ok()
+    /// Gives the job back when the committer has stopped.
+    pub fn enqueue(&self, job: Job) -> Result<(), Box<Job>> {
+        self.tx.send(job).map_err(|e| Box::new(e.0))
     }
+}
+
+/// Where a message goes once stored, beside the message itself so a batch is stored
+/// without copying it.
+struct Route {
+    room: Arc<Room>,
+    session: Weak<Session>,
+    sender: Weak<ConnHandle>,
+    _permit: OwnedSemaphorePermit,
 }
 
 fn run(
@@ -64,50 +99,230 @@ fn run(
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
 ) {
-    // The messages and the rest of each job side by side, so the batch is stored without
-    // copying a message.
     let mut batch: Vec<ChatMessage> = Vec::with_capacity(MAX_BATCH);
-    let mut routes: Vec<(Arc<Room>, Weak<Session>)> = Vec::with_capacity(MAX_BATCH);
+    let mut routes: Vec<Route> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next {
-            batch.push(job.msg);
-            routes.push((job.room, job.session));
+            let route = Route { room: job.room, session: job.session, sender: job.sender, _permit: job.permit };
+            if route.room.epoch() == job.epoch {
+                batch.push(job.msg);
+                routes.push(route);
+            } else {
+                // Accepted before a failed batch of its room: its seq was handed out again.
+                abandon(&job.msg, &route, &metrics);
+            }
             next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
         }
-        commit_or_die(&*store, &batch);
+        if batch.is_empty() {
+            continue;
+        }
+        if !commit(&*store, &batch) {
+            // Rewound before the senders hear of it, so a retry gets a seq of the new epoch.
+            rewind(&*store, &routes);
+            for (msg, route) in batch.iter().zip(&routes) {
+                abandon(msg, route, &metrics);
+            }
+            metrics.store_failures.fetch_add(1, Ordering::Relaxed);
+            batch.clear();
+            routes.clear();
+            continue;
+        }
         metrics.commit_batches.fetch_add(1, Ordering::Relaxed);
         metrics.messages_stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (msg, (room, session)) in batch.drain(..).zip(routes.drain(..)) {
+        for (msg, route) in batch.drain(..).zip(routes.drain(..)) {
             let seq = msg.seq;
             // Remembered before anyone sees it, so a retry that races the echo is answered
             // with the original rather than waiting for an echo already sent.
-            if let Some(session) = session.upgrade() {
-                session.remember(&msg.client_id, &room, seq);
+            if let Some(session) = route.session.upgrade() {
+                session.remember(&msg.client_id, &route.room, seq);
             }
+            let ts = msg.ts;
             // Encoded once: the same bytes go to every member.
             let frame = encode(&ServerMsg::Message(msg));
-            broker.publish(&room, seq, frame);
+            broker.publish(&route.room, seq, ts, frame);
         }
     }
     tracing::debug!("committer stopped: every queued message is stored");
 }
 
-/// Stores a batch, retrying a transient failure. When the disk keeps failing the process
-/// stops rather than go on with a gap in the seqs: nothing unstored was ever shown or
-/// acknowledged, so clients resend from their outboxes once a healthy server is back.
-fn commit_or_die(store: &dyn MessageStore, batch: &[ChatMessage]) {
-    let mut delay = Duration::from_millis(50);
+/// Stores a batch, retrying a transient failure a few times.
+fn commit(store: &dyn MessageStore, batch: &[ChatMessage]) -> bool {
+    let mut delay = Duration::from_millis(20);
     for attempt in 1..=ATTEMPTS {
         match store.append(batch) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(err) => {
                 tracing::error!(%err, attempt, messages = batch.len(), "storing messages failed");
-                thread::sleep(delay);
-                delay *= 2;
+                if attempt < ATTEMPTS {
+                    thread::sleep(delay);
+                    delay *= 4;
+                }
             }
         }
     }
-    tracing::error!("the store keeps failing; stopping so no acknowledged message can be lost");
-    std::process::exit(75);
+    false
+}
+
+/// Tells the sender its message was not stored; the `client_id` is freed for the retry.
+fn abandon(msg: &ChatMessage, route: &Route, metrics: &Metrics) {
+    if let Some(session) = route.session.upgrade() {
+        session.forget(&msg.client_id);
+    }
+    metrics.error(ErrorCode::Internal);
+    if let Some(sender) = route.sender.upgrade() {
+        let error = ServerMsg::Error {
+            code: ErrorCode::Internal,
+            message: "the message could not be stored; send it again".into(),
+            client_id: Some(msg.client_id.clone()),
+            retry_after_ms: None,
+            reference: None,
+        };
+        sender.push(Outbound::Frame(encode(&error)));
+    }
+}
+
+/// Rewinds each room of a failed batch to what the store holds.
+fn rewind(store: &dyn MessageStore, routes: &[Route]) {
+    let mut done: Vec<&Arc<Room>> = Vec::new();
+    for route in routes {
+        if done.iter().any(|r| Arc::ptr_eq(r, &route.room)) {
+            continue;
+        }
+        done.push(&route.room);
+        let stored = store.head(&route.room.name).unwrap_or_else(|err| {
+            tracing::error!(%err, room = %route.room.name, "reading the stored head failed");
+            route.room.head()
+        });
+        route.room.rewind(stored);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{RoomName, Seq};
+    use crate::server::{broker::LocalBroker, store::{Page, StoreError, StoredRoom}};
+    use std::sync::{Condvar, Mutex};
+
+    /// A store whose `append` waits until released, and can be told to fail.
+    #[derive(Default)]
+    struct Gate {
+        open: Mutex<bool>,
+        opened: Condvar,
+        fail: Mutex<bool>,
+        stored: Mutex<Vec<Seq>>,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    impl MessageStore for Gate {
+        fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn head(&self, _: &RoomName) -> Result<Seq, StoreError> {
+            Ok(self.stored.lock().unwrap().last().copied().unwrap_or(0))
+        }
+        fn append(&self, batch: &[ChatMessage]) -> Result<(), StoreError> {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            if *self.fail.lock().unwrap() {
+                return Err(StoreError::Task("disk full".into()));
+            }
+            self.stored.lock().unwrap().extend(batch.iter().map(|m| m.seq));
+            Ok(())
+        }
+        fn after(&self, _: &RoomName, _: Seq, _: Seq, _: usize) -> Result<Page, StoreError> {
+            Ok(Page::default())
+        }
+        fn before(&self, _: &RoomName, _: Seq, _: usize) -> Result<Page, StoreError> {
+            Ok(Page::default())
+        }
+    }
+
+    fn message(seq: Seq) -> ChatMessage {
+        ChatMessage { room: "r".into(), seq, nick: "n".into(), text: "t".into(), ts: 0, client_id: format!("c{seq}") }
+    }
+
+    async fn send(committer: &Committer, room: &Arc<Room>, sender: &Arc<ConnHandle>) {
+        let permit = committer.place().await.unwrap();
+        room.accept(message, |msg, epoch| {
+            committer.enqueue(Job {
+                room: room.clone(),
+                msg,
+                epoch,
+                session: Weak::new(),
+                sender: Arc::downgrade(sender),
+                permit,
+            })
+        })
+        .map_err(|_| ())
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn senders_wait_while_the_store_is_behind() {
+        let gate = Arc::new(Gate::default());
+        let (committer, thread) =
+            Committer::start(gate.clone(), Arc::new(LocalBroker), Arc::default(), 3).unwrap();
+        let room = Arc::new(Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default()));
+        let sender = ConnHandle::new(1, 1 << 20);
+        for _ in 0..3 {
+            send(&committer, &room, &sender).await;
+        }
+        assert_eq!(committer.free_places(), 0);
+        // A fourth sender waits for a place: the queue does not grow.
+        let fourth = tokio::time::timeout(Duration::from_millis(50), committer.place()).await;
+        assert!(fourth.is_err(), "the queue is bounded");
+        gate.open();
+        send(&committer, &room, &sender).await;
+        drop(committer);
+        tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap();
+        assert_eq!(*gate.stored.lock().unwrap(), vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_reaches_its_senders_and_leaves_no_gap() {
+        let gate = Arc::new(Gate::default());
+        *gate.fail.lock().unwrap() = true;
+        let metrics: Arc<Metrics> = Arc::default();
+        let (committer, thread) =
+            Committer::start(gate.clone(), Arc::new(LocalBroker), metrics.clone(), 16).unwrap();
+        let room = Arc::new(Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default()));
+        let sender = ConnHandle::new(1, 1 << 20);
+        send(&committer, &room, &sender).await;
+        send(&committer, &room, &sender).await;
+        gate.open();
+        // Both senders hear `internal` with their client_id, and nothing closed.
+        let mut errors = Vec::new();
+        while errors.len() < 2 {
+            let items = tokio::time::timeout(Duration::from_secs(5), sender.take()).await.unwrap();
+            for item in items {
+                if let Outbound::Frame(f) = item {
+                    errors.push(serde_json::from_str::<ServerMsg>(&f).unwrap());
+                }
+            }
+        }
+        for (e, id) in errors.iter().zip(["c1", "c2"]) {
+            assert!(
+                matches!(e, ServerMsg::Error { code: ErrorCode::Internal, client_id: Some(c), .. } if c == id),
+                "{e:?}"
+            );
+        }
+        assert!(sender.close_reason().is_none());
+        // The store is back: the next message gets seq 1 again, so no gap is stored.
+        *gate.fail.lock().unwrap() = false;
+        send(&committer, &room, &sender).await;
+        drop(committer);
+        tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap();
+        assert_eq!(*gate.stored.lock().unwrap(), vec![1]);
+        assert!(metrics.store_failures.load(Ordering::Relaxed) >= 1);
+    }
 }

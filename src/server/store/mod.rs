@@ -14,6 +14,22 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store task failed: {0}")]
     Task(String),
+    /// Another server process holds the database: two writers would hand out the same
+    /// seqs.
+    #[error("{0} is in use by another Confab server (only one server may use a database file)")]
+    Locked(String),
+    #[error("opening {path}: {source}")]
+    Open { path: String, source: std::io::Error },
+}
+
+/// A stored room as the hub loads it at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRoom {
+    pub name: RoomName,
+    /// Highest seq stored.
+    pub head: Seq,
+    /// Unix ms of its newest message (or of its creation).
+    pub last_active: i64,
 }
 
 /// A page of messages, oldest first.
@@ -26,16 +42,14 @@ pub struct Page {
 
 /// Durable message history. Calls block: the hub runs them on blocking threads.
 pub trait MessageStore: Send + Sync + 'static {
-    /// Every known room with its highest seq (0 for a room without messages).
-    fn rooms(&self) -> Result<Vec<(RoomName, Seq)>, StoreError>;
-
-    /// Records that a room exists (rooms are created on first join).
-    fn create_room(&self, room: &RoomName) -> Result<(), StoreError>;
+    /// Every stored room (a room is stored with its first message).
+    fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError>;
 
     /// Highest stored seq of a room, 0 if none.
     fn head(&self, room: &RoomName) -> Result<Seq, StoreError>;
 
-    /// Stores a batch atomically: all of it or none, one durable commit.
+    /// Stores a batch atomically (recording rooms new to the store): all of it or none,
+    /// one durable commit.
     fn append(&self, batch: &[ChatMessage]) -> Result<(), StoreError>;
 
     /// Messages with `after < seq <= upto`; when more than `limit`, the newest `limit`

@@ -1,19 +1,23 @@
-//! SQLite engine: WAL mode, one writer connection and one reader connection.
+//! SQLite engine: WAL mode, one writer connection and a small pool of readers.
 //!
-//! WAL lets the reader run while the writer commits. With `synchronous = NORMAL` (the
+//! WAL lets readers run while the writer commits, and each other: a join replay, a
+//! `history` page and an HTTP read never wait for one another's connection. One process
+//! owns the file (an advisory lock): a second server would hand out the same seqs. With `synchronous = NORMAL` (the
 //! default) a commit is in the WAL file, and so survives the process being killed, before
 //! anything is fanned out; only a power loss or kernel crash can lose the last commits.
 //! `synchronous = FULL` fsyncs every commit and survives those too; group commit (many
 //! messages per transaction, see `committer`) keeps that affordable.
 
-use super::{MessageStore, Page, StoreError};
+use super::{MessageStore, Page, StoreError, StoredRoom};
 use crate::protocol::{ChatMessage, RoomName, Seq};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{
+    collections::HashSet,
+    fs::{File, TryLockError},
     path::Path,
     sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -50,7 +54,12 @@ const MIGRATIONS: &[&str] = &[
         SELECT room, seq, nick, text, ts, client_id FROM messages ORDER BY room, seq;
      DROP TABLE messages;
      ALTER TABLE messages_v2 RENAME TO messages;",
+    // 3: a room is stored with its first message; rooms never spoken in are not kept.
+    "DELETE FROM rooms WHERE name NOT IN (SELECT DISTINCT room FROM messages);",
 ];
+
+/// Read connections in the pool.
+pub const DEFAULT_READERS: usize = 4;
 
 /// WAL pages (4 KiB each) past which the committer restarts the WAL itself. SQLite starts
 /// writing the WAL over from its beginning only after a checkpoint that copied all of
@@ -69,7 +78,11 @@ const RESTART_WAIT: Duration = Duration::ZERO;
 pub struct SqliteStore {
     // A std Mutex, not a tokio one: every call is short and runs on a blocking thread.
     writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    /// Where the next reader search starts, so waits spread over the pool.
+    next_reader: AtomicUsize,
+    /// Held for the store's life: the advisory lock that keeps a second server out.
+    _lock: File,
     /// Checkpoints run here, never inside a commit: SQLite's automatic checkpoint would
     /// stall the committer (and every room behind it) for a database fsync.
     checkpointer: Mutex<Connection>,
@@ -83,17 +96,30 @@ impl SqliteStore {
     /// Opens (creating and migrating) the database. `fsync_every_commit` selects
     /// `synchronous = FULL` (power-loss safe) over `NORMAL` (process-crash safe).
     pub fn open(path: &Path, fsync_every_commit: bool) -> Result<Self, StoreError> {
+        Self::open_with(path, fsync_every_commit, DEFAULT_READERS)
+    }
+
+    /// As `open`, with `readers` read connections (at least one).
+    pub fn open_with(path: &Path, fsync_every_commit: bool, readers: usize) -> Result<Self, StoreError> {
+        let lock = lock_database(path)?;
         let mut writer = Connection::open(path)?;
         configure(&writer, fsync_every_commit)?;
         migrate(&mut writer)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let reader = Connection::open(path)?;
-        configure(&reader, fsync_every_commit)?;
+        let readers = (0..readers.max(1))
+            .map(|_| {
+                let reader = Connection::open(path)?;
+                configure(&reader, fsync_every_commit)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let checkpointer = Connection::open(path)?;
         configure(&checkpointer, fsync_every_commit)?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            _lock: lock,
             checkpointer: Mutex::new(checkpointer),
             wal_restart_due: AtomicBool::new(false),
             wal_restart_pages: WAL_RESTART_PAGES,
@@ -123,9 +149,26 @@ impl SqliteStore {
         }
     }
 
+    /// Runs `f` on a free read connection, or waits for one.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        let free = (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok());
+        let conn: MutexGuard<'_, Connection> =
+            free.unwrap_or_else(|| self.readers[start % n].lock().unwrap_or_else(|p| p.into_inner()));
         Ok(f(&conn)?)
+    }
+}
+
+/// Takes the advisory lock on the database file (creating it if new). The lock goes with
+/// the process, so a crashed server never leaves it behind.
+fn lock_database(path: &Path) -> Result<File, StoreError> {
+    let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+    let file = File::options().read(true).write(true).create(true).truncate(false).open(path).map_err(open_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked(path.display().to_string())),
+        Err(TryLockError::Error(err)) => Err(open_err(err)),
     }
 }
 
@@ -186,30 +229,27 @@ fn page_desc(
 }
 
 impl MessageStore for SqliteStore {
-    fn rooms(&self) -> Result<Vec<(RoomName, Seq)>, StoreError> {
+    fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT r.name, COALESCE((SELECT MAX(m.seq) FROM messages m WHERE m.room = r.name), 0)
-                 FROM rooms r ORDER BY r.name",
+                "SELECT r.name, COALESCE(m.seq, 0), COALESCE(m.ts, r.created_ms)
+                 FROM rooms r LEFT JOIN messages m ON m.id =
+                    (SELECT id FROM messages WHERE room = r.name ORDER BY seq DESC LIMIT 1)
+                 ORDER BY r.name",
             )?;
-            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            })?;
             let mut out = Vec::new();
             for row in rows {
-                let (name, head) = row?;
+                let (name, head, last_active) = row?;
                 // A name that no longer validates (never written by this code) is skipped.
-                if let Ok(room) = RoomName::parse(&name) {
-                    out.push((room, head as Seq));
+                if let Ok(name) = RoomName::parse(&name) {
+                    out.push(StoredRoom { name, head: head as Seq, last_active });
                 }
             }
             Ok(out)
         })
-    }
-
-    fn create_room(&self, room: &RoomName) -> Result<(), StoreError> {
-        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        conn.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?
-            .execute(params![room.as_str(), crate::server::unix_ms()])?;
-        Ok(())
     }
 
     fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
@@ -230,6 +270,14 @@ impl MessageStore for SqliteStore {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction()?;
         {
+            let mut new_room =
+                tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?;
+            let mut seen: HashSet<&str> = HashSet::new();
+            for m in batch {
+                if seen.insert(&m.room) {
+                    new_room.execute(params![m.room, m.ts])?;
+                }
+            }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO messages (room, seq, nick, text, ts, client_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
@@ -309,7 +357,6 @@ mod tests {
     fn append_then_read_pages_oldest_first() {
         let (_dir, store) = store();
         let room = RoomName::parse("a").unwrap();
-        store.create_room(&room).unwrap();
         store.append(&(1..=10).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
         store.append(&[msg("b", 1)]).unwrap();
 
@@ -409,18 +456,53 @@ mod tests {
     }
 
     #[test]
-    fn rooms_survive_reopen_with_their_heads() {
+    fn rooms_survive_reopen_with_their_heads_and_activity() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         {
             let store = SqliteStore::open(&path, true).unwrap();
-            store.create_room(&RoomName::parse("empty").unwrap()).unwrap();
-            store.create_room(&RoomName::parse("busy").unwrap()).unwrap();
-            store.append(&[msg("busy", 1), msg("busy", 2)]).unwrap();
+            let mut late = msg("busy", 2);
+            late.ts = 99;
+            store.append(&[msg("busy", 1), late, msg("quiet", 1)]).unwrap();
         }
         let store = SqliteStore::open(&path, true).unwrap();
-        let rooms: Vec<(String, Seq)> =
-            store.rooms().unwrap().into_iter().map(|(r, h)| (r.as_str().to_owned(), h)).collect();
-        assert_eq!(rooms, vec![("busy".to_owned(), 2), ("empty".to_owned(), 0)]);
+        let rooms: Vec<(String, Seq, i64)> =
+            store.rooms().unwrap().into_iter().map(|r| (r.name.as_str().to_owned(), r.head, r.last_active)).collect();
+        assert_eq!(rooms, vec![("busy".to_owned(), 2, 99), ("quiet".to_owned(), 1, 1)]);
+    }
+
+    #[test]
+    fn a_second_server_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let first = SqliteStore::open(&path, true).unwrap();
+        match SqliteStore::open(&path, true) {
+            Err(StoreError::Locked(p)) => assert!(p.ends_with("t.db")),
+            Err(other) => panic!("expected Locked, got {other}"),
+            Ok(_) => panic!("two stores opened one database"),
+        }
+        drop(first);
+        // The lock goes with its holder.
+        SqliteStore::open(&path, true).unwrap();
+    }
+
+    #[test]
+    fn rooms_never_spoken_in_are_dropped_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute("INSERT INTO rooms VALUES ('empty', 0), ('busy', 0)", []).unwrap();
+            conn.execute("INSERT INTO messages (room, seq, nick, text, ts, client_id) VALUES ('busy', 1, 'a', 't', 5, 'c')", [])
+                .unwrap();
+            let _ = &mut conn;
+        }
+        let store = SqliteStore::open(&path, true).unwrap();
+        let names: Vec<String> = store.rooms().unwrap().into_iter().map(|r| r.name.as_str().to_owned()).collect();
+        assert_eq!(names, vec!["busy".to_owned()]);
     }
 }

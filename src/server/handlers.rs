@@ -1,0 +1,418 @@
+//! Client requests, one handler each: validate into newtypes, check the rate, act, reply.
+//!
+//! Every reply is queued through the connection's byte budget (`ConnHandle::reply`) and
+//! carries the request's `ref`. Every reply is bounded in bytes (`Config::reply_limit`) as
+//! well as in count, so each one can always be written.
+
+use super::{
+    hub::{Hub, HubError},
+    outbound::{CloseReason, ConnHandle, Outbound},
+    rate::{Refusal, TokenBucket},
+    room::{Room, encode},
+    session::{SendState, Session},
+    store::committer::Job,
+};
+use crate::protocol::{
+    ChatMessage, ClientMsg, ErrorCode, JOIN_RECENT, MessageText, Nick, PROTOCOL_VERSION, ROOMS_PAGE, Request,
+    RoomName, Seq, ServerMsg, ValidationError, check_client_id,
+};
+use axum::extract::ws::Utf8Bytes;
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering},
+};
+
+/// Typing events per second a connection may send (burst of 3).
+const TYPING_RATE: f64 = 2.0;
+/// Joins per second a connection may make (burst of 10).
+const JOIN_RATE: f64 = 5.0;
+/// `history` requests per second (burst of 10): each is a store read.
+const HISTORY_RATE: f64 = 5.0;
+/// `list_rooms` requests per second (burst of 5): each sorts the directory.
+const LIST_RATE: f64 = 2.0;
+
+/// The reader's state: who this connection is and what it joined.
+pub struct Reader {
+    hub: Arc<Hub>,
+    conn: Arc<ConnHandle>,
+    peer: IpAddr,
+    session: Option<Arc<Session>>,
+    joined: HashMap<RoomName, Arc<Room>>,
+    /// The `ref` of the request being handled, echoed on its reply.
+    reference: Option<String>,
+    sends: TokenBucket,
+    typing: TokenBucket,
+    joins: TokenBucket,
+    history: TokenBucket,
+    lists: TokenBucket,
+    /// Refusals of a client that does not wait as told; when it runs dry the client is
+    /// abusive and is closed.
+    strikes: TokenBucket,
+}
+
+impl Reader {
+    pub fn new(hub: Arc<Hub>, conn: Arc<ConnHandle>, peer: IpAddr) -> Self {
+        let cfg = &hub.config;
+        let sends = TokenBucket::new(cfg.msg_rate as f64, cfg.msg_burst as f64);
+        let strikes = TokenBucket::new(1.0, cfg.abuse_strikes as f64);
+        Reader {
+            hub,
+            conn,
+            peer,
+            session: None,
+            joined: HashMap::new(),
+            reference: None,
+            sends,
+            typing: TokenBucket::new(TYPING_RATE, 3.0),
+            joins: TokenBucket::new(JOIN_RATE, 10.0),
+            history: TokenBucket::new(HISTORY_RATE, 10.0),
+            lists: TokenBucket::new(LIST_RATE, 5.0),
+            strikes,
+        }
+    }
+
+    async fn reply(&self, msg: ServerMsg) {
+        let msg = msg.with_reference(self.reference.clone());
+        self.conn.reply(Outbound::Frame(encode(&msg))).await;
+    }
+
+    pub async fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.hub.metrics.error(code);
+        self.reply(ServerMsg::error(code, message)).await;
+    }
+
+    async fn error_for(&self, code: ErrorCode, message: impl Into<String>, client_id: &str) {
+        self.hub.metrics.error(code);
+        let msg = ServerMsg::Error {
+            code,
+            message: message.into(),
+            client_id: Some(client_id.to_owned()),
+            retry_after_ms: None,
+            reference: None,
+        };
+        self.reply(msg).await;
+    }
+
+    pub async fn handle_text(&mut self, text: &str) {
+        let (msg, reference) = Request::decode(text);
+        self.reference = reference;
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(err) => return self.error(err.code, err.message).await,
+        };
+        let Some(session) = self.session.clone() else {
+            return match msg {
+                ClientMsg::Hello { nick, session } => self.hello(&nick, session.as_deref()).await,
+                _ => self.error(ErrorCode::HelloRequired, "send hello first").await,
+            };
+        };
+        match msg {
+            ClientMsg::Hello { .. } => {
+                self.error(ErrorCode::AlreadyHello, "this connection already said hello").await
+            }
+            ClientMsg::Join { room, since } => self.join(&session, &room, since).await,
+            ClientMsg::Leave { room } => self.leave(&room).await,
+            ClientMsg::Send { room, text, client_id } => self.send(&session, &room, text, client_id).await,
+            ClientMsg::Typing { room } => self.typing(&session, &room).await,
+            ClientMsg::History { room, before, limit } => self.history(&room, before, limit).await,
+            ClientMsg::ListRooms { cursor, limit } => self.list_rooms(cursor, limit).await,
+        }
+    }
+
+    async fn hello(&mut self, nick: &str, token: Option<&str>) {
+        let nick = match Nick::parse(nick) {
+            Ok(nick) => nick,
+            Err(err) => return self.invalid(err).await,
+        };
+        match self.hub.sessions.attach(nick, token) {
+            Ok(session) => {
+                let welcome = ServerMsg::Welcome {
+                    session: session.token.clone(),
+                    nick: session.nick.as_str().to_owned(),
+                    limits: self.hub.config.limits(),
+                    protocol: PROTOCOL_VERSION,
+                    reference: None,
+                };
+                self.session = Some(session);
+                self.reply(welcome).await;
+            }
+            Err(code) => self.error(code, "that nick is in use by someone else").await,
+        }
+    }
+
+    /// Answers a request over a rate limit with when to retry. A refusal counts as a
+    /// strike only when the client is far ahead of the slots it was promised (it is not
+    /// waiting as told); requests pipelined before the first refusal reached the client
+    /// are promised successive slots and never strike. Out of strikes: closed (1008).
+    async fn rate_limited(&mut self, refusal: Refusal, message: &str, client_id: Option<&str>) {
+        if refusal.strike && !self.strikes.take() {
+            tracing::info!(conn = self.conn.id, "closing a connection that ignores rate limits");
+            self.conn.close(CloseReason::RATE_ABUSE);
+        }
+        self.hub.metrics.error(ErrorCode::RateLimited);
+        let msg = ServerMsg::Error {
+            code: ErrorCode::RateLimited,
+            message: message.to_owned(),
+            client_id: client_id.map(str::to_owned),
+            retry_after_ms: Some(refusal.retry_after_ms()),
+            reference: None,
+        };
+        self.reply(msg).await;
+    }
+
+    async fn invalid(&self, err: ValidationError) {
+        self.error(err.code(), err.to_string()).await
+    }
+
+    fn joined_room(&self, room: &str) -> Result<&Arc<Room>, (ErrorCode, String)> {
+        let name = RoomName::parse(room).map_err(|e| (e.code(), e.to_string()))?;
+        self.joined.get(&name).ok_or((ErrorCode::NotJoined, format!("join {name} first")))
+    }
+
+    async fn join(&mut self, session: &Session, room: &str, since: Option<Seq>) {
+        let name = match RoomName::parse(room) {
+            Ok(name) => name,
+            Err(err) => return self.invalid(err).await,
+        };
+        if let Err(refusal) = self.joins.check() {
+            return self.rate_limited(refusal, "too many joins", None).await;
+        }
+        let max = self.hub.config.max_rooms_per_conn;
+        if !self.joined.contains_key(&name) && self.joined.len() >= max {
+            let message = format!("a connection may join at most {max} rooms");
+            return self.error(ErrorCode::TooManyRooms, message).await;
+        }
+        // Subscribe first, then replay from the store up to the head seen at subscription:
+        // the writer holds live messages meanwhile and drops what both would send.
+        self.conn.reply(Outbound::BeginJoin { room: Arc::from(name.as_str()) }).await;
+        let (room, sub) = match self.hub.join_room(&name, self.peer, &session.nick, &self.conn) {
+            Ok(joined) => joined,
+            Err(err) => {
+                self.conn.reply(Outbound::EndRoom { room: Arc::from(name.as_str()) }).await;
+                return match err {
+                    HubError::CreationRate(refusal) => {
+                        self.rate_limited(refusal, "too many new rooms; try again later", None).await
+                    }
+                    err => self.error(err.code(), err.to_string()).await,
+                };
+            }
+        };
+        self.joined.insert(name.clone(), room.clone());
+        let (after, cap) = match since {
+            Some(since) => (since, self.hub.config.max_history as usize),
+            None => (0, JOIN_RECENT),
+        };
+        let page = match self.hub.messages_after(&name, after, sub.head, cap).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::error!(%err, room = %name, "replay failed");
+                self.joined.remove(&name);
+                self.hub.leave_room(&room, self.conn.id);
+                self.conn.reply(Outbound::EndRoom { room: room.key.clone() }).await;
+                return self.error(ErrorCode::Internal, "could not load the room's history").await;
+            }
+        };
+        // The replay is the newest messages that fit the reply bound.
+        let joined_bytes = 512 + sub.members.iter().map(|m| m.len() + 3).sum::<usize>();
+        let budget = self.hub.config.reply_limit().saturating_sub(joined_bytes);
+        let encoded: Vec<Utf8Bytes> =
+            page.messages.into_iter().map(|m| encode(&ServerMsg::Message(m))).collect();
+        let (replay, cut) = newest_within(encoded, budget, |f| f.len());
+        let joined = ServerMsg::Joined {
+            room: name.as_str().to_owned(),
+            members: sub.members,
+            member_count: sub.member_count as u32,
+            head: sub.head,
+            truncated: since.is_some() && (page.more || cut),
+            reference: self.reference.clone(),
+        };
+        let mut frames = Vec::with_capacity(replay.len() + 1);
+        frames.push(encode(&joined));
+        frames.extend(replay);
+        self.conn.reply(Outbound::Replay { room: room.key.clone(), frames, upto: sub.head }).await;
+    }
+
+    async fn leave(&mut self, room: &str) {
+        let name = match RoomName::parse(room) {
+            Ok(name) => name,
+            Err(err) => return self.invalid(err).await,
+        };
+        match self.joined.remove(&name) {
+            Some(room) => {
+                self.hub.leave_room(&room, self.conn.id);
+                self.conn.reply(Outbound::EndRoom { room: room.key.clone() }).await;
+                self.reply(ServerMsg::Left { room: name.as_str().to_owned(), reference: None }).await;
+            }
+            None => self.error(ErrorCode::NotJoined, format!("not in {name}")).await,
+        }
+    }
+
+    async fn send(&mut self, session: &Arc<Session>, room: &str, text: String, client_id: String) {
+        if let Err(err) = check_client_id(&client_id) {
+            return self.error(err.code(), err.to_string()).await;
+        }
+        let room = match self.joined_room(room) {
+            Ok(room) => room.clone(),
+            Err((code, message)) => return self.error_for(code, message, &client_id).await,
+        };
+        let text = match MessageText::parse(text, self.hub.config.text_limit()) {
+            Ok(text) => text,
+            Err(err) => return self.error_for(err.code(), err.to_string(), &client_id).await,
+        };
+        match session.claim(&client_id) {
+            SendState::New => {}
+            // Already accepted: its echo reaches this room's members when stored.
+            SendState::InFlight => return,
+            SendState::Stored(stored_in, seq) => {
+                // Answered from the store: a retry costs a read, so it is rate limited too.
+                if let Err(refusal) = self.sends.check() {
+                    let message = "slow down: too many messages";
+                    return self.rate_limited(refusal, message, Some(&client_id)).await;
+                }
+                return self.resend_stored(&stored_in, seq, &client_id).await;
+            }
+        }
+        if let Err(refusal) = self.sends.check() {
+            session.forget(&client_id);
+            return self.rate_limited(refusal, "slow down: too many messages", Some(&client_id)).await;
+        }
+        // A place in the store's queue: waits while the store is behind (backpressure).
+        let Some(permit) = self.hub.committer.place().await else {
+            session.forget(&client_id);
+            return self.error_for(ErrorCode::Internal, "the server is stopping", &client_id).await;
+        };
+        self.hub.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+        let nick = session.nick.as_str().to_owned();
+        let text = text.into_string();
+        let ts = super::unix_ms();
+        let committer = &self.hub.committer;
+        let accepted = room.accept(
+            |seq| ChatMessage { room: room.name.as_str().to_owned(), seq, nick, text, ts, client_id: client_id.clone() },
+            |msg, epoch| {
+                committer.enqueue(Job {
+                    room: room.clone(),
+                    msg,
+                    epoch,
+                    session: Arc::downgrade(session),
+                    sender: Arc::downgrade(&self.conn),
+                    permit,
+                })
+            },
+        );
+        if accepted.is_err() {
+            session.forget(&client_id);
+            self.error_for(ErrorCode::Internal, "the server is stopping", &client_id).await;
+        }
+    }
+
+    /// Answers a retry of a stored message with the original, read back from the store.
+    async fn resend_stored(&self, room: &Room, seq: Seq, client_id: &str) {
+        let found = self.hub.messages_after(&room.name, seq - 1, seq, 1).await;
+        match found.map(|page| page.messages.into_iter().next()) {
+            Ok(Some(msg)) => self.reply(ServerMsg::Message(msg)).await,
+            failed => {
+                let err = failed.err().map(|e| e.to_string()).unwrap_or_else(|| "not in the store".into());
+                tracing::error!(%err, room = %room.name, seq, "reading a remembered message failed");
+                self.error_for(ErrorCode::Internal, "could not load the stored message", client_id).await
+            }
+        }
+    }
+
+    async fn typing(&mut self, session: &Session, room: &str) {
+        let room = match self.joined_room(room) {
+            Ok(room) => room.clone(),
+            Err((code, message)) => return self.error(code, message).await,
+        };
+        if let Err(refusal) = self.typing.check() {
+            return self.rate_limited(refusal, "too many typing events", None).await;
+        }
+        room.typing(&session.nick);
+    }
+
+    async fn history(&mut self, room: &str, before: Seq, limit: u32) {
+        let name = match self.joined_room(room) {
+            Ok(room) => room.name.clone(),
+            Err((code, message)) => return self.error(code, message).await,
+        };
+        if let Err(refusal) = self.history.check() {
+            return self.rate_limited(refusal, "too many history requests", None).await;
+        }
+        let limit = limit.clamp(1, self.hub.config.max_history.max(1)) as usize;
+        match self.hub.messages_before(&name, before, limit).await {
+            Ok(page) => {
+                let budget = self.hub.config.reply_limit() - 256;
+                let (messages, cut) = newest_within(page.messages, budget, message_bytes);
+                let msg = ServerMsg::History {
+                    room: name.as_str().to_owned(),
+                    messages,
+                    has_more: page.more || cut,
+                    reference: None,
+                };
+                self.reply(msg).await
+            }
+            Err(err) => {
+                tracing::error!(%err, room = %name, "history failed");
+                self.error(ErrorCode::Internal, "could not load history").await
+            }
+        }
+    }
+
+    async fn list_rooms(&mut self, cursor: Option<String>, limit: Option<u32>) {
+        if let Err(refusal) = self.lists.check() {
+            return self.rate_limited(refusal, "too many room lists", None).await;
+        }
+        let page = self.hub.room_page(cursor.as_deref(), limit.unwrap_or(ROOMS_PAGE));
+        let msg = ServerMsg::Rooms {
+            has_more: page.next.is_some(),
+            rooms: page.rooms,
+            next: page.next,
+            reference: None,
+        };
+        self.reply(msg).await
+    }
+
+    /// Leaves every room and lets go of the session (the connection has ended).
+    pub fn leave_all(&mut self) {
+        for (_, room) in self.joined.drain() {
+            self.hub.leave_room(&room, self.conn.id);
+        }
+        if let Some(session) = self.session.take() {
+            self.hub.sessions.detach(&session);
+        }
+    }
+}
+
+/// Bytes one message takes inside a reply (its JSON and a separator).
+pub fn message_bytes(m: &ChatMessage) -> usize {
+    serde_json::to_string(m).map_or(0, |s| s.len() + 1)
+}
+
+/// The newest items (the end of `items`, which is oldest first) whose sizes add up to at
+/// most `budget`; true when older ones were left out.
+pub fn newest_within<T>(mut items: Vec<T>, budget: usize, size: impl Fn(&T) -> usize) -> (Vec<T>, bool) {
+    let mut used = 0;
+    let mut keep = 0;
+    for item in items.iter().rev() {
+        used += size(item);
+        if used > budget {
+            break;
+        }
+        keep += 1;
+    }
+    let cut = keep < items.len();
+    let items = items.split_off(items.len() - keep);
+    (items, cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_within;
+
+    #[test]
+    fn the_newest_items_that_fit_are_kept() {
+        assert_eq!(newest_within(vec![5, 5, 5, 5], 12, |x| *x), (vec![5, 5], true));
+        assert_eq!(newest_within(vec![1, 2, 3], 6, |x| *x), (vec![1, 2, 3], false));
+        assert_eq!(newest_within(vec![9], 5, |x| *x), (Vec::<usize>::new(), true));
+    }
+}
