@@ -45,22 +45,32 @@ async fn a_client_that_ignores_rate_limits_is_closed_with_1008() {
     let (mut c, _) = app.user("spammer").await;
     c.join("r", None, 0).await;
     c.say_acked("r", "ok", "m0").await;
-    for i in 1..=10 {
+    // Never waiting: each refusal is promised a slot one second after the previous one.
+    // Slots up to 4 s ahead (4 bursts at 1/s) are in-flight traffic, not strikes; past
+    // that every refusal is a strike, and the 6th (abuse_strikes + 1) closes.
+    for i in 1..=30 {
         c.say("r", "spam", &format!("m{i}")).await;
     }
-    let mut limited = 0;
+    let mut limited = Vec::new();
     let code = loop {
         match tokio::time::timeout(common::WAIT, futures::StreamExt::next(&mut c.ws)).await.unwrap() {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
-                assert!(t.contains("rate_limited"), "{t}");
-                limited += 1;
+                match serde_json::from_str::<confab::protocol::ServerMsg>(&t).unwrap() {
+                    confab::protocol::ServerMsg::Error { code, retry_after_ms: Some(ms), .. } => {
+                        assert_eq!(code.as_str(), "rate_limited");
+                        limited.push(ms);
+                    }
+                    other => panic!("{other:?}"),
+                }
             }
             Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(cf)))) => break u16::from(cf.code),
             other => panic!("{other:?}"),
         }
     };
     assert_eq!(code, 1008);
-    assert!((5..=6).contains(&limited), "{limited} rate_limited errors before the close");
+    assert!((9..=10).contains(&limited.len()), "{} rate_limited errors before the close", limited.len());
+    // Each refusal named a later slot than the one before.
+    assert!(limited.windows(2).all(|w| w[1] > w[0]), "{limited:?}");
     let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("confab_abusive_closed_total 1"));
     assert!(metrics.contains("confab_errors_total{code=\"rate_limited\"}"));
