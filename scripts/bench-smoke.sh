@@ -5,16 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo build --features ssr --bins
+cargo build --features ssr --bin confab && cargo build -p confab-bench
 tmp=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/debug/confab --addr "127.0.0.1:$port" --db "$tmp/smoke.db" --log warn --msg-rate 100000 --msg-burst 100000 &
+target/debug/confab --addr "127.0.0.1:$port" --db "$tmp/smoke.db" --log warn --msg-rate 100000 --msg-burst 100000 \
+  --http-rate 100000 --http-burst 100000 --room-create-rate 100000 --room-create-burst 100000 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 for args in "fanout --clients 10 --senders 2" "latency --clients 20 --senders 1 --rate 50" \
             "rooms --rooms 5 --members 3 --rate 5" "ingest --clients 4 --rooms 4" \
-            "slow --clients 5 --senders 2"; do
+            "slow --clients 5 --senders 2" "read-flood --clients 4"; do
   # shellcheck disable=SC2086
   target/debug/confab-bench $args --url "ws://127.0.0.1:$port/ws" --server-pid "$pid" \
     --warmup 0.3 --duration 1 --label smoke | tee -a "$tmp/smoke.jsonl"

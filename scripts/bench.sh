@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: the reference peers (GoChat in Go, Node ws) and Confab, one after
 # the other in one run, driven by the shared Go load generator; then Confab-only scenarios
-# (many rooms, durable ingest) with confab-bench. Writes bench-results/*.jsonl and prints
+# (many rooms, durable ingest, joins under a history read flood) with confab-bench. Writes bench-results/*.jsonl and prints
 # Markdown tables. Loopback only; every run is bounded. Takes about 10 minutes.
 #
 #   scripts/bench.sh                 all scenarios
@@ -25,13 +25,15 @@ if [ ! -x "$WORK/loadgen/loadgen" ]; then
   rm -rf "$WORK" && cp -r "$BENCH_SRC" "$WORK" && chmod -R u+w "$WORK"
   "$WORK/build.sh"
 fi
-cargo build --release --features ssr --bins
+cargo build --release --features ssr --bin confab
+cargo build --release -p confab-bench
 db_dir=$(mktemp -d)
 trap 'rm -rf "$db_dir"' EXIT
 
 # Confab with every limit on, set for a load test from one address.
 confab=("$ROOT/target/release/confab" --addr "127.0.0.1:{port}" --db "$db_dir/bench.db" --log warn
-        --msg-rate 1000000 --msg-burst 1000000 --max-conns-per-ip 20000)
+        --msg-rate 1000000 --msg-burst 1000000 --max-conns-per-ip 20000
+        --http-rate 1000000 --http-burst 1000000 --room-create-rate 1000000 --room-create-burst 1000000)
 proto=(--hello '{"type":"hello","nick":"u{i}"}' --hello '{"type":"join","room":"bench"}'
        --template '{"type":"send","room":"bench","text":"{payload}","client_id":"b{i}-{seq}"}')
 
@@ -56,6 +58,7 @@ bench_confab() {
 if [ -z "${SKIP_CONFAB_ONLY:-}" ]; then
   bench_confab rooms:confab rooms --rooms 1000 --members 10 --rate 1 --connect-rate 2000 --warmup 3 --duration 10
   bench_confab ingest:confab ingest --clients 64 --rooms 64 --window 64 --warmup 2 --duration 10
+  bench_confab read-flood:confab read-flood --clients 64 --size 1000 --warmup 2 --duration 10
 fi
 
 python3 "$WORK/summarize.py" "$out" || true

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 cargo fmt --check
 cargo clippy --all-targets --features ssr -- -D warnings
+cargo clippy -p confab-bench --all-targets -- -D warnings
 cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warnings

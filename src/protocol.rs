@@ -293,7 +293,13 @@ fn is_false(b: &bool) -> bool {
 
 impl ServerMsg {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMsg::Error { code, message: message.into(), client_id: None, retry_after_ms: None, reference: None }
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+            client_id: None,
+            retry_after_ms: None,
+            reference: None,
+        }
     }
 
     /// The `ref` this frame echoes, if it is a reply that carries one.
@@ -462,7 +468,10 @@ fn is_blank_lookalike(c: char) -> bool {
             return true;
         }
     }
-    matches!(c, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}' | '\u{034F}' | '\u{17B4}' | '\u{17B5}')
+    matches!(
+        c,
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}' | '\u{034F}' | '\u{17B4}' | '\u{17B5}'
+    )
 }
 
 /// Unicode format characters (general category Cf): invisible, or reordering the text
@@ -643,7 +652,10 @@ mod tests {
         let req = Request { msg: ClientMsg::Leave { room: "r".into() }, reference: Some("q7".into()) };
         let wire = json!({"type": "leave", "room": "r", "ref": "q7"});
         assert_eq!(serde_json::to_value(&req).unwrap(), wire);
-        assert_eq!(Request::decode(&wire.to_string()), (Ok(ClientMsg::Leave { room: "r".into() }), Some("q7".into())));
+        assert_eq!(
+            Request::decode(&wire.to_string()),
+            (Ok(ClientMsg::Leave { room: "r".into() }), Some("q7".into()))
+        );
         // Without ref, and with one the frame is otherwise wrong in.
         assert_eq!(Request::decode(r#"{"type":"list_rooms"}"#).1, None);
         let (msg, reference) = Request::decode(r#"{"type":"history","room":"r","ref":"h1"}"#);
@@ -651,9 +663,13 @@ mod tests {
         let (msg, _) = Request::decode(r#"{"type":"dance","ref":"d"}"#);
         assert_eq!(msg.unwrap_err().code, ErrorCode::UnknownType);
         // A ref that is not 1-64 printable ASCII is refused, and not echoed.
-        let (msg, reference) = Request::decode(&json!({"type": "list_rooms", "ref": "x".repeat(65)}).to_string());
+        let (msg, reference) =
+            Request::decode(&json!({"type": "list_rooms", "ref": "x".repeat(65)}).to_string());
         assert_eq!((msg.unwrap_err().code, reference), (ErrorCode::BadFrame, None));
-        assert_eq!(Request::decode(r#"{"type":"list_rooms","ref":""}"#).0.unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(
+            Request::decode(r#"{"type":"list_rooms","ref":""}"#).0.unwrap_err().code,
+            ErrorCode::BadFrame
+        );
     }
 
     #[test]

@@ -79,7 +79,8 @@ async fn worker(port: u16, id: usize, deadline: Instant, acked: Acked) -> (usize
         // Truncated rooms: the `since` asked for, and the first seq the replay held.
         let mut gaps: HashMap<String, (Seq, Option<Seq>)> = HashMap::new();
         let mut answered = 0;
-        let mut apply = |m: &confab::protocol::ChatMessage, outbox: &mut BTreeMap<String, (String, String)>| {
+        let mut apply = |m: &confab::protocol::ChatMessage,
+                         outbox: &mut BTreeMap<String, (String, String)>| {
             if m.nick == nick && outbox.remove(&m.client_id).is_some() {
                 acked.lock().unwrap().insert((m.room.clone(), m.seq), m.client_id.clone());
             }
@@ -133,7 +134,8 @@ async fn worker(port: u16, id: usize, deadline: Instant, acked: Acked) -> (usize
                         // Waiting as told, then asking again, is the protocol.
                         Some(ServerMsg::Error { retry_after_ms: Some(ms), .. }) => {
                             tokio::time::sleep(Duration::from_millis(ms)).await;
-                            let again = json!({"type": "history", "room": room, "before": before, "limit": 500});
+                            let again =
+                                json!({"type": "history", "room": room, "before": before, "limit": 500});
                             c.send(again).await;
                         }
                         Some(ServerMsg::Error { code, .. }) => panic!("{nick}: history failed: {code}"),

@@ -90,7 +90,8 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr) {
         // The client went away: let the writer finish by itself.
         conn.close(CloseReason { code: 1000, reason: "" });
     }
-    let deadline = tokio::time::Instant::now() + close_patience(conn.close_reason().unwrap_or(CloseReason::GOING_AWAY));
+    let deadline =
+        tokio::time::Instant::now() + close_patience(conn.close_reason().unwrap_or(CloseReason::GOING_AWAY));
     let _ = writer.await;
     if !peer_closed {
         // Read until the client answers our close frame (or gives up), so nothing unread

@@ -288,7 +288,14 @@ impl Reader {
         let ts = super::unix_ms();
         let committer = &self.hub.committer;
         let accepted = room.accept(
-            |seq| ChatMessage { room: room.name.as_str().to_owned(), seq, nick, text, ts, client_id: client_id.clone() },
+            |seq| ChatMessage {
+                room: room.name.as_str().to_owned(),
+                seq,
+                nick,
+                text,
+                ts,
+                client_id: client_id.clone(),
+            },
             |msg, epoch| {
                 committer.enqueue(Job {
                     room: room.clone(),

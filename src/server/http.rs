@@ -174,8 +174,8 @@ async fn messages(
     Path(room): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<MessagesPage>, ApiError> {
-    let name =
-        RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    let name = RoomName::parse(&room)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let limit = q.limit.unwrap_or(50).clamp(1, hub.config.max_history.max(1)) as usize;
     let before = q.before.unwrap_or(Seq::MAX);
     let page = hub.messages_before(&name, before, limit).await.map_err(|err| {

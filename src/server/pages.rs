@@ -29,9 +29,8 @@ impl SocketOrigins {
         }
         let host = request.headers().get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
         // Only a plain host[:port] goes into the header: nothing that could add a directive.
-        let plain = |h: &&str| {
-            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        };
+        let plain =
+            |h: &&str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
         match host.filter(plain) {
             Some(host) => SocketOrigins(format!("ws://{host} wss://{host}")),
             None => SocketOrigins(String::new()),

@@ -384,7 +384,11 @@ mod tests {
             events.extend(frames(&rw));
             let present: BTreeSet<String> = room.lock().nicks.keys().map(|n| n.to_string()).collect();
             let named = named_set(&sub, &events);
-            assert!(named.is_subset(&present), "a ghost: {:?}", named.difference(&present).collect::<Vec<_>>());
+            assert!(
+                named.is_subset(&present),
+                "a ghost: {:?}",
+                named.difference(&present).collect::<Vec<_>>()
+            );
         }
         assert_eq!(named_set(&sub, &events), BTreeSet::from(["watcher".to_owned()]));
         let last: ServerMsg = serde_json::from_str(events.last().unwrap()).unwrap();

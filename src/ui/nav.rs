@@ -72,7 +72,8 @@ pub fn use_nav() -> Nav {
     expect_context::<Nav>()
 }
 
-#[cfg(feature = "ssr")]
+// With both features (`cargo check --all-features`), the browser's definition wins.
+#[cfg(all(feature = "ssr", not(feature = "hydrate")))]
 fn current_path() -> String {
     use_context::<axum::http::request::Parts>().map(|p| p.uri.path().to_owned()).unwrap_or_else(|| "/".into())
 }

@@ -371,14 +371,13 @@ mod tests {
         let mut m = model();
         m.outbox.push(Pending { client_id: "x".into(), room: "b".into(), text: "t".into() });
         m.outbox.push(Pending { client_id: "y".into(), room: "b".into(), text: "t".into() });
-        let err =
-            |code, id: &str| ServerMsg::Error {
-                code,
-                message: "no".into(),
-                client_id: Some(id.into()),
-                retry_after_ms: None,
-                reference: None,
-            };
+        let err = |code, id: &str| ServerMsg::Error {
+            code,
+            message: "no".into(),
+            client_id: Some(id.into()),
+            retry_after_ms: None,
+            reference: None,
+        };
         m.apply(err(ErrorCode::RateLimited, "x"), 0.0);
         m.apply(err(ErrorCode::TooLong, "y"), 0.0);
         assert_eq!(m.outbox.iter().map(|p| p.client_id.as_str()).collect::<Vec<_>>(), vec!["x"]);
@@ -395,7 +394,8 @@ mod tests {
     #[test]
     fn presence_and_typing() {
         let mut m = model();
-        let presence = |state| ServerMsg::Presence { room: "a".into(), nick: "bob".into(), state, member_count: None };
+        let presence =
+            |state| ServerMsg::Presence { room: "a".into(), nick: "bob".into(), state, member_count: None };
         m.apply(presence(PresenceState::Joined), 0.0);
         m.apply(ServerMsg::Typing { room: "a".into(), nick: "bob".into() }, 1000.0);
         assert_eq!(m.rooms["a"].typing_now(1500.0), vec!["bob".to_owned()]);
@@ -428,7 +428,12 @@ mod tests {
         );
         assert_eq!((m.rooms["big"].members.len(), m.rooms["big"].people()), (256, 1000));
         // Presence in a small room keeps the count with the names.
-        let presence = |nick: &str, state| ServerMsg::Presence { room: "a".into(), nick: nick.into(), state, member_count: None };
+        let presence = |nick: &str, state| ServerMsg::Presence {
+            room: "a".into(),
+            nick: nick.into(),
+            state,
+            member_count: None,
+        };
         m.apply(presence("bob", PresenceState::Joined), 0.0);
         m.apply(presence("bob", PresenceState::Joined), 0.0);
         m.apply(presence("cy", PresenceState::Joined), 0.0);

@@ -104,7 +104,8 @@ fn run(
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(job) = next {
-            let route = Route { room: job.room, session: job.session, sender: job.sender, _permit: job.permit };
+            let route =
+                Route { room: job.room, session: job.session, sender: job.sender, _permit: job.permit };
             if route.room.epoch() == job.epoch {
                 batch.push(job.msg);
                 routes.push(route);
@@ -202,7 +203,10 @@ fn rewind(store: &dyn MessageStore, routes: &[Route]) {
 mod tests {
     use super::*;
     use crate::protocol::{RoomName, Seq};
-    use crate::server::{broker::LocalBroker, store::{Page, StoreError, StoredRoom}};
+    use crate::server::{
+        broker::LocalBroker,
+        store::{Page, StoreError, StoredRoom},
+    };
     use std::sync::{Condvar, Mutex};
 
     /// A store whose `append` waits until released, and can be told to fail.
@@ -248,7 +252,14 @@ mod tests {
     }
 
     fn message(seq: Seq) -> ChatMessage {
-        ChatMessage { room: "r".into(), seq, nick: "n".into(), text: "t".into(), ts: 0, client_id: format!("c{seq}") }
+        ChatMessage {
+            room: "r".into(),
+            seq,
+            nick: "n".into(),
+            text: "t".into(),
+            ts: 0,
+            client_id: format!("c{seq}"),
+        }
     }
 
     async fn send(committer: &Committer, room: &Arc<Room>, sender: &Arc<ConnHandle>) {

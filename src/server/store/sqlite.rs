@@ -164,7 +164,8 @@ impl SqliteStore {
 /// the process, so a crashed server never leaves it behind.
 fn lock_database(path: &Path) -> Result<File, StoreError> {
     let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
-    let file = File::options().read(true).write(true).create(true).truncate(false).open(path).map_err(open_err)?;
+    let file =
+        File::options().read(true).write(true).create(true).truncate(false).open(path).map_err(open_err)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(StoreError::Locked(path.display().to_string())),
@@ -466,8 +467,12 @@ mod tests {
             store.append(&[msg("busy", 1), late, msg("quiet", 1)]).unwrap();
         }
         let store = SqliteStore::open(&path, true).unwrap();
-        let rooms: Vec<(String, Seq, i64)> =
-            store.rooms().unwrap().into_iter().map(|r| (r.name.as_str().to_owned(), r.head, r.last_active)).collect();
+        let rooms: Vec<(String, Seq, i64)> = store
+            .rooms()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name.as_str().to_owned(), r.head, r.last_active))
+            .collect();
         assert_eq!(rooms, vec![("busy".to_owned(), 2, 99), ("quiet".to_owned(), 1, 1)]);
     }
 
@@ -502,7 +507,8 @@ mod tests {
             let _ = &mut conn;
         }
         let store = SqliteStore::open(&path, true).unwrap();
-        let names: Vec<String> = store.rooms().unwrap().into_iter().map(|r| r.name.as_str().to_owned()).collect();
+        let names: Vec<String> =
+            store.rooms().unwrap().into_iter().map(|r| r.name.as_str().to_owned()).collect();
         assert_eq!(names, vec!["busy".to_owned()]);
     }
 }

@@ -9,6 +9,7 @@
 //!   confab-bench idle    --clients 10000 --server-pid $(pidof confab)
 //!   confab-bench slow    --clients 100 --senders 10
 //!   confab-bench ingest  --clients 64 --rooms 64
+//!   confab-bench read-flood --clients 64
 
 use clap::{Parser, ValueEnum};
 use confab::protocol::{Seq, ServerMsg};
@@ -39,6 +40,9 @@ enum Scenario {
     Slow,
     /// Many senders across many rooms as fast as acknowledged: stored messages per second.
     Ingest,
+    /// `--clients` HTTP clients read 500-message history pages as fast as they can while
+    /// one WebSocket client joins and leaves an empty room: the join's latency.
+    ReadFlood,
 }
 
 #[derive(Debug, Parser)]
@@ -320,6 +324,9 @@ async fn main() -> anyhow::Result<()> {
         "confab-bench only targets loopback addresses"
     );
     let run_id = now_ns() % 1_000_000_000;
+    if args.scenario == Scenario::ReadFlood {
+        return read_flood(args, run_id).await;
+    }
     // Who does what.
     let mut roles = Vec::new();
     match args.scenario {
@@ -480,6 +487,113 @@ async fn main() -> anyhow::Result<()> {
         s.gaps.load(Relaxed),
         s.duplicates.load(Relaxed),
         cpu_us_per_delivery.map(|c| format!(", server {c:.2} µs CPU/delivery")).unwrap_or_default(),
+    );
+    Ok(())
+}
+
+/// The read-flood scenario: do readers of history slow down everyone else's joins?
+async fn read_flood(args: Args, run_id: u64) -> anyhow::Result<()> {
+    let http = args.url.replacen("ws://", "http://", 1).trim_end_matches("/ws").to_owned();
+    let history_room = format!("bench-{run_id}-history");
+    // A history worth reading: 500 messages of `--size` bytes.
+    let mut writer = connect(&args.url, &format!("b{run_id}-w"), std::slice::from_ref(&history_room)).await?;
+    let pad = "x".repeat(args.size);
+    for n in 0..500 {
+        let frame = json!({"type": "send", "room": history_room, "text": pad, "client_id": format!("h{n}")});
+        writer.send(Message::text(frame.to_string())).await?;
+    }
+    let mut acked = 0;
+    while acked < 500 {
+        match writer.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"type\":\"message\"") => acked += 1,
+            Some(Ok(Message::Text(t))) if t.contains("\"type\":\"error\"") => anyhow::bail!("filling: {t}"),
+            Some(Ok(_)) => {}
+            _ => anyhow::bail!("closed while filling the history"),
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let read_errors = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let readers: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let (client, stop, reads, read_errors) =
+                (client.clone(), stop.clone(), reads.clone(), read_errors.clone());
+            let url = format!("{http}/api/rooms/{history_room}/messages?limit=500");
+            tokio::spawn(async move {
+                while !stop.load(Relaxed) {
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            reads.fetch_add(1, Relaxed);
+                        }
+                        _ => {
+                            read_errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut joiner = connect(&args.url, &format!("b{run_id}-j"), &[]).await?;
+    sleep(Duration::from_secs_f64(args.warmup)).await;
+    let cpu_before = args.server_pid.and_then(proc_cpu_s);
+    let reads_before = reads.load(Relaxed);
+    let t0 = Instant::now();
+    let mut lat = Vec::new();
+    let mut n = 0u64;
+    while t0.elapsed().as_secs_f64() < args.duration {
+        // A new empty room each time: it is created, replayed (nothing) and forgotten.
+        let room = format!("bench-{run_id}-empty-{n}");
+        n += 1;
+        let asked = Instant::now();
+        joiner.send(Message::text(json!({"type": "join", "room": room}).to_string())).await?;
+        loop {
+            match joiner.next().await {
+                Some(Ok(Message::Text(t))) if t.contains("\"type\":\"joined\"") => break,
+                Some(Ok(Message::Text(t))) if t.contains("\"type\":\"error\"") => anyhow::bail!("join: {t}"),
+                Some(Ok(_)) => {}
+                _ => anyhow::bail!("the joiner was closed"),
+            }
+        }
+        lat.push((asked.elapsed().as_micros()).min(u32::MAX as u128) as u32);
+        joiner.send(Message::text(json!({"type": "leave", "room": room}).to_string())).await?;
+        // Joins are rate limited (5/s, burst 10): pace them under it.
+        sleep(Duration::from_millis(250)).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = args.server_pid.and_then(proc_cpu_s).zip(cpu_before).map(|(a, b)| a - b);
+    stop.store(true, Relaxed);
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), r).await;
+    }
+    lat.sort_unstable();
+    let read_rate = (reads.load(Relaxed) - reads_before) as f64 / elapsed;
+    let out = json!({
+        "label": args.label,
+        "scenario": "read-flood",
+        "clients": args.clients,
+        "duration_s": elapsed,
+        "joins": lat.len(),
+        "join_ms_p50": percentile(&lat, 0.50),
+        "join_ms_p99": percentile(&lat, 0.99),
+        "join_ms_max": percentile(&lat, 1.0),
+        "history_reads_per_sec": read_rate,
+        "read_errors": read_errors.load(Relaxed),
+        "server_cpu_s": cpu,
+        // For the smoke check's shape: this scenario delivers joins, never gaps or dups.
+        "delivered": lat.len(),
+        "gaps": 0,
+        "duplicates": 0,
+        "connect_failed": 0,
+    });
+    println!("{out}");
+    eprintln!(
+        "read-flood: {} HTTP readers at {read_rate:.0} pages/s; {} joins, p50 {:.2} ms, p99 {:.2} ms",
+        args.clients,
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
     );
     Ok(())
 }
