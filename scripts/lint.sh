@@ -7,3 +7,5 @@ cargo fmt --check
 cargo clippy --all-targets --features ssr -- -D warnings
 cargo clippy -p confab-bench --all-targets -- -D warnings
 cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warnings
+# Both features at once (as IDEs and docs builds do) must still compile.
+cargo check --all-features
