@@ -6,11 +6,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    // Store calls run on blocking threads but take one SQLite connection at a time, so a
-    // few threads suffice; tokio's default (512) only adds stacks and malloc arenas.
+    // Store reads run on blocking threads, one per read connection at a time (plus the
+    // checkpointer's), so a few threads suffice; tokio's default (512) only adds stacks
+    // and malloc arenas.
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(4)
+        .max_blocking_threads(config.read_connections as usize + 2)
         .build()?
         .block_on(serve(config))
 }

@@ -23,12 +23,11 @@ use std::{
 };
 use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuilder};
 
-pub fn routes() -> Router<Arc<Hub>> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/rooms", get(rooms))
-        .route("/api/rooms/{room}/messages", get(messages))
+/// The JSON API (rate limited per address) and the health and metrics endpoints (cheap,
+/// polled by monitors, not limited).
+pub fn routes(config: &Config) -> Router<Arc<Hub>> {
+    let api = Router::new().route("/api/rooms", get(rooms)).route("/api/rooms/{room}/messages", get(messages));
+    rate_limited(api, config).route("/healthz", get(healthz)).route("/metrics", get(metrics))
 }
 
 /// An API error: an HTTP status and `{code, message}`.
@@ -178,6 +177,7 @@ async fn messages(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let limit = q.limit.unwrap_or(50).clamp(1, hub.config.max_history.max(1)) as usize;
     let before = q.before.unwrap_or(Seq::MAX);
+    let _turn = hub.http_reads.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
     let page = hub.messages_before(&name, before, limit).await.map_err(|err| {
         tracing::error!(%err, "messages API failed");
         ApiError::internal("could not load messages")

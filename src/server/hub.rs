@@ -86,6 +86,10 @@ pub struct Hub {
     /// Rooms kept: every room with messages, and every room someone is in. A room with
     /// neither is forgotten (see `leave_room`), so it neither counts nor lists.
     rooms: Mutex<HashMap<RoomName, Arc<Room>>>,
+    /// Store reads the HTTP side (API, page renders) may run at once: half the read
+    /// connections, so a flood of HTTP readers queues here and never ahead of a join's
+    /// replay or a `history` on a socket.
+    pub http_reads: tokio::sync::Semaphore,
     /// Room creations per client address (`--room-create-rate`).
     creations: Mutex<HashMap<IpAddr, TokenBucket>>,
     next_conn: AtomicU64,
@@ -108,7 +112,9 @@ impl Hub {
             .into_iter()
             .map(|r| (r.name.clone(), Arc::new(Room::new(r.name, r.head, r.last_active, metrics.clone()))))
             .collect();
+        let http_reads = tokio::sync::Semaphore::new((config.read_connections as usize / 2).max(1));
         let hub = Hub {
+            http_reads,
             sessions: Sessions::new(config.session_grace()),
             config: Arc::new(config),
             store,

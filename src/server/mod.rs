@@ -147,7 +147,7 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
         // Pages and assets only: the WebSocket upgrade below stays uncompressed.
         .layer(CompressionLayer::new());
     let timeout = Duration::from_secs(hub.config.http_timeout_secs.max(1));
-    let api = http::rate_limited(http::routes(), &hub.config);
+    let api = http::routes(&hub.config);
     let http = pages
         .merge(api.with_state(hub.clone()))
         // A slow request is cut (408) rather than held open; not the WebSocket, whose

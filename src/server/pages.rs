@@ -59,6 +59,8 @@ async fn load(hub: &Hub, path: &str) -> Option<PageSeed> {
         Page::Room(room) => RoomName::parse(&room).ok()?,
         Page::NotFound => return None,
     };
+    // An HTTP read: it waits its turn behind other HTTP reads, never ahead of the sockets.
+    let _turn = hub.http_reads.acquire().await.ok()?;
     let messages = match hub.messages_before(&name, u64::MAX, JOIN_RECENT).await {
         Ok(page) => {
             let budget = hub.config.reply_limit();
