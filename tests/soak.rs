@@ -79,8 +79,7 @@ async fn worker(port: u16, id: usize, deadline: Instant, acked: Acked) -> (usize
         // Truncated rooms: the `since` asked for, and the first seq the replay held.
         let mut gaps: HashMap<String, (Seq, Option<Seq>)> = HashMap::new();
         let mut answered = 0;
-        let mut apply = |m: &confab::protocol::ChatMessage,
-                         outbox: &mut BTreeMap<String, (String, String)>| {
+        let apply = |m: &confab::protocol::ChatMessage, outbox: &mut BTreeMap<String, (String, String)>| {
             if m.nick == nick && outbox.remove(&m.client_id).is_some() {
                 acked.lock().unwrap().insert((m.room.clone(), m.seq), m.client_id.clone());
             }

@@ -100,7 +100,7 @@ pub struct Config {
 
     /// Largest reply, in bytes of JSON: a `history` page, a join's replay, a room list.
     /// Pages stop early (with `has_more` / `truncated`) rather than exceed it. At most
-    /// half the outbound queue.
+    /// half the outbound queue, and at least 64 KiB.
     #[arg(long, env = "CONFAB_REPLY_BYTES", default_value_t = 256 * 1024)]
     pub reply_bytes: usize,
 
@@ -137,6 +137,9 @@ pub struct Config {
     pub log: String,
 }
 
+/// The smallest reply bound (see `Config::reply_limit`).
+pub const MIN_REPLY_BYTES: usize = 64 * 1024;
+
 /// `--public-url`: an http(s) origin, kept without a trailing slash.
 fn parse_public_url(raw: &str) -> Result<String, String> {
     let url = raw.trim_end_matches('/');
@@ -157,9 +160,10 @@ impl Config {
     }
 
     /// The reply bound in force: `--reply-bytes`, at most half the outbound queue (so a
-    /// reply always fits behind live traffic) and at least 16 KiB (one longest message).
+    /// reply always fits behind live traffic), and at least 64 KiB: a `joined` naming 256
+    /// people of the longest nicks (about 34 KB) plus the longest message (about 24 KB).
     pub fn reply_limit(&self) -> usize {
-        self.reply_bytes.min(self.outbound_queue_bytes / 2).max(16 * 1024)
+        self.reply_bytes.min(self.outbound_queue_bytes / 2).max(MIN_REPLY_BYTES)
     }
 
     /// The origin browsers load Confab from, when `--public-url` is set.

@@ -213,20 +213,23 @@ impl Reader {
                 return self.error(ErrorCode::Internal, "could not load the room's history").await;
             }
         };
-        // The replay is the newest messages that fit the reply bound.
-        let joined_bytes = 512 + sub.members.iter().map(|m| m.len() + 3).sum::<usize>();
-        let budget = self.hub.config.reply_limit().saturating_sub(joined_bytes);
-        let encoded: Vec<Utf8Bytes> =
-            page.messages.into_iter().map(|m| encode(&ServerMsg::Message(m))).collect();
-        let (replay, cut) = newest_within(encoded, budget, |f| f.len());
-        let joined = ServerMsg::Joined {
+        let mut joined = ServerMsg::Joined {
             room: name.as_str().to_owned(),
             members: sub.members,
             member_count: sub.member_count as u32,
             head: sub.head,
-            truncated: since.is_some() && (page.more || cut),
+            truncated: since.is_some(),
             reference: self.reference.clone(),
         };
+        // The replay is the newest messages that fit the reply bound beside `joined` (its
+        // size measured encoded, with `truncated` set: the larger of its two forms).
+        let budget = self.hub.config.reply_limit().saturating_sub(encode(&joined).len());
+        let encoded: Vec<Utf8Bytes> =
+            page.messages.into_iter().map(|m| encode(&ServerMsg::Message(m))).collect();
+        let (replay, cut) = newest_within(encoded, budget, |f| f.len());
+        if let ServerMsg::Joined { truncated, .. } = &mut joined {
+            *truncated = since.is_some() && (page.more || cut);
+        }
         let mut frames = Vec::with_capacity(replay.len() + 1);
         frames.push(encode(&joined));
         frames.extend(replay);
@@ -348,7 +351,7 @@ impl Reader {
         let limit = limit.clamp(1, self.hub.config.max_history.max(1)) as usize;
         match self.hub.messages_before(&name, before, limit).await {
             Ok(page) => {
-                let budget = self.hub.config.reply_limit() - 256;
+                let budget = self.hub.config.reply_limit() - REPLY_ENVELOPE;
                 let (messages, cut) = newest_within(page.messages, budget, message_bytes);
                 let msg = ServerMsg::History {
                     room: name.as_str().to_owned(),
@@ -389,6 +392,10 @@ impl Reader {
         }
     }
 }
+
+/// Bytes a page reply takes besides its messages, at most: the type, a 64-character room
+/// name, `has_more`, a 64-character `ref`, and JSON punctuation.
+pub const REPLY_ENVELOPE: usize = 256;
 
 /// Bytes one message takes inside a reply (its JSON and a separator).
 pub fn message_bytes(m: &ChatMessage) -> usize {

@@ -5,7 +5,7 @@
 
 use super::{
     config::Config,
-    handlers::{message_bytes, newest_within},
+    handlers::{REPLY_ENVELOPE, message_bytes, newest_within},
     hub::Hub,
 };
 use crate::protocol::{ChatMessage, ErrorCode, ROOMS_PAGE, RoomInfo, RoomName, Seq};
@@ -26,7 +26,8 @@ use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuild
 /// The JSON API (rate limited per address) and the health and metrics endpoints (cheap,
 /// polled by monitors, not limited).
 pub fn routes(config: &Config) -> Router<Arc<Hub>> {
-    let api = Router::new().route("/api/rooms", get(rooms)).route("/api/rooms/{room}/messages", get(messages));
+    let api =
+        Router::new().route("/api/rooms", get(rooms)).route("/api/rooms/{room}/messages", get(messages));
     rate_limited(api, config).route("/healthz", get(healthz)).route("/metrics", get(metrics))
 }
 
@@ -182,6 +183,7 @@ async fn messages(
         tracing::error!(%err, "messages API failed");
         ApiError::internal("could not load messages")
     })?;
-    let (messages, cut) = newest_within(page.messages, hub.config.reply_limit(), message_bytes);
+    let budget = hub.config.reply_limit() - REPLY_ENVELOPE;
+    let (messages, cut) = newest_within(page.messages, budget, message_bytes);
     Ok(Json(MessagesPage { room: name.as_str().to_owned(), messages, has_more: page.more || cut }))
 }

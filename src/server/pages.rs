@@ -63,7 +63,7 @@ async fn load(hub: &Hub, path: &str) -> Option<PageSeed> {
     let _turn = hub.http_reads.acquire().await.ok()?;
     let messages = match hub.messages_before(&name, u64::MAX, JOIN_RECENT).await {
         Ok(page) => {
-            let budget = hub.config.reply_limit();
+            let budget = hub.config.reply_limit() - super::handlers::REPLY_ENVELOPE;
             super::handlers::newest_within(page.messages, budget, super::handlers::message_bytes).0
         }
         Err(err) => {
