@@ -118,7 +118,17 @@ impl Request {
                     .ok()
                     .and_then(|r| r.reference)
                     .filter(|r| check_ref(Some(r)).is_ok());
-                (ClientMsg::decode(text), reference)
+                match ClientMsg::decode(text) {
+                    // The message is fine, so the `ref` is what is wrong (not a string).
+                    Ok(_) => (
+                        Err(DecodeError {
+                            code: ErrorCode::BadFrame,
+                            message: "ref must be a string".to_owned(),
+                        }),
+                        None,
+                    ),
+                    Err(err) => (Err(err), reference),
+                }
             }
         }
     }

@@ -14,7 +14,6 @@ use super::{
     ordering::Streams,
     outbound::{CloseReason, ConnHandle},
 };
-use crate::protocol::ErrorCode;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{Sink, SinkExt, StreamExt, stream::SplitSink};
 use std::{
@@ -60,11 +59,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr) {
             // Boxed: handling a frame needs a few KB of future state for a moment, and an
             // idle connection should not carry that in its task.
             Some(Ok(Message::Text(text))) => Box::pin(state.handle_text(&text)).await,
-            Some(Ok(Message::Binary(_))) => {
-                let error =
-                    state.error(ErrorCode::BadFrame, "binary frames are not accepted; send JSON text");
-                Box::pin(error).await
-            }
+            Some(Ok(Message::Binary(_))) => Box::pin(state.handle_binary()).await,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
                 peer_closed = true;

@@ -94,6 +94,12 @@ impl Reader {
         self.reply(msg).await;
     }
 
+    /// Answers a binary frame (which carries no `ref`).
+    pub async fn handle_binary(&mut self) {
+        self.reference = None;
+        self.error(ErrorCode::BadFrame, "binary frames are not accepted; send JSON text").await
+    }
+
     pub async fn handle_text(&mut self, text: &str) {
         let (msg, reference) = Request::decode(text);
         self.reference = reference;

@@ -104,7 +104,9 @@ impl Server {
         if tokio::time::timeout(Duration::from_secs(4), hub.tasks.wait()).await.is_err() {
             tracing::warn!("some connections did not close in time");
         }
-        // The committer stops once the last handle (inside the hub) is gone.
+        // The committer stores what it holds and stops, letting go of the store (and so of
+        // the database's lock) even while someone still holds the hub.
+        hub.committer.stop();
         drop(hub);
         let joined = tokio::task::spawn_blocking(move || committer.join());
         if tokio::time::timeout(Duration::from_secs(1), joined).await.is_err() {

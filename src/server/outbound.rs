@@ -161,11 +161,17 @@ impl ConnHandle {
     /// Queues a reply from this connection's own reader (or a marker for the writer),
     /// within the same budget as room traffic. The reader waits until the reply fits: a
     /// client that asks for more than it reads only slows itself down. A reply is never
-    /// larger than the budget (replies are bounded in bytes, see `Config::reply_bytes`),
+    /// larger than the budget (replies are bounded in bytes, see `Config::reply_limit`),
     /// so it fits once the queue has drained.
+    ///
+    /// A join's `Replay` does not wait: the live frames the writer holds for that room are
+    /// counted in the budget and can only leave behind the replay, so waiting for them
+    /// would wait forever. It is counted like any other reply, and room traffic that then
+    /// overflows the budget cuts the connection as usual.
     pub async fn reply(&self, item: Outbound) {
         let bytes = item.bytes();
-        loop {
+        let waits = !matches!(item, Outbound::Replay { .. });
+        while waits {
             let drained = self.drained.notified();
             let queued = self.queued_bytes.load(Ordering::Acquire);
             let fits = queued == 0 || queued + bytes <= self.max_bytes;
@@ -278,6 +284,26 @@ mod tests {
         // grow a second, unbounded queue behind the replay.
         assert!(!conn.push(live(5, 2_001)));
         assert_eq!(conn.close_reason(), Some(CloseReason::SLOW_CONSUMER));
+    }
+
+    /// The replay of a join is queued even when the frames held for that room fill the
+    /// budget: they can only be written behind it.
+    #[tokio::test]
+    async fn a_replay_is_never_stuck_behind_the_frames_held_for_it() {
+        let conn = ConnHandle::new(1, 10_000);
+        let mut streams = Streams::default();
+        let mut out = VecDeque::new();
+        conn.reply(Outbound::BeginJoin { room: Arc::from("r") }).await;
+        assert!(conn.push(live(1, 6_000)));
+        for item in conn.try_take().unwrap() {
+            conn.release(streams.order(item, &mut out));
+        }
+        let replay = Outbound::Replay { room: Arc::from("r"), frames: vec![frame(5_000)], upto: 0 };
+        tokio::time::timeout(Duration::from_secs(5), conn.reply(replay)).await.expect("not stuck");
+        for item in conn.try_take().unwrap() {
+            conn.release(streams.order(item, &mut out));
+        }
+        assert_eq!(out.len(), 2, "the replay, then the held frame");
     }
 
     #[tokio::test]

@@ -43,10 +43,18 @@ pub struct Job {
     pub permit: OwnedSemaphorePermit,
 }
 
-/// Handle for queueing jobs; dropping every handle stops the thread after a final commit.
+/// What the writer thread receives.
+enum Cmd {
+    Store(Box<Job>),
+    /// Store what was queued before this, then stop (and let go of the store).
+    Stop,
+}
+
+/// Handle for queueing jobs. The thread stops after `stop` (or once every handle is
+/// dropped), after a final commit.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::UnboundedSender<Cmd>,
     places: Arc<Semaphore>,
 }
 
@@ -80,7 +88,16 @@ impl Committer {
     /// Queues a job. Called with the room's lock held, which is what keeps seq order.
     /// Gives the job back when the committer has stopped.
     pub fn enqueue(&self, job: Job) -> Result<(), Box<Job>> {
-        self.tx.send(job).map_err(|e| Box::new(e.0))
+        self.tx.send(Cmd::Store(Box::new(job))).map_err(|e| match e.0 {
+            Cmd::Store(job) => job,
+            Cmd::Stop => unreachable!("only jobs are sent here"),
+        })
+    }
+
+    /// Asks the thread to store what is queued and stop; joining it then waits for the
+    /// last commit. Messages enqueued later are refused (their senders hear `internal`).
+    pub fn stop(&self) {
+        let _ = self.tx.send(Cmd::Stop);
     }
 }
 
@@ -94,24 +111,38 @@ struct Route {
 }
 
 fn run(
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
     store: Arc<dyn MessageStore>,
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
 ) {
     let mut batch: Vec<ChatMessage> = Vec::with_capacity(MAX_BATCH);
     let mut routes: Vec<Route> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
+    let mut stopping = false;
+    loop {
+        // Once asked to stop, only what is already queued is taken.
+        let first = if stopping { rx.try_recv().ok() } else { rx.blocking_recv() };
+        let Some(first) = first else { break };
         let mut next = Some(first);
-        while let Some(job) = next {
-            let route =
-                Route { room: job.room, session: job.session, sender: job.sender, _permit: job.permit };
-            if route.room.epoch() == job.epoch {
-                batch.push(job.msg);
-                routes.push(route);
-            } else {
-                // Accepted before a failed batch of its room: its seq was handed out again.
-                abandon(&job.msg, &route, &metrics);
+        while let Some(cmd) = next {
+            match cmd {
+                Cmd::Stop => stopping = true,
+                Cmd::Store(job) => {
+                    let job = *job;
+                    let route = Route {
+                        room: job.room,
+                        session: job.session,
+                        sender: job.sender,
+                        _permit: job.permit,
+                    };
+                    if route.room.epoch() == job.epoch {
+                        batch.push(job.msg);
+                        routes.push(route);
+                    } else {
+                        // Accepted before a failed batch of its room: its seq was handed out again.
+                        abandon(&job.msg, &route, &metrics);
+                    }
+                }
             }
             next = if batch.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
         }
