@@ -137,10 +137,17 @@ impl Request {
 /// A `ref` is 1-64 bytes of printable ASCII, like a `client_id`.
 fn check_ref(reference: Option<&str>) -> Result<(), DecodeError> {
     match reference {
-        Some(r) if r.is_empty() || r.len() > MAX_REF_BYTES || !r.bytes().all(|b| b.is_ascii_graphic()) => {
+        // No `"` or `\`: echoed in a reply, a ref is then never longer than it looks.
+        Some(r)
+            if r.is_empty()
+                || r.len() > MAX_REF_BYTES
+                || !r.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+        {
             Err(DecodeError {
                 code: ErrorCode::BadFrame,
-                message: format!("ref must be 1-{MAX_REF_BYTES} printable ASCII characters"),
+                message: format!(
+                    "ref must be 1-{MAX_REF_BYTES} printable ASCII characters, no quote or backslash"
+                ),
             })
         }
         _ => Ok(()),
@@ -460,8 +467,11 @@ impl Nick {
     #[cfg(feature = "ssr")]
     pub fn key(&self) -> String {
         use unicode_normalization::UnicodeNormalization;
-        let folded = caseless::default_case_fold_str(&self.0.nfkc().collect::<String>());
-        unicode_security::skeleton(&folded).collect()
+        // Skeleton, fold, twice: many skeleton prototypes are capitals ("I" stands for
+        // "l"), so the skeleton comes before folding, and folding can make new capitals.
+        let pass =
+            |s: &str| caseless::default_case_fold_str(&unicode_security::skeleton(s).collect::<String>());
+        pass(&pass(&self.0.nfkc().collect::<String>()))
     }
 }
 
@@ -474,7 +484,9 @@ fn is_blank_lookalike(c: char) -> bool {
     {
         use unicode_security::GeneralSecurityProfile;
         use unicode_security::general_security_profile::IdentifierType;
-        if c.identifier_type() == Some(IdentifierType::Default_Ignorable) {
+        // Variation selectors pick an emoji's presentation ("❤️"): visible, not a blank.
+        let variation_selector = matches!(c, '\u{FE00}'..='\u{FE0F}');
+        if c.identifier_type() == Some(IdentifierType::Default_Ignorable) && !variation_selector {
             return true;
         }
     }
@@ -837,6 +849,7 @@ mod tests {
             assert_eq!(Nick::parse(spoof), Err(ValidationError::Nick), "{spoof:?}");
         }
         assert_eq!(Nick::parse("Zoë 🦀").unwrap().as_str(), "Zoë 🦀");
+        assert!(Nick::parse("ann \u{2764}\u{FE0F}").is_ok(), "emoji presentation selector");
         assert_eq!(Nick::parse("Bob").unwrap().key(), Nick::parse("bob").unwrap().key());
         // Blank look-alikes: a nick that shows as nothing, or as another with a space.
         for blank in ["\u{3164}", "bob\u{3164}", "\u{2800}", "a\u{115F}b", "\u{FFA0}x", "x\u{034F}"] {
@@ -852,6 +865,7 @@ mod tests {
         assert_eq!(key("ＢＯＢ"), key("bob"), "full width");
         assert_eq!(key("STRASSE"), key("straße"), "case folding");
         assert_eq!(key("pаypаl"), key("paypal"), "Cyrillic а twice");
+        assert_eq!(key("AIice"), key("alice"), "capital I for l");
         assert_ne!(key("alice"), key("alicia"));
     }
 

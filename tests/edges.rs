@@ -1152,7 +1152,7 @@ async fn history_and_list_rooms_are_rate_limited_on_the_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_that_reads_again_gets_what_its_socket_held_then_4008() {
     let app = spawn_with(|c| {
-        c.outbound_queue_bytes = 64 * 1024;
+        c.outbound_queue_bytes = 128 * 1024; // the smallest allowed
         c.msg_rate = 1_000_000;
         c.msg_burst = 1_000_000;
     })

@@ -212,7 +212,7 @@ async fn soak_loses_nothing_duplicates_nothing_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // The real binary, so its memory is measured alone. Small queues: slow readers get cut.
-    let flags = ["--outbound-queue-bytes", "65536", "--max-history", "100000"];
+    let flags = ["--outbound-queue-bytes", "131072", "--max-history", "100000"];
     let mut server = start_binary(&dir.path().join("soak.db"), port, &flags).await;
     let pid = server.id().unwrap();
     let health = |port: u16| async move {

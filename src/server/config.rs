@@ -63,8 +63,9 @@ pub struct Config {
     #[arg(long, env = "CONFAB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Refused messages (over the rate) a connection may accumulate, draining at one per
-    /// second, before it is closed for abuse (1008).
+    /// Strikes a connection may accumulate, draining at one per second, before it is
+    /// closed for abuse (1008). A refusal strikes only when the client is far ahead of the
+    /// retry slots it was given (it is not waiting as told).
     #[arg(long, env = "CONFAB_ABUSE_STRIKES", default_value_t = 20)]
     pub abuse_strikes: u32,
 
@@ -157,6 +158,20 @@ impl Config {
         let command = Config::command().mut_args(|arg| arg.env(None::<&str>));
         let matches = command.get_matches_from(["confab"]);
         Config::from_arg_matches(&matches).expect("the defaults parse")
+    }
+
+    /// Settings that cannot work together, said at start rather than found under load.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.outbound_queue_bytes < 2 * MIN_REPLY_BYTES {
+            return Err(format!(
+                "--outbound-queue-bytes must be at least {} (two of the smallest replies)",
+                2 * MIN_REPLY_BYTES
+            ));
+        }
+        if self.http_rate > 1_000_000_000 {
+            return Err("--http-rate is at most 1000000000 per second".into());
+        }
+        Ok(())
     }
 
     /// The reply bound in force: `--reply-bytes`, at most half the outbound queue (so a

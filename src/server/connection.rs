@@ -26,6 +26,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// `last_heard` while the reader is handling a frame.
+const BUSY: u64 = u64::MAX;
+
 /// How long a close may take, by reason: a slow consumer is given time to read what the
 /// socket holds before the close frame; at shutdown the whole server has five seconds.
 fn close_patience(reason: CloseReason) -> Duration {
@@ -54,7 +57,9 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr) {
             _ = conn.closed().cancelled() => break,
             _ = hub.shutdown.cancelled() => { conn.close(CloseReason::GOING_AWAY); break }
         };
-        last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        // While a frame is being handled (a sender waiting for the store, say) the client
+        // counts as heard: it is the server that is not reading.
+        last_heard.store(BUSY, Ordering::Relaxed);
         match frame {
             // Boxed: handling a frame needs a few KB of future state for a moment, and an
             // idle connection should not carry that in its task.
@@ -62,6 +67,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr) {
             Some(Ok(Message::Binary(_))) => Box::pin(state.handle_binary()).await,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
+                last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
                 peer_closed = true;
                 break;
             }
@@ -79,27 +85,31 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr) {
                 break;
             }
         }
+        last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     state.leave_all();
     if conn.close_reason().is_none() {
         // The client went away: let the writer finish by itself.
         conn.close(CloseReason { code: 1000, reason: "" });
     }
-    let deadline =
-        tokio::time::Instant::now() + close_patience(conn.close_reason().unwrap_or(CloseReason::GOING_AWAY));
-    let _ = writer.await;
-    if !peer_closed {
-        // Read until the client answers our close frame (or gives up), so nothing unread
-        // is left in the socket when it is dropped.
-        let drain = async {
-            while let Some(Ok(frame)) = stream.next().await {
-                if matches!(frame, Message::Close(_)) {
-                    break;
-                }
+    let reason = conn.close_reason().unwrap_or(CloseReason::GOING_AWAY);
+    // A second more than the writer's patience: the client's answer to the close frame
+    // may arrive just after it was written.
+    let deadline = tokio::time::Instant::now() + close_patience(reason) + Duration::from_secs(1);
+    // Read (and discard) while the writer closes, and until the client answers the close:
+    // input left unread when the socket is dropped makes the kernel reset the connection,
+    // and the client would lose the close frame and what it had not read yet.
+    let drain = async {
+        if peer_closed {
+            return;
+        }
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
             }
-        };
-        let _ = tokio::time::timeout_at(deadline, drain).await;
-    }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline, async { tokio::join!(writer, drain) }).await;
     hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -129,10 +139,16 @@ async fn write_loop(
                 }
                 conn.release(dropped);
                 let writing: usize = out.iter().map(|f: &Utf8Bytes| f.len()).sum();
-                // A client that stops reading must not keep this task alive forever.
+                // A client that stops reading must not keep this task alive forever: cut when
+                // the connection closes, or when the client takes no data for a whole idle
+                // timeout (a quiet room would otherwise never push it over its budget).
                 let result = tokio::select! {
                     r = write_all(&mut sink, &mut out) => r,
                     _ = conn.closed().cancelled() => break,
+                    _ = tokio::time::sleep(hub.config.idle_timeout()) => {
+                        conn.close(CloseReason::SLOW_CONSUMER);
+                        break;
+                    }
                 };
                 // Given back once written: frames waiting on the socket, and frames held
                 // while a join replays, count against the connection's budget.
@@ -146,7 +162,7 @@ async fn write_loop(
             }
             _ = ping.tick() => {
                 let heard = last_heard.load(Ordering::Relaxed);
-                if started.elapsed().as_millis() as u64 > heard + idle_timeout {
+                if heard != BUSY && started.elapsed().as_millis() as u64 > heard + idle_timeout {
                     conn.close(CloseReason::IDLE);
                     break;
                 }

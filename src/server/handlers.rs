@@ -74,7 +74,7 @@ impl Reader {
 
     async fn reply(&self, msg: ServerMsg) {
         let msg = msg.with_reference(self.reference.clone());
-        self.conn.reply(Outbound::Frame(encode(&msg))).await;
+        self.conn.reply(Outbound::Frame(encode(&msg)), self.hub.config.reply_limit()).await;
     }
 
     pub async fn error(&self, code: ErrorCode, message: impl Into<String>) {
@@ -190,14 +190,22 @@ impl Reader {
             return self.error(ErrorCode::TooManyRooms, message).await;
         }
         // Subscribe first, then replay from the store up to the head seen at subscription:
-        // the writer holds live messages meanwhile and drops what both would send.
-        self.conn.reply(Outbound::BeginJoin { room: Arc::from(name.as_str()) }).await;
+        // the writer holds live messages meanwhile and drops what both would send. The
+        // replay's bytes are reserved first, so it never waits behind what is held for it.
+        let reserve = self.hub.config.reply_limit();
+        let key: Arc<str> = Arc::from(name.as_str());
+        if !self.conn.begin_join(key.clone(), reserve, reserve).await {
+            return;
+        }
         let (room, sub) = match self.hub.join_room(&name, self.peer, &session.nick, &self.conn) {
             Ok(joined) => joined,
             Err(err) => {
-                self.conn.reply(Outbound::EndRoom { room: Arc::from(name.as_str()) }).await;
+                self.conn.replay(Outbound::EndRoom { room: key }, reserve);
                 return match err {
+                    // A bucket shared by every client of the address: waiting in it is
+                    // not ignoring the limit, so it never strikes.
                     HubError::CreationRate(refusal) => {
+                        let refusal = Refusal { strike: false, ..refusal };
                         self.rate_limited(refusal, "too many new rooms; try again later", None).await
                     }
                     err => self.error(err.code(), err.to_string()).await,
@@ -215,7 +223,7 @@ impl Reader {
                 tracing::error!(%err, room = %name, "replay failed");
                 self.joined.remove(&name);
                 self.hub.leave_room(&room, self.conn.id);
-                self.conn.reply(Outbound::EndRoom { room: room.key.clone() }).await;
+                self.conn.replay(Outbound::EndRoom { room: room.key.clone() }, reserve);
                 return self.error(ErrorCode::Internal, "could not load the room's history").await;
             }
         };
@@ -229,7 +237,7 @@ impl Reader {
         };
         // The replay is the newest messages that fit the reply bound beside `joined` (its
         // size measured encoded, with `truncated` set: the larger of its two forms).
-        let budget = self.hub.config.reply_limit().saturating_sub(encode(&joined).len());
+        let budget = reserve.saturating_sub(encode(&joined).len());
         let encoded: Vec<Utf8Bytes> =
             page.messages.into_iter().map(|m| encode(&ServerMsg::Message(m))).collect();
         let (replay, cut) = newest_within(encoded, budget, |f| f.len());
@@ -239,7 +247,7 @@ impl Reader {
         let mut frames = Vec::with_capacity(replay.len() + 1);
         frames.push(encode(&joined));
         frames.extend(replay);
-        self.conn.reply(Outbound::Replay { room: room.key.clone(), frames, upto: sub.head }).await;
+        self.conn.replay(Outbound::Replay { room: room.key.clone(), frames, upto: sub.head }, reserve);
     }
 
     async fn leave(&mut self, room: &str) {
@@ -250,7 +258,7 @@ impl Reader {
         match self.joined.remove(&name) {
             Some(room) => {
                 self.hub.leave_room(&room, self.conn.id);
-                self.conn.reply(Outbound::EndRoom { room: room.key.clone() }).await;
+                self.conn.reply(Outbound::EndRoom { room: room.key.clone() }, 0).await;
                 self.reply(ServerMsg::Left { room: name.as_str().to_owned(), reference: None }).await;
             }
             None => self.error(ErrorCode::NotJoined, format!("not in {name}")).await,

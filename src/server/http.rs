@@ -178,8 +178,7 @@ async fn messages(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let limit = q.limit.unwrap_or(50).clamp(1, hub.config.max_history.max(1)) as usize;
     let before = q.before.unwrap_or(Seq::MAX);
-    let _turn = hub.http_reads.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
-    let page = hub.messages_before(&name, before, limit).await.map_err(|err| {
+    let page = hub.http_messages_before(&name, before, limit).await.map_err(|err| {
         tracing::error!(%err, "messages API failed");
         ApiError::internal("could not load messages")
     })?;

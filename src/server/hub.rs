@@ -89,7 +89,7 @@ pub struct Hub {
     /// Store reads the HTTP side (API, page renders) may run at once: half the read
     /// connections, so a flood of HTTP readers queues here and never ahead of a join's
     /// replay or a `history` on a socket.
-    pub http_reads: tokio::sync::Semaphore,
+    http_reads: Arc<tokio::sync::Semaphore>,
     /// Room creations per client address (`--room-create-rate`).
     creations: Mutex<HashMap<IpAddr, TokenBucket>>,
     next_conn: AtomicU64,
@@ -112,7 +112,7 @@ impl Hub {
             .into_iter()
             .map(|r| (r.name.clone(), Arc::new(Room::new(r.name, r.head, r.last_active, metrics.clone()))))
             .collect();
-        let http_reads = tokio::sync::Semaphore::new((config.read_connections as usize / 2).max(1));
+        let http_reads = Arc::new(tokio::sync::Semaphore::new((config.read_connections as usize / 2).max(1)));
         let hub = Hub {
             http_reads,
             sessions: Sessions::new(config.session_grace()),
@@ -251,6 +251,26 @@ impl Hub {
         let store = self.store.clone();
         let room = room.clone();
         Ok(blocking(move || store.after(&room, after, upto, limit)).await?)
+    }
+
+    /// `messages_before` for the HTTP side (API, page renders): waits its turn behind other
+    /// HTTP reads, never ahead of the sockets. The turn is held by the read itself, so a
+    /// request that times out does not free it while its read still runs.
+    pub async fn http_messages_before(
+        &self,
+        room: &RoomName,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Page, HubError> {
+        let turn =
+            self.http_reads.clone().acquire_owned().await.map_err(|e| StoreError::Task(e.to_string()))?;
+        let store = self.store.clone();
+        let room = room.clone();
+        Ok(blocking(move || {
+            let _turn = turn;
+            store.before(&room, before, limit)
+        })
+        .await?)
     }
 
     /// The newest `limit` messages before `before`.

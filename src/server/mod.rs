@@ -44,6 +44,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("binding the listen address: {0}")]
     Bind(#[from] std::io::Error),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Wall-clock time as Unix milliseconds (message timestamps, room creation).
@@ -62,6 +64,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, loads the rooms, binds the address. Nothing is served until `run`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
         let fsync = config.sync == config::SyncMode::Full;
         let store = Arc::new(SqliteStore::open_with(&config.db, fsync, config.read_connections as usize)?);
         let listener = TcpListener::bind(config.listen_addr()).await?;
@@ -89,23 +92,33 @@ impl Server {
             tracing::info!("shutting down");
             stop.cancel();
         };
+        let stopped = hub.shutdown.clone();
         let sweeper = tokio::spawn(sweep_sessions(hub.clone()));
         let maintenance = tokio::spawn(maintain_store(hub.clone()));
         // No Nagle: chat frames are small and must go out now, not after a delayed ACK.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(signal)
-            .await?;
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal);
+        // Graceful shutdown waits for HTTP requests in flight without a deadline; a slow
+        // one (a client reading a page slowly) must not hold the server past its 5 s.
+        let overdue = async move {
+            stopped.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        tokio::select! {
+            served = serve => served?,
+            _ = overdue => tracing::warn!("HTTP requests still in flight at shutdown; dropped"),
+        }
         sweeper.abort();
         maintenance.abort();
         hub.tasks.close();
         if tokio::time::timeout(Duration::from_secs(4), hub.tasks.wait()).await.is_err() {
             tracing::warn!("some connections did not close in time");
         }
-        // The committer stores what it holds and stops, letting go of the store (and so of
-        // the database's lock) even while someone still holds the hub.
+        // The committer stores what it holds and stops, letting go of its handle on the
+        // store; the database's lock goes with the hub's, once the last holder drops it.
         hub.committer.stop();
         drop(hub);
         let joined = tokio::task::spawn_blocking(move || committer.join());
@@ -139,12 +152,16 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
         let options = options.clone();
         move || shell(options.clone())
     });
-    // Pages read the store (a room's history, the directory): rate limited per address
-    // like the API. Static assets are not.
-    let page_routes = Router::new().route("/", get(render.clone())).route("/r/{room}", get(render));
+    // Pages read the store (a room's history, the directory): the per-address rate
+    // limit comes first, then the seed is loaded. Static assets are not limited. Every
+    // page, the "not found" one included, gets where its socket may connect (its CSP).
+    let page_routes = Router::new()
+        .route("/", get(render.clone()))
+        .route("/r/{room}", get(render))
+        .route_layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page));
     let pages = http::rate_limited(page_routes, &hub.config)
         .fallback(leptos_axum::file_and_error_handler(shell))
-        .layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page))
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), pages::socket_origins))
         .with_state(options)
         // Pages and assets only: the WebSocket upgrade below stays uncompressed.
         .layer(CompressionLayer::new());

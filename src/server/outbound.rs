@@ -159,36 +159,61 @@ impl ConnHandle {
     }
 
     /// Queues a reply from this connection's own reader (or a marker for the writer),
-    /// within the same budget as room traffic. The reader waits until the reply fits: a
-    /// client that asks for more than it reads only slows itself down. A reply is never
-    /// larger than the budget (replies are bounded in bytes, see `Config::reply_limit`),
-    /// so it fits once the queue has drained.
-    ///
-    /// A join's `Replay` does not wait: the live frames the writer holds for that room are
-    /// counted in the budget and can only leave behind the replay, so waiting for them
-    /// would wait forever. It is counted like any other reply, and room traffic that then
-    /// overflows the budget cuts the connection as usual.
-    pub async fn reply(&self, item: Outbound) {
+    /// within the same budget as room traffic. The reader waits until the reply fits with
+    /// `headroom` bytes to spare (`Config::reply_limit`): replies never take the room
+    /// traffic's last `headroom` bytes, so a client that asks for a lot, or pipelines many
+    /// requests, only slows its own requests down and is never cut for them.
+    pub async fn reply(&self, item: Outbound, headroom: usize) {
         let bytes = item.bytes();
-        let waits = !matches!(item, Outbound::Replay { .. });
-        while waits {
+        if self.wait_for_room(bytes + headroom).await {
+            self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+            // The frame bound was checked; the reader is the only one who waits here.
+            self.enqueue(item, usize::MAX);
+        }
+    }
+
+    /// Starts a join: waits until a whole reply's worth (`reserve`, the reply bound) fits
+    /// beside `headroom`, takes it, and queues the marker. The replay is then queued with
+    /// [`ConnHandle::replay`] without waiting: the live frames held for the room count in
+    /// the budget and can only be written behind the replay, so it must never wait for
+    /// them. False when the connection closed meanwhile.
+    pub async fn begin_join(&self, room: Arc<str>, reserve: usize, headroom: usize) -> bool {
+        if !self.wait_for_room(reserve + headroom).await {
+            return false;
+        }
+        self.queued_bytes.fetch_add(reserve, Ordering::AcqRel);
+        self.enqueue(Outbound::BeginJoin { room }, usize::MAX);
+        true
+    }
+
+    /// Queues a join's replay (or its `EndRoom`, when the join failed) in place of the
+    /// `reserved` bytes `begin_join` took.
+    pub fn replay(&self, item: Outbound, reserved: usize) {
+        let bytes = item.bytes();
+        if bytes >= reserved {
+            self.queued_bytes.fetch_add(bytes - reserved, Ordering::AcqRel);
+        } else {
+            self.release(reserved - bytes);
+        }
+        self.enqueue(item, usize::MAX);
+    }
+
+    /// Waits until `needed` more bytes fit in the budget (at once when nothing is queued,
+    /// so progress is always possible) and the queue has a free slot. False when the
+    /// connection closed.
+    async fn wait_for_room(&self, needed: usize) -> bool {
+        loop {
             let drained = self.drained.notified();
             let queued = self.queued_bytes.load(Ordering::Acquire);
-            let fits = queued == 0 || queued + bytes <= self.max_bytes;
+            let fits = queued == 0 || queued + needed <= self.max_bytes;
             if fits && self.pending().items.len() < QUEUE_FRAMES {
-                break;
+                return !self.closed.is_cancelled();
             }
             tokio::select! {
                 _ = drained => {}
-                _ = self.closed.cancelled() => return,
+                _ = self.closed.cancelled() => return false,
             }
         }
-        if self.closed.is_cancelled() {
-            return;
-        }
-        self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
-        // The frame bound was checked above; the reader is the only one who waits here.
-        self.enqueue(item, usize::MAX);
     }
 
     /// Bytes queued and not yet written or dropped.
@@ -269,7 +294,7 @@ mod tests {
         let conn = ConnHandle::new(1, 10_000);
         let mut streams = Streams::default();
         let mut out = VecDeque::new();
-        conn.push(Outbound::BeginJoin { room: Arc::from("r") });
+        assert!(conn.push(Outbound::BeginJoin { room: Arc::from("r") }));
         for seq in 1..=4 {
             assert!(conn.push(live(seq, 2_000)));
         }
@@ -293,13 +318,15 @@ mod tests {
         let conn = ConnHandle::new(1, 10_000);
         let mut streams = Streams::default();
         let mut out = VecDeque::new();
-        conn.reply(Outbound::BeginJoin { room: Arc::from("r") }).await;
+        assert!(conn.begin_join(Arc::from("r"), 3_000, 0).await);
         assert!(conn.push(live(1, 6_000)));
         for item in conn.try_take().unwrap() {
             conn.release(streams.order(item, &mut out));
         }
-        let replay = Outbound::Replay { room: Arc::from("r"), frames: vec![frame(5_000)], upto: 0 };
-        tokio::time::timeout(Duration::from_secs(5), conn.reply(replay)).await.expect("not stuck");
+        assert_eq!(conn.queued_bytes(), 9_000, "the reservation and the held frame");
+        let replay = Outbound::Replay { room: Arc::from("r"), frames: vec![frame(2_000)], upto: 0 };
+        conn.replay(replay, 3_000);
+        assert_eq!(conn.queued_bytes(), 8_000, "the replay in place of its reservation");
         for item in conn.try_take().unwrap() {
             conn.release(streams.order(item, &mut out));
         }
@@ -312,7 +339,7 @@ mod tests {
         assert!(conn.push(live(1, 9_000)));
         let waiting = {
             let conn = conn.clone();
-            tokio::spawn(async move { conn.reply(Outbound::Frame(frame(5_000))).await })
+            tokio::spawn(async move { conn.reply(Outbound::Frame(frame(5_000)), 0).await })
         };
         // The reply does not fit behind 9,000 queued bytes: it waits.
         tokio::task::yield_now().await;
@@ -325,6 +352,26 @@ mod tests {
         assert_eq!(conn.queued_bytes(), 5_000);
         // Room traffic is now measured against everything queued, replies included.
         assert!(!conn.push(live(2, 5_001)));
+    }
+
+    /// Replies keep `headroom` free for room traffic: pipelined requests wait, they do not
+    /// fill the budget and get their own connection cut.
+    #[tokio::test]
+    async fn replies_leave_headroom_for_room_traffic() {
+        let conn = ConnHandle::new(1, 10_000);
+        conn.reply(Outbound::Frame(frame(4_000)), 3_000).await;
+        let second = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.reply(Outbound::Frame(frame(4_000)), 3_000).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "4,000 + 4,000 + 3,000 of headroom is over 10,000");
+        // Live traffic still fits in the headroom.
+        assert!(conn.push(live(1, 3_000)));
+        assert!(conn.close_reason().is_none());
+        let taken = conn.try_take().unwrap();
+        conn.release(taken.iter().map(Outbound::bytes).sum());
+        tokio::time::timeout(Duration::from_secs(5), second).await.unwrap().unwrap();
     }
 
     /// The worst message a client can make: 4000 control characters, each escaped to six

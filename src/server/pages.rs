@@ -38,11 +38,16 @@ impl SocketOrigins {
     }
 }
 
-/// Middleware in front of the page routes: puts the page's `PageSeed` (and where its
-/// socket may connect) in the request.
-pub async fn seed_page(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
+/// Middleware in front of every page: where its socket may connect (its CSP).
+pub async fn socket_origins(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
     let origins = SocketOrigins::of(&hub, &request);
     request.extensions_mut().insert(origins);
+    next.run(request).await
+}
+
+/// Middleware of the page routes (behind their rate limit): puts the page's `PageSeed`
+/// in the request.
+pub async fn seed_page(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
     if let Some(seed) = load(&hub, request.uri().path()).await {
         request.extensions_mut().insert(seed);
     }
@@ -59,9 +64,7 @@ async fn load(hub: &Hub, path: &str) -> Option<PageSeed> {
         Page::Room(room) => RoomName::parse(&room).ok()?,
         Page::NotFound => return None,
     };
-    // An HTTP read: it waits its turn behind other HTTP reads, never ahead of the sockets.
-    let _turn = hub.http_reads.acquire().await.ok()?;
-    let messages = match hub.messages_before(&name, u64::MAX, JOIN_RECENT).await {
+    let messages = match hub.http_messages_before(&name, u64::MAX, JOIN_RECENT).await {
         Ok(page) => {
             let budget = hub.config.reply_limit() - super::handlers::REPLY_ENVELOPE;
             super::handlers::newest_within(page.messages, budget, super::handlers::message_bytes).0

@@ -35,7 +35,7 @@ pub struct Refusal {
 impl Refusal {
     /// `retry_after` in whole milliseconds, rounded up so a resend is never early.
     pub fn retry_after_ms(&self) -> u64 {
-        self.retry_after.as_micros().div_ceil(1000) as u64
+        self.retry_after.as_nanos().div_ceil(1_000_000) as u64
     }
 }
 

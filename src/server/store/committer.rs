@@ -98,6 +98,8 @@ impl Committer {
     /// last commit. Messages enqueued later are refused (their senders hear `internal`).
     pub fn stop(&self) {
         let _ = self.tx.send(Cmd::Stop);
+        // Senders waiting for a place hear that the server is stopping.
+        self.places.close();
     }
 }
 
@@ -120,8 +122,14 @@ fn run(
     let mut routes: Vec<Route> = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     loop {
-        // Once asked to stop, only what is already queued is taken.
-        let first = if stopping { rx.try_recv().ok() } else { rx.blocking_recv() };
+        // Once asked to stop, the queue is closed (so nothing can slip in after the last
+        // look) and only what is already in it is taken.
+        let first = if stopping {
+            rx.close();
+            rx.try_recv().ok()
+        } else {
+            rx.blocking_recv()
+        };
         let Some(first) = first else { break };
         let mut next = Some(first);
         while let Some(cmd) = next {
