@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo build --features ssr --bin confab && cargo build -p confab-bench
+cargo build --workspace --features confab/ssr --bins
 tmp=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 target/debug/confab --addr "127.0.0.1:$port" --db "$tmp/smoke.db" --log warn --msg-rate 100000 --msg-burst 100000 \

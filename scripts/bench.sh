@@ -25,8 +25,8 @@ if [ ! -x "$WORK/loadgen/loadgen" ]; then
   rm -rf "$WORK" && cp -r "$BENCH_SRC" "$WORK" && chmod -R u+w "$WORK"
   "$WORK/build.sh"
 fi
-cargo build --release --features ssr --bin confab
-cargo build --release -p confab-bench
+# One invocation for both binaries, so the server crate is built once with one feature set.
+cargo build --release --workspace --features confab/ssr --bins
 db_dir=$(mktemp -d)
 trap 'rm -rf "$db_dir"' EXIT
 
