@@ -41,13 +41,14 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     // (first seq, last seq, scroll height) at the last render, to tell appends from prepends.
     let last_render = StoredValue::new((0u64, 0u64, 0i32));
     let my_nick = Memo::new(move |_| chat.model.with(|m| m.nick.clone()));
+    // The room's unacknowledged messages: (client_id, text, waiting out a refusal).
     let pending = Memo::new(move |_| {
         let room = room.get();
         chat.model.with(|m| {
             m.outbox
                 .iter()
                 .filter(|p| p.room == room)
-                .map(|p| (p.client_id.clone(), p.text.clone()))
+                .map(|p| (p.client_id.clone(), p.text.clone(), p.delivery.is_retrying()))
                 .collect::<Vec<_>>()
         })
     });
@@ -92,11 +93,6 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                 m.rooms.get(&room).is_some_and(|v| v.has_older && !v.loading_older && v.live)
             });
             if want {
-                chat.model.update(|m| {
-                    if let Some(v) = m.rooms.get_mut(&room) {
-                        v.loading_older = true;
-                    }
-                });
                 chat.send(Command::LoadOlder(room));
             }
         }
@@ -159,12 +155,15 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                     />
                     <For
                         each=move || pending.get()
-                        key=|p| p.0.clone()
-                        children=move |(_, text)| view! {
-                            <li class="message mine pending" aria-label="sending">
-                                <div class="text"><RichText text=text /></div>
-                                <span class="pending-note">"sending…"</span>
-                            </li>
+                        key=|p| (p.0.clone(), p.2)
+                        children=move |(_, text, retrying)| {
+                            let note = if retrying { "waiting to retry" } else { "sending…" };
+                            view! {
+                                <li class="message mine pending" class:retrying=retrying aria-label=note>
+                                    <div class="text"><RichText text=text /></div>
+                                    <span class="pending-note">{note}</span>
+                                </li>
+                            }
                         }
                     />
                 </ol>
