@@ -7,6 +7,7 @@ pub mod members;
 pub mod messages;
 pub mod nav;
 pub mod nick;
+pub mod notice;
 pub mod pacer;
 pub mod room;
 pub mod seed;

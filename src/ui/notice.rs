@@ -1,0 +1,22 @@
+//! The last error worth telling the user (a room that could not be joined, older
+//! messages that could not be loaded, a message the server refused), until dismissed.
+
+use super::chat::use_chat;
+use leptos::prelude::*;
+
+#[component]
+pub fn Notice() -> impl IntoView {
+    let chat = use_chat();
+    let text = Memo::new(move |_| chat.model.with(|m| m.notice.as_ref().map(|(_, message)| message.clone())));
+    let dismiss = move |_| chat.model.update(|m| m.notice = None);
+    move || {
+        text.get().map(|text| {
+            view! {
+                <div class="notice" role="alert" data-testid="notice">
+                    <p>{text}</p>
+                    <button type="button" on:click=dismiss>"Dismiss"</button>
+                </div>
+            }
+        })
+    }
+}
