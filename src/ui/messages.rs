@@ -1,8 +1,11 @@
 //! The message list: grouped by author, kept at the bottom while the reader is there,
-//! "new messages ↓" otherwise, and older history loaded by scrolling to the top.
+//! "new messages ↓" otherwise. Older history loads while the top of the list is in view
+//! (or near it), page after page down to "This is the start of the room", and the message
+//! the reader is looking at stays where it is on screen as pages arrive above it.
 
 use super::{
     chat::{Command, use_chat},
+    scroll::{self, Place},
     text::{RichText, clock_time},
 };
 use crate::protocol::ChatMessage;
@@ -12,6 +15,9 @@ use leptos::{html, prelude::*};
 const GROUP_GAP_MS: i64 = 5 * 60 * 1000;
 /// Pixels from the bottom that still count as "at the bottom".
 const STICKY_PX: i32 = 48;
+/// The next older page loads once the top of the list is this close above the view, so
+/// a reader scrolling up rarely reaches it before the page does.
+const PREFETCH_PX: i32 = 600;
 
 /// One row: the message and whether it starts a group (shows author and time).
 #[derive(Clone, PartialEq)]
@@ -36,10 +42,14 @@ fn rows(messages: &[ChatMessage]) -> Vec<Row> {
 pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> impl IntoView {
     let chat = use_chat();
     let list: NodeRef<html::Div> = NodeRef::new();
+    let items: NodeRef<html::Ol> = NodeRef::new();
+    let edge: NodeRef<html::Div> = NodeRef::new();
     let at_bottom = RwSignal::new(true);
     let unseen = RwSignal::new(0usize);
-    // (first seq, last seq, scroll height) at the last render, to tell appends from prepends.
-    let last_render = StoredValue::new((0u64, 0u64, 0i32));
+    // Where the reader was at the last scroll, to put them back after a prepend.
+    let place = StoredValue::new(None::<Place>);
+    // (first seq, last seq) at the last render, to tell appends from prepends.
+    let last_render = StoredValue::new((0u64, 0u64));
     let my_nick = Memo::new(move |_| chat.model.with(|m| m.nick.clone()));
     // The room's unacknowledged messages: (client_id, text, waiting out a refusal).
     let pending = Memo::new(move |_| {
@@ -52,6 +62,35 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                 .collect::<Vec<_>>()
         })
     });
+    let view_state = move |f: fn(&super::state::RoomView) -> bool| {
+        chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(f))
+    };
+    let loading_older = move || view_state(|v| v.loading_older);
+    // Before the model knows the room (the server's render, hydration), the seed tells.
+    let has_older = move || {
+        let known = chat.model.with(|m| m.rooms.get(&room.get()).map(|v| v.has_older));
+        known.unwrap_or_else(|| messages.with(|m| m.first().is_some_and(|first| first.seq > 1)))
+    };
+    let live = Memo::new(move |_| view_state(|v| v.live));
+
+    let load_older = move || {
+        let room = room.get_untracked();
+        let wanted = chat.model.with_untracked(|m| {
+            m.rooms.get(&room).is_some_and(|v| v.has_older && !v.loading_older && v.live)
+        });
+        if wanted {
+            chat.send(Command::LoadOlder(room));
+        }
+    };
+    // Keeps loading while the top is in view: after each page, on joining, and when the
+    // top comes into view (see the watch below).
+    let load_older_if_near_top = move || {
+        if let (Some(el), Some(edge)) = (list.get_untracked(), edge.get_untracked())
+            && scroll::near_top(&el, &edge, PREFETCH_PX)
+        {
+            load_older();
+        }
+    };
 
     let scroll_to_bottom = move || {
         if let Some(el) = list.get_untracked() {
@@ -63,43 +102,55 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     Effect::new(move |_| {
         let msgs = messages.get();
         pending.track();
-        let Some(el) = list.get() else { return };
+        let (Some(el), Some(ol)) = (list.get(), items.get()) else { return };
         let first = msgs.first().map_or(0, |m| m.seq);
         let last = msgs.last().map_or(0, |m| m.seq);
-        let (prev_first, prev_last, prev_height) = last_render.get_value();
-        if prev_first != 0 && first < prev_first && last == prev_last {
-            // Older messages were prepended: keep the reader's place.
-            el.set_scroll_top(el.scroll_top() + el.scroll_height() - prev_height);
+        let (prev_first, prev_last) = last_render.get_value();
+        last_render.set_value((first, last));
+        let prepended = prev_first != 0 && first < prev_first;
+        let kept = prepended
+            && !at_bottom.get_untracked()
+            && place.get_value().is_some_and(|p| scroll::restore(&el, &ol, p));
+        if kept {
+            place.set_value(scroll::place(&el, &ol));
         } else if at_bottom.get_untracked() {
             el.set_scroll_top(el.scroll_height());
         } else if last > prev_last {
             let added = msgs.iter().filter(|m| m.seq > prev_last).count();
             unseen.update(|n| *n += added);
         }
-        last_render.set_value((first, last, el.scroll_height()));
+        if prepended {
+            load_older_if_near_top();
+        }
     });
 
+    // Joining (or rejoining) may find the top in view already: a short room.
+    Effect::new(move |_| {
+        if live.get() {
+            load_older_if_near_top();
+        }
+    });
+
+    // Browser only: watch the top of the list; the watch ends with the list.
+    #[cfg(feature = "hydrate")]
+    {
+        let watch = StoredValue::new_local(None::<scroll::TopWatch>);
+        Effect::new(move |_| {
+            if let (Some(el), Some(edge)) = (list.get(), edge.get()) {
+                watch.set_value(scroll::TopWatch::new(&el, &edge, PREFETCH_PX, load_older));
+            }
+        });
+    }
+
     let on_scroll = move |_| {
-        let Some(el) = list.get_untracked() else { return };
+        let (Some(el), Some(ol)) = (list.get_untracked(), items.get_untracked()) else { return };
         let bottom = el.scroll_height() - el.scroll_top() - el.client_height() <= STICKY_PX;
         at_bottom.set(bottom);
         if bottom {
             unseen.set(0);
         }
-        last_render.update_value(|r| r.2 = el.scroll_height());
-        if el.scroll_top() < 40 {
-            let room = room.get_untracked();
-            let want = chat.model.with_untracked(|m| {
-                m.rooms.get(&room).is_some_and(|v| v.has_older && !v.loading_older && v.live)
-            });
-            if want {
-                chat.send(Command::LoadOlder(room));
-            }
-        }
+        place.set_value(scroll::place(&el, &ol));
     };
-    let loading_older =
-        move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.loading_older));
-    let has_older = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.has_older));
 
     view! {
         <div class="messages-wrap">
@@ -114,20 +165,28 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                 tabindex="0"
                 data-testid="messages"
             >
-                <p class="history-edge">
+                <div class="history-edge" node_ref=edge data-testid="history-edge">
                     {move || {
                         if loading_older() {
-                            "Loading older messages…"
+                            view! { <p>"Loading older messages…"</p> }.into_any()
+                        } else if has_older() && !chat.mounted.get() {
+                            // Server render: without the app, older pages cannot load.
+                            view! { <p>"Older messages are not shown here."</p> }.into_any()
                         } else if has_older() {
-                            "Scroll up for older messages"
+                            view! {
+                                <button type="button" class="load-older" on:click=move |_| load_older()>
+                                    "Load older messages"
+                                </button>
+                            }
+                                .into_any()
                         } else if messages.with(|m| m.is_empty()) {
-                            "No messages yet. Say hello!"
+                            view! { <p>"No messages yet. Say hello!"</p> }.into_any()
                         } else {
-                            "This is the start of the room."
+                            view! { <p>"This is the start of the room."</p> }.into_any()
                         }
                     }}
-                </p>
-                <ol class="message-list">
+                </div>
+                <ol class="message-list" node_ref=items>
                     <For
                         each=move || rows(&messages.get())
                         key=|row| (row.msg.seq, row.head)

@@ -10,6 +10,7 @@ pub mod nick;
 pub mod notice;
 pub mod pacer;
 pub mod room;
+pub mod scroll;
 pub mod seed;
 pub mod sidebar;
 pub mod state;
