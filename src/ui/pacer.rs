@@ -40,11 +40,12 @@ impl Pacer {
         Ok(())
     }
 
-    /// The server refused a message until `at`: its bucket is empty. Nothing goes out
-    /// before then, and after it only at the sustained rate, so no other message takes
-    /// the slot the server promised to the refused one.
-    pub fn hold_until(&mut self, at: u64) {
-        self.due = self.due.max(at + self.tolerance);
+    /// The server refused a message and promised it the slot at `slot`: its bucket is
+    /// empty until then, and that slot is the refused message's. Nothing else goes out
+    /// before the slot after it, and then only at the sustained rate, so no other
+    /// message takes a slot promised to a refused one.
+    pub fn hold_past(&mut self, slot: u64) {
+        self.due = self.due.max(slot + self.interval + self.tolerance);
     }
 }
 
@@ -95,11 +96,12 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_holds_everything_until_the_promised_slot_then_paces() {
+    fn a_refusal_holds_everything_past_the_promised_slot_then_paces() {
         let mut pacer = Pacer::new(&limits(20, 40), 0);
-        pacer.hold_until(700);
-        assert_eq!(pacer.take(100), Err(700));
-        assert_eq!(schedule(&mut pacer, 700, 3), vec![700, 750, 800]);
+        pacer.hold_past(700);
+        pacer.hold_past(650);
+        assert_eq!(pacer.take(100), Err(750));
+        assert_eq!(schedule(&mut pacer, 750, 3), vec![750, 800, 850]);
     }
 
     #[test]

@@ -51,14 +51,25 @@ pub enum Delivery {
     Queued,
     /// Sent on this connection; the echo has not arrived yet.
     Sent,
-    /// Refused for now (rate limited, or the store failed); goes out again at `at` (ms).
-    Retrying { at: u64 },
+    /// Refused by the rate limit: the server promised it the slot at `slot` (ms), when
+    /// it goes out again without waiting for a slot of the client's pace.
+    RateLimited { slot: u64 },
+    /// The store failed: goes out again, at the client's pace, from `until` (ms).
+    Backoff { until: u64 },
 }
 
 impl Delivery {
-    /// True when the entry is waiting out a refusal rather than on its way.
+    /// True when the entry is waiting to be sent again rather than on its way.
     pub fn is_retrying(self) -> bool {
-        matches!(self, Delivery::Retrying { .. })
+        matches!(self, Delivery::RateLimited { .. } | Delivery::Backoff { .. })
+    }
+
+    /// When a waiting entry may go again (`None` if it is not waiting).
+    pub fn retry_at(self) -> Option<u64> {
+        match self {
+            Delivery::RateLimited { slot: at } | Delivery::Backoff { until: at } => Some(at),
+            Delivery::Queued | Delivery::Sent => None,
+        }
     }
 }
 
@@ -425,7 +436,7 @@ mod tests {
         let mut sent = Pending::new("x".into(), "a".into(), "t".into());
         sent.delivery = Delivery::Sent;
         let mut waiting = Pending::new("y".into(), "a".into(), "t".into());
-        waiting.delivery = Delivery::Retrying { at: 5 };
+        waiting.delivery = Delivery::RateLimited { slot: 5 };
         m.outbox = vec![sent, waiting];
         m.mark_offline(500);
         assert!(m.outbox.iter().all(|p| p.delivery == Delivery::Queued));

@@ -548,19 +548,19 @@ impl Syncer {
         match code {
             // Not stored, and its client_id released: the server named the slot to resend it in.
             ErrorCode::RateLimited => {
-                let at = now + retry_after_ms.unwrap_or(BASE_RETRY_MS);
-                entry.delivery = Delivery::Retrying { at };
+                let slot = now + retry_after_ms.unwrap_or(BASE_RETRY_MS);
+                entry.delivery = Delivery::RateLimited { slot };
                 if let Some(conn) = &mut self.conn {
-                    conn.pacer.hold_until(at);
+                    conn.pacer.hold_past(slot);
                 }
-                self.wake_at(at, now, out);
+                self.wake_at(slot, now, out);
             }
             // The store failed; the same client_id may be sent again.
             ErrorCode::Internal => {
-                let at = now + backoff_ms(entry.failures);
+                let until = now + backoff_ms(entry.failures);
                 entry.failures += 1;
-                entry.delivery = Delivery::Retrying { at };
-                self.wake_at(at, now, out);
+                entry.delivery = Delivery::Backoff { until };
+                self.wake_at(until, now, out);
             }
             // The server does not have us in the room: join again, then resend.
             ErrorCode::NotJoined => {
@@ -614,8 +614,9 @@ impl Syncer {
 
     /// Sends, in order, the outbox entries whose room is ready, as the pacer allows. A
     /// room is ready once its replay is complete and its gap walked; within a room an
-    /// entry waiting out a refusal holds back the ones typed after it, so messages are
-    /// stored in the order they were typed.
+    /// entry waiting to be sent again holds back the ones typed after it, so messages are
+    /// stored in the order they were typed. A rate-limited entry goes in the slot the
+    /// server promised it, without a slot of the pacer's (which is held past it).
     fn drain(&mut self, model: &mut ChatModel, now: u64, out: &mut Vec<Action>) {
         let Some(conn) = &mut self.conn else { return };
         let mut wake: Option<u64> = None;
@@ -625,14 +626,18 @@ impl Syncer {
             if p.delivery == Delivery::Sent || !ready || held_back.contains(&p.room) {
                 continue;
             }
-            if let Delivery::Retrying { at } = p.delivery
+            if let Some(at) = p.delivery.retry_at()
                 && at > now
             {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
                 held_back.push(p.room.clone());
                 continue;
             }
-            match conn.pacer.take(now) {
+            let paced = match p.delivery {
+                Delivery::RateLimited { .. } => Ok(()),
+                _ => conn.pacer.take(now),
+            };
+            match paced {
                 Ok(()) => {
                     p.delivery = Delivery::Sent;
                     p.tried = true;
@@ -1083,7 +1088,7 @@ mod tests {
         let refused =
             sync.on_frame(&mut model, error(ErrorCode::RateLimited, Some("c0"), Some(400), None), 10);
         assert_eq!(timers(&refused), vec![(400, Timer::Drain)]);
-        assert_eq!(model.outbox[0].delivery, Delivery::Retrying { at: 410 });
+        assert_eq!(model.outbox[0].delivery, Delivery::RateLimited { slot: 410 });
         assert!(model.outbox[0].delivery.is_retrying() && !model.outbox[1].delivery.is_retrying());
         // Typed meanwhile: waits behind the refused one.
         assert!(sends(&sync.send(&mut model, "a", "t".into(), "c2".into(), 20)).is_empty());
@@ -1092,11 +1097,26 @@ mod tests {
     }
 
     #[test]
+    fn refused_sends_each_go_in_their_own_promised_slot() {
+        let (mut sync, mut model, actions) = ready_with_outbox(limits(500, 20, 40), 4);
+        assert_eq!(sends(&actions).len(), 4);
+        // The server had room for one: the others get successive slots.
+        for (id, wait) in [("c1", 50), ("c2", 100), ("c3", 150)] {
+            sync.on_frame(&mut model, error(ErrorCode::RateLimited, Some(id), Some(wait), None), 0);
+        }
+        let typed = sync.send(&mut model, "a", "t".into(), "c4".into(), 0);
+        assert!(sends(&typed).is_empty());
+        for (at, id) in [(50, "c1"), (100, "c2"), (150, "c3"), (200, "c4")] {
+            assert_eq!(sends(&sync.on_timer(&mut model, Timer::Drain, at)), vec![id], "at {at}");
+        }
+    }
+
+    #[test]
     fn a_send_the_store_failed_stays_and_goes_again_after_a_backoff() {
         let (mut sync, mut model, _) = ready_with_outbox(limits(500, 20, 40), 1);
         let failed = sync.on_frame(&mut model, error(ErrorCode::Internal, Some("c0"), None, None), 0);
         assert_eq!(timers(&failed), vec![(500, Timer::Drain)]);
-        assert_eq!(model.outbox[0].delivery, Delivery::Retrying { at: 500 });
+        assert_eq!(model.outbox[0].delivery, Delivery::Backoff { until: 500 });
         assert_eq!(sends(&sync.on_timer(&mut model, Timer::Drain, 500)), vec!["c0"]);
         let again = sync.on_frame(&mut model, error(ErrorCode::Internal, Some("c0"), None, None), 600);
         assert_eq!(timers(&again), vec![(1000, Timer::Drain)]);
