@@ -73,19 +73,21 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     };
     let live = Memo::new(move |_| view_state(|v| v.live));
 
+    // `try_` reads throughout: these also run from a frame callback or the browser's
+    // observer, which may come after the list is gone.
     let load_older = move || {
-        let room = room.get_untracked();
-        let wanted = chat.model.with_untracked(|m| {
+        let Some(room) = room.try_get_untracked() else { return };
+        let wanted = chat.model.try_with_untracked(|m| {
             m.rooms.get(&room).is_some_and(|v| v.has_older && !v.loading_older && v.live)
         });
-        if wanted {
+        if wanted == Some(true) {
             chat.send(Command::LoadOlder(room));
         }
     };
     // Keeps loading while the top is in view: after each page, on joining, and when the
     // top comes into view (see the watch below).
     let load_older_if_near_top = move || {
-        if let (Some(el), Some(edge)) = (list.get_untracked(), edge.get_untracked())
+        if let (Some(Some(el)), Some(Some(edge))) = (list.try_get_untracked(), edge.try_get_untracked())
             && scroll::near_top(&el, &edge, PREFETCH_PX)
         {
             load_older();
@@ -108,20 +110,23 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
         let (prev_first, prev_last) = last_render.get_value();
         last_render.set_value((first, last));
         let prepended = prev_first != 0 && first < prev_first;
-        let kept = prepended
-            && !at_bottom.get_untracked()
-            && place.get_value().is_some_and(|p| scroll::restore(&el, &ol, p));
-        if kept {
-            place.set_value(scroll::place(&el, &ol));
-        } else if at_bottom.get_untracked() {
-            el.set_scroll_top(el.scroll_height());
-        } else if last > prev_last {
-            let added = msgs.iter().filter(|m| m.seq > prev_last).count();
-            unseen.update(|n| *n += added);
-        }
-        if prepended {
-            load_older_if_near_top();
-        }
+        let added = msgs.iter().filter(|m| m.seq > prev_last).count();
+        let (bottom, saved) = (at_bottom.get_untracked(), place.get_value());
+        // Effects run in no set order with the list's own update: measure once the DOM
+        // has it, before the frame is painted.
+        request_animation_frame(move || {
+            let kept = prepended && !bottom && saved.is_some_and(|p| scroll::restore(&el, &ol, p));
+            if kept {
+                place.try_set_value(scroll::place(&el, &ol));
+            } else if bottom {
+                el.set_scroll_top(el.scroll_height());
+            } else if last > prev_last {
+                unseen.try_update(|n| *n += added);
+            }
+            if prepended {
+                load_older_if_near_top();
+            }
+        });
     });
 
     // Joining (or rejoining) may find the top in view already: a short room.
