@@ -194,6 +194,9 @@ impl Syncer {
                     (_, None, Some(id)) => {
                         self.send_failed(model, &id, code, message, retry_after_ms, now, &mut out)
                     }
+                    // Neither a request nor a send: a refused typing notice, stale by the
+                    // time it could be resent. Nothing to tell the user.
+                    (ErrorCode::RateLimited, None, None) => {}
                     (_, None, None) => model.notify(code.as_str(), message),
                 }
             }
@@ -1138,6 +1141,17 @@ mod tests {
         let r = only_ref(&actions);
         assert!(matches!(frames(&actions)[0].0, ClientMsg::Join { .. }));
         assert_eq!(sends(&sync.on_frame(&mut model, joined("a", 0, false, &r), 0)), vec!["c0"]);
+    }
+
+    #[test]
+    fn a_refused_typing_notice_is_not_news_but_other_unattributed_errors_are() {
+        let (mut sync, mut model, _) = online(limits(500, 20, 40), 0);
+        assert!(
+            sync.on_frame(&mut model, error(ErrorCode::RateLimited, None, Some(500), None), 0).is_empty()
+        );
+        assert!(model.notice.is_none());
+        sync.on_frame(&mut model, error(ErrorCode::BadFrame, None, None, None), 0);
+        assert_eq!(model.notice.as_ref().map(|n| n.0.as_str()), Some("bad_frame"));
     }
 
     #[test]
