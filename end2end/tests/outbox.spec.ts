@@ -73,8 +73,13 @@ test('sends refused by the rate limit wait for their slot, then are each stored 
   });
 
   await test.step('each is resent in its slot and stored once; none stays pending', async () => {
-    await expect(messageTexts(page)).toHaveText(burst);
     await expect(pendingItems(page)).toHaveCount(0);
+    await expect(messageTexts(page)).toHaveCount(60);
+    // Each once, but not necessarily in order: of frames that reach the server together,
+    // a later one may take a token that came free before an earlier refusal's slot (the
+    // server's promised slots are not reservations).
+    const stored = await messageTexts(page).allTextContents();
+    expect([...stored].sort()).toEqual([...burst].sort());
     expect(await messageSeqs(page)).toEqual(burst.map((_, i) => i + 1));
     const errors = SocketRelay.ofType(relay.toPage, 'error');
     expect(errors.length, 'some sends were refused').toBeGreaterThan(0);
