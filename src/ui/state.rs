@@ -3,6 +3,7 @@
 //! targets, so it is unit-tested natively. The protocol's control rules (requests and
 //! their errors, replay, gaps, outbox pacing) live beside it in `sync.rs`.
 
+use super::sync::RoomSync;
 use crate::protocol::{ChatMessage, Limits, PresenceState, RoomInfo, Seq, ServerMsg};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,6 +93,8 @@ pub struct RoomView {
     pub loading_older: bool,
     /// A `joined` arrived on the current connection.
     pub live: bool,
+    /// Where the room is in the protocol (joining, replaying, a gap): `sync.rs`'s.
+    pub sync: RoomSync,
 }
 
 impl RoomView {

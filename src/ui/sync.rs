@@ -24,10 +24,9 @@
 
 use super::{
     pacer::Pacer,
-    state::{ChatModel, Delivery},
+    state::{ChatModel, Delivery, Pending, RoomView},
 };
 use crate::protocol::{ClientMsg, ErrorCode, JOIN_RECENT, Request, Seq, ServerMsg};
-use std::collections::BTreeMap;
 
 /// Gaps up to this many `history` pages (of `max_history`) are filled; bigger ones reload.
 pub const GAP_PAGES: u64 = 4;
@@ -83,7 +82,16 @@ pub enum Req {
     },
 }
 
-/// Where a room is on this connection.
+/// A room's place in the protocol, kept with the room (`RoomView::sync`) so it goes
+/// when the room does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomSync {
+    /// Where the room is on the current connection (`None`: not joined on it).
+    phase: Option<Phase>,
+    /// Seqs of the room this client has not seen; outlives a connection.
+    gap: Option<Gap>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Joining,
@@ -114,24 +122,47 @@ struct Gap {
 /// State of one connection, from `welcome` to its loss.
 #[derive(Debug)]
 struct Conn {
-    requests: BTreeMap<String, Req>,
-    rooms: BTreeMap<String, Phase>,
+    /// Requests awaiting an answer, by `ref` (a handful at a time: a list will do).
+    requests: Vec<(u64, Req)>,
     pacer: Pacer,
     /// When the `Drain` timer set last is due.
     drain_at: Option<u64>,
 }
 
-/// The protocol side of the browser's connection. Lives as long as the page: gaps
-/// outlast a connection, everything else is per connection.
+/// The protocol side of the browser's connection. Per-room state lives in the model's
+/// rooms; what is here lasts one connection, but for the counter of refs.
 #[derive(Debug, Default)]
 pub struct Syncer {
     next_ref: u64,
     conn: Option<Conn>,
-    gaps: BTreeMap<String, Gap>,
 }
 
 fn backoff_ms(attempt: u32) -> u64 {
     (BASE_RETRY_MS << attempt.min(8)).min(MAX_RETRY_MS)
+}
+
+fn sync_of<'a>(model: &'a mut ChatModel, room: &str) -> Option<&'a mut RoomSync> {
+    model.rooms.get_mut(room).map(|v| &mut v.sync)
+}
+
+fn phase_of(model: &ChatModel, room: &str) -> Option<Phase> {
+    model.rooms.get(room)?.sync.phase
+}
+
+fn set_phase(model: &mut ChatModel, room: &str, phase: Phase) {
+    if let Some(sync) = sync_of(model, room) {
+        sync.phase = Some(phase);
+    }
+}
+
+fn gap_of(model: &ChatModel, room: &str) -> Option<Gap> {
+    model.rooms.get(room)?.sync.gap
+}
+
+fn set_gap(model: &mut ChatModel, room: &str, gap: Option<Gap>) {
+    if let Some(sync) = sync_of(model, room) {
+        sync.gap = gap;
+    }
 }
 
 impl Syncer {
@@ -149,8 +180,11 @@ impl Syncer {
     /// The connection was lost: what was asked on it will not be answered.
     pub fn disconnected(&mut self, model: &mut ChatModel, retry_in_ms: u32) {
         self.conn = None;
-        for gap in self.gaps.values_mut() {
-            gap.asked = false;
+        for view in model.rooms.values_mut() {
+            view.sync.phase = None;
+            if let Some(gap) = &mut view.sync.gap {
+                gap.asked = false;
+            }
         }
         model.mark_offline(retry_in_ms);
     }
@@ -168,20 +202,18 @@ impl Syncer {
             }
             ServerMsg::History { .. } => self.history(model, msg, now, &mut out),
             ServerMsg::Left { ref room, ref reference } => {
-                self.forget_ref(reference.as_deref());
+                self.take_request(reference.as_deref());
                 // Closed already when the user left; unless the room was opened again since.
-                let rejoined = self.conn.as_ref().is_some_and(|c| c.rooms.contains_key(room));
-                if !rejoined {
+                if phase_of(model, room).is_none() {
                     model.apply(msg, now as f64);
                 }
             }
             ServerMsg::Rooms { ref reference, .. } => {
-                self.forget_ref(reference.as_deref());
+                self.take_request(reference.as_deref());
                 model.apply(msg, now as f64);
             }
             ServerMsg::Error { code, message, client_id, retry_after_ms, reference } => {
-                let req = reference.and_then(|r| self.conn.as_mut()?.requests.remove(&r));
-                match (code, req, client_id) {
+                match (code, self.take_request(reference.as_deref()), client_id) {
                     (ErrorCode::NickTaken | ErrorCode::InvalidNick, _, _) => {
                         model.nick_rejected = Some(message);
                         model.nick = None;
@@ -224,8 +256,7 @@ impl Syncer {
     pub fn open(&mut self, model: &mut ChatModel, room: &str) -> Vec<Action> {
         model.open(room);
         let mut out = Vec::new();
-        let phase = self.conn.as_ref().map(|c| c.rooms.get(room).copied());
-        if let Some(None | Some(Phase::Failed)) = phase {
+        if self.online() && matches!(phase_of(model, room), None | Some(Phase::Failed)) {
             self.join(model, room, 0, &mut out);
         }
         out
@@ -233,13 +264,9 @@ impl Syncer {
 
     pub fn leave(&mut self, model: &mut ChatModel, room: &str) -> Vec<Action> {
         model.close(room);
-        self.gaps.remove(room);
         let mut out = Vec::new();
-        if let Some(conn) = &mut self.conn {
-            conn.rooms.remove(room);
-            let msg = ClientMsg::Leave { room: room.to_owned() };
-            self.request(msg, Req::Leave { room: room.to_owned() }, &mut out);
-        }
+        let msg = ClientMsg::Leave { room: room.to_owned() };
+        self.request(msg, Req::Leave { room: room.to_owned() }, &mut out);
         out
     }
 
@@ -253,14 +280,14 @@ impl Syncer {
         client_id: String,
         now: u64,
     ) -> Vec<Action> {
-        model.outbox.push(super::state::Pending::new(client_id, room.to_owned(), text));
+        model.outbox.push(Pending::new(client_id, room.to_owned(), text));
         let mut out = Vec::new();
         self.drain(model, now, &mut out);
         out
     }
 
-    pub fn typing(&self, room: &str) -> Vec<Action> {
-        if self.phase(room) != Some(Phase::Live) {
+    pub fn typing(&self, model: &ChatModel, room: &str) -> Vec<Action> {
+        if !self.online() || phase_of(model, room) != Some(Phase::Live) {
             return Vec::new();
         }
         let msg = ClientMsg::Typing { room: room.to_owned() };
@@ -270,8 +297,7 @@ impl Syncer {
     /// Asks for the page before the oldest message held, unless one is on its way.
     pub fn load_older(&mut self, model: &mut ChatModel, room: &str) -> Vec<Action> {
         let mut out = Vec::new();
-        let wanted = model.rooms.get(room).is_some_and(|v| v.live && v.has_older && !v.loading_older);
-        if wanted && self.online() {
+        if model.rooms.get(room).is_some_and(|v| v.live && v.has_older && !v.loading_older) {
             self.ask_older(model, room, 0, &mut out);
         }
         out
@@ -279,34 +305,28 @@ impl Syncer {
 
     pub fn list_rooms(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.online() {
-            self.request(
-                ClientMsg::ListRooms { cursor: None, limit: None },
-                Req::ListRooms { attempt: 0 },
-                &mut out,
-            );
-        }
+        self.request(
+            ClientMsg::ListRooms { cursor: None, limit: None },
+            Req::ListRooms { attempt: 0 },
+            &mut out,
+        );
         out
     }
 
-    /// Where `room` is on this connection (`None` offline or not joined).
-    fn phase(&self, room: &str) -> Option<Phase> {
-        self.conn.as_ref()?.rooms.get(room).copied()
+    /// The request a reply or an error with this `ref` answers (it is answered now).
+    fn take_request(&mut self, reference: Option<&str>) -> Option<Req> {
+        let conn = self.conn.as_mut()?;
+        let id: u64 = reference?.parse().ok()?;
+        let at = conn.requests.iter().position(|(r, _)| *r == id)?;
+        Some(conn.requests.swap_remove(at).1)
     }
 
-    fn forget_ref(&mut self, reference: Option<&str>) {
-        if let (Some(conn), Some(r)) = (&mut self.conn, reference) {
-            conn.requests.remove(r);
-        }
-    }
-
-    /// Sends `msg` with a fresh `ref`, remembering what it asked for.
+    /// Sends `msg` with a fresh `ref`, remembering what it asked for (online only).
     fn request(&mut self, msg: ClientMsg, req: Req, out: &mut Vec<Action>) {
         let Some(conn) = &mut self.conn else { return };
         self.next_ref += 1;
-        let reference = self.next_ref.to_string();
-        conn.requests.insert(reference.clone(), req);
-        out.push(Action::Send(Request { msg, reference: Some(reference) }));
+        conn.requests.push((self.next_ref, req));
+        out.push(Action::Send(Request { msg, reference: Some(self.next_ref.to_string()) }));
     }
 
     fn after(ms: u64, timer: Timer, out: &mut Vec<Action>) {
@@ -317,12 +337,7 @@ impl Syncer {
         let ServerMsg::Welcome { limits, .. } = &msg else { return };
         // Rooms are resumed alike whether or not the session was: a new session has no
         // dedup memory, so the outbox waits for each room's replay (and gap) either way.
-        self.conn = Some(Conn {
-            requests: BTreeMap::new(),
-            rooms: BTreeMap::new(),
-            pacer: Pacer::new(limits, now),
-            drain_at: None,
-        });
+        self.conn = Some(Conn { requests: Vec::new(), pacer: Pacer::new(limits, now), drain_at: None });
         model.apply(msg, now as f64);
         out.push(Action::Welcomed);
         let rooms: Vec<String> = model.rooms.keys().cloned().collect();
@@ -333,10 +348,12 @@ impl Syncer {
     }
 
     /// Joins `room` from the last seq held (or fresh, holding none).
-    fn join(&mut self, model: &ChatModel, room: &str, attempt: u32, out: &mut Vec<Action>) {
-        let Some(conn) = &mut self.conn else { return };
-        conn.rooms.insert(room.to_owned(), Phase::Joining);
-        let since = model.rooms.get(room).and_then(|v| v.last_seq());
+    fn join(&mut self, model: &mut ChatModel, room: &str, attempt: u32, out: &mut Vec<Action>) {
+        if !self.online() {
+            return;
+        }
+        set_phase(model, room, Phase::Joining);
+        let since = model.rooms.get(room).and_then(RoomView::last_seq);
         let msg = ClientMsg::Join { room: room.to_owned(), since };
         self.request(msg, Req::Join { room: room.to_owned(), since, attempt }, out);
     }
@@ -344,110 +361,72 @@ impl Syncer {
     fn joined(&mut self, model: &mut ChatModel, msg: ServerMsg, now: u64, out: &mut Vec<Action>) {
         let ServerMsg::Joined { room, head, truncated, reference, .. } = &msg else { return };
         let (room, head, truncated) = (room.clone(), *head, *truncated);
-        let req = reference.as_ref().and_then(|r| self.conn.as_mut()?.requests.remove(r));
-        let since = match req {
+        let since = match self.take_request(reference.as_deref()) {
             Some(Req::Join { since, .. }) => since,
-            _ => model.rooms.get(&room).and_then(|v| v.last_seq()),
+            _ => model.rooms.get(&room).and_then(RoomView::last_seq),
         };
-        if !model.rooms.contains_key(&room) || self.conn.is_none() {
-            return;
-        }
+        let Some(view) = model.rooms.get_mut(&room) else { return };
         if since.is_some_and(|since| head < since) {
             // The server lost history we saw (restored from a backup, another database):
             // what we hold may not match its seqs any more. Start the room afresh; the
             // outbox stays and goes out after the new replay.
-            if let Some(view) = model.rooms.get_mut(&room) {
-                view.forget_history();
-            }
-            self.gaps.remove(&room);
+            view.forget_history();
+            view.sync.gap = None;
             return self.join(model, &room, 0, out);
         }
         model.apply(msg, now as f64);
-        if let Some(conn) = &mut self.conn {
-            conn.rooms.insert(room.clone(), Phase::Replaying { head, since, truncated });
-        }
+        set_phase(model, &room, Phase::Replaying { head, since, truncated });
         self.check_replay(model, &room, now, out);
     }
 
     /// Ends the room's replay once the message with seq == head is held, opens its gap if
     /// the replay was truncated, and carries on with the gap or the outbox.
     fn check_replay(&mut self, model: &mut ChatModel, room: &str, now: u64, out: &mut Vec<Action>) {
-        let Some(Phase::Replaying { head, since, truncated }) = self.phase(room) else { return };
+        let Some(Phase::Replaying { head, since, truncated }) = phase_of(model, room) else { return };
+        let page = model.limits.as_ref().map_or(JOIN_RECENT as Seq, |l| Seq::from(l.max_history.max(1)));
         let Some(view) = model.rooms.get_mut(room) else { return };
         if view.last_seq().unwrap_or(0) < head {
             return;
         }
-        if let Some(conn) = &mut self.conn {
-            conn.rooms.insert(room.to_owned(), Phase::Live);
-        }
-        if let (true, Some(since)) = (truncated, since) {
-            let first = view.messages.iter().map(|m| m.seq).find(|&seq| seq > since);
-            let page = model.limits.as_ref().map_or(JOIN_RECENT as Seq, |l| Seq::from(l.max_history.max(1)));
-            if let Some(first) = first {
-                self.open_gap(model, room, since, first, page);
-            }
+        view.sync.phase = Some(Phase::Live);
+        if let (true, Some(since)) = (truncated, since)
+            && let Some(first) = view.messages.iter().map(|m| m.seq).find(|&seq| seq > since)
+        {
+            open_gap(view, since, first, page);
         }
         self.carry_on(model, room, now, out);
     }
 
-    /// Records the gap (since, first) a truncated replay left, filling or reloading.
-    fn open_gap(&mut self, model: &mut ChatModel, room: &str, since: Seq, first: Seq, page: Seq) {
-        if first <= since + 1 {
-            return;
-        }
-        let Some(view) = model.rooms.get_mut(room) else { return };
-        let limit = GAP_PAGES * page;
-        match self.gaps.get_mut(room) {
-            // An earlier gap is still being walked: our messages, if stored, are in that
-            // one. Keep walking it; the room cannot be shown whole any more.
-            Some(old) => {
-                old.fill = false;
-                view.keep_from(first);
-            }
-            None if first - since - 1 <= limit => {
-                self.gaps.insert(
-                    room.to_owned(),
-                    Gap { after: since, before: first, page, fill: true, asked: false },
-                );
-            }
-            None => {
-                view.keep_from(first);
-                let before = first.min(since + 1 + limit);
-                self.gaps
-                    .insert(room.to_owned(), Gap { after: since, before, page, fill: false, asked: false });
-            }
-        }
-    }
-
     /// After a replay or a gap page: walk the room's gap further, or send its outbox.
     fn carry_on(&mut self, model: &mut ChatModel, room: &str, now: u64, out: &mut Vec<Action>) {
-        if self.phase(room) != Some(Phase::Live) {
+        if phase_of(model, room) != Some(Phase::Live) {
             return;
         }
-        if let Some(gap) = self.gaps.get(room).copied() {
+        if let Some(gap) = gap_of(model, room) {
             let outbox_waits = model.outbox.iter().any(|p| p.room == room && p.tried);
             if gap.fill || outbox_waits {
                 if !gap.asked {
-                    self.ask_gap(room, gap, 0, out);
+                    self.ask_gap(model, room, gap, 0, out);
                 }
                 return;
             }
             // A big gap, and nothing of ours was sent that could be in it.
-            self.gaps.remove(room);
+            set_gap(model, room, None);
         }
         self.drain(model, now, out);
     }
 
-    fn ask_gap(&mut self, room: &str, gap: Gap, attempt: u32, out: &mut Vec<Action>) {
-        if let Some(g) = self.gaps.get_mut(room) {
-            g.asked = true;
-        }
+    fn ask_gap(&mut self, model: &mut ChatModel, room: &str, gap: Gap, attempt: u32, out: &mut Vec<Action>) {
+        set_gap(model, room, Some(Gap { asked: true, ..gap }));
         let limit = (gap.before - gap.after - 1).min(gap.page) as u32;
         let msg = ClientMsg::History { room: room.to_owned(), before: gap.before, limit };
         self.request(msg, Req::Gap { room: room.to_owned(), attempt }, out);
     }
 
     fn ask_older(&mut self, model: &mut ChatModel, room: &str, attempt: u32, out: &mut Vec<Action>) {
+        if !self.online() {
+            return;
+        }
         let Some(view) = model.rooms.get_mut(room) else { return };
         let Some(before) = view.first_seq() else { return };
         view.loading_older = true;
@@ -457,25 +436,25 @@ impl Syncer {
 
     fn history(&mut self, model: &mut ChatModel, msg: ServerMsg, now: u64, out: &mut Vec<Action>) {
         let ServerMsg::History { room, messages, has_more, reference } = msg else { return };
-        let req = reference.and_then(|r| self.conn.as_mut()?.requests.remove(&r));
-        let Some(Req::Gap { .. }) = req else {
+        let Some(Req::Gap { .. }) = self.take_request(reference.as_deref()) else {
             let page = ServerMsg::History { room, messages, has_more, reference: None };
             return model.apply(page, now as f64);
         };
-        let Some(gap) = self.gaps.get_mut(&room) else { return };
-        gap.asked = false;
-        let fill = gap.fill;
-        match messages.first().map(|m| m.seq) {
-            Some(first) if has_more && first > gap.after + 1 => gap.before = first,
-            // Reached `since` (or the start of the room): the gap is walked.
-            _ => {
-                self.gaps.remove(&room);
+        let Some(mut gap) = gap_of(model, &room) else { return };
+        let walked = match messages.first() {
+            Some(first) if has_more && first.seq > gap.after + 1 => {
+                gap.before = first.seq;
+                false
             }
-        }
+            // Reached `since` (or the start of the room).
+            _ => true,
+        };
         for m in &messages {
             model.acknowledge(m);
         }
-        if let (true, Some(view)) = (fill, model.rooms.get_mut(&room)) {
+        let Some(view) = model.rooms.get_mut(&room) else { return };
+        view.sync.gap = (!walked).then_some(Gap { asked: false, ..gap });
+        if gap.fill {
             for m in messages {
                 view.insert(m);
             }
@@ -499,9 +478,7 @@ impl Syncer {
             Req::Join { room, attempt, .. } => {
                 let Some(view) = model.rooms.get_mut(room) else { return };
                 view.live = false;
-                if let Some(conn) = &mut self.conn {
-                    conn.rooms.insert(room.clone(), Phase::Failed);
-                }
+                view.sync.phase = Some(Phase::Failed);
                 if !limited {
                     model.notify(code.as_str(), format!("Could not join #{room}: {message}"));
                 }
@@ -520,8 +497,8 @@ impl Syncer {
                 }
             }
             Req::Gap { room, attempt } => {
-                let Some(gap) = self.gaps.get_mut(room) else { return };
-                gap.asked = false;
+                let Some(gap) = gap_of(model, room) else { return };
+                set_gap(model, room, Some(Gap { asked: false, ..gap }));
                 // Not in the room (its join failed): the next join walks the gap again.
                 if code != ErrorCode::NotJoined {
                     Self::after(wait(*attempt), Timer::Retry(req), out);
@@ -569,10 +546,10 @@ impl Syncer {
             ErrorCode::NotJoined => {
                 entry.delivery = Delivery::Queued;
                 let room = entry.room.clone();
-                if self.phase(&room) == Some(Phase::Live) {
-                    if let Some(view) = model.rooms.get_mut(&room) {
-                        view.live = false;
-                    }
+                if let Some(view) = model.rooms.get_mut(&room)
+                    && view.sync.phase == Some(Phase::Live)
+                {
+                    view.live = false;
                     self.join(model, &room, 0, out);
                 }
             }
@@ -585,12 +562,9 @@ impl Syncer {
     }
 
     fn retry(&mut self, model: &mut ChatModel, req: Req, out: &mut Vec<Action>) {
-        if !self.online() {
-            return;
-        }
         match req {
             Req::Join { room, attempt, .. } => {
-                if model.rooms.contains_key(&room) && self.phase(&room) == Some(Phase::Failed) {
+                if phase_of(model, &room) == Some(Phase::Failed) {
                     self.join(model, &room, attempt + 1, out);
                 }
             }
@@ -600,11 +574,11 @@ impl Syncer {
                 }
             }
             Req::Gap { room, attempt } => {
-                if let Some(gap) = self.gaps.get(&room).copied()
+                if let Some(gap) = gap_of(model, &room)
                     && !gap.asked
-                    && self.phase(&room) == Some(Phase::Live)
+                    && phase_of(model, &room) == Some(Phase::Live)
                 {
-                    self.ask_gap(&room, gap, attempt + 1, out);
+                    self.ask_gap(model, &room, gap, attempt + 1, out);
                 }
             }
             Req::ListRooms { attempt } => {
@@ -624,8 +598,10 @@ impl Syncer {
         let Some(conn) = &mut self.conn else { return };
         let mut wake: Option<u64> = None;
         let mut held_back: Vec<String> = Vec::new();
-        for p in &mut model.outbox {
-            let ready = conn.rooms.get(&p.room) == Some(&Phase::Live) && !self.gaps.contains_key(&p.room);
+        let ChatModel { outbox, rooms, .. } = model;
+        for p in outbox.iter_mut() {
+            let ready =
+                rooms.get(&p.room).is_some_and(|v| v.sync.phase == Some(Phase::Live) && v.sync.gap.is_none());
             if p.delivery == Delivery::Sent || !ready || held_back.contains(&p.room) {
                 continue;
             }
@@ -671,6 +647,30 @@ impl Syncer {
         conn.drain_at = Some(at);
         Self::after(at.saturating_sub(now), Timer::Drain, out);
     }
+}
+
+/// Records the gap (since, first) a truncated replay left: filled when small, else the
+/// copy is reloaded from `first` and only the start of the gap is looked at.
+fn open_gap(view: &mut RoomView, since: Seq, first: Seq, page: Seq) {
+    if first <= since + 1 {
+        return;
+    }
+    let limit = GAP_PAGES * page;
+    view.sync.gap = Some(match view.sync.gap {
+        // An earlier gap is still being walked: our messages, if stored, are in that
+        // one. Keep walking it; the room cannot be shown whole any more.
+        Some(old) => {
+            view.keep_from(first);
+            Gap { fill: false, ..old }
+        }
+        None if first - since - 1 <= limit => {
+            Gap { after: since, before: first, page, fill: true, asked: false }
+        }
+        None => {
+            view.keep_from(first);
+            Gap { after: since, before: first.min(since + 1 + limit), page, fill: false, asked: false }
+        }
+    });
 }
 
 #[cfg(test)]
