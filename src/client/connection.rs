@@ -13,9 +13,9 @@ use crate::ui::{
 use futures::{
     FutureExt, SinkExt, StreamExt,
     channel::mpsc::UnboundedReceiver,
-    future::LocalBoxFuture,
+    future::{Fuse, FusedFuture},
     select,
-    stream::{FuturesUnordered, SplitSink},
+    stream::SplitSink,
 };
 use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
@@ -106,12 +106,12 @@ fn now() -> u64 {
     js_sys::Date::now() as u64
 }
 
+/// A step of the syncer over the model. Boxed: one copy of the signal's update code
+/// serves every step, instead of one each.
+type Step<'a> = Box<dyn FnOnce(&mut Syncer, &mut ChatModel) -> Vec<Action> + 'a>;
+
 /// Runs `f` on the model and the syncer together, returning its actions.
-fn with_model(
-    chat: Chat,
-    syncer: &mut Syncer,
-    f: impl FnOnce(&mut Syncer, &mut ChatModel) -> Vec<Action>,
-) -> Vec<Action> {
+fn with_model(chat: Chat, syncer: &mut Syncer, f: Step<'_>) -> Vec<Action> {
     chat.model.try_update(|m| f(syncer, m)).unwrap_or_default()
 }
 
@@ -127,27 +127,63 @@ fn command(chat: Chat, syncer: &mut Syncer, cmd: Command) -> Vec<Action> {
             Vec::new()
         }
         Command::Open(room) => {
-            let actions = with_model(chat, syncer, |s, m| s.open(m, &room));
+            let actions = with_model(chat, syncer, Box::new(|s, m| s.open(m, &room)));
             chat.model.with_untracked(|m| storage::save_rooms(m.rooms.keys()));
             actions
         }
         Command::Leave(room) => {
-            let actions = with_model(chat, syncer, |s, m| s.leave(m, &room));
+            let actions = with_model(chat, syncer, Box::new(|s, m| s.leave(m, &room)));
             chat.model.with_untracked(|m| storage::save_rooms(m.rooms.keys()));
             actions
         }
         Command::Send { room, text } => {
             let (client_id, now) = (new_client_id(), now());
-            with_model(chat, syncer, |s, m| s.send(m, &room, text, client_id, now))
+            with_model(chat, syncer, Box::new(move |s, m| s.send(m, &room, text, client_id, now)))
         }
-        Command::Typing(room) => syncer.typing(&room),
-        Command::LoadOlder(room) => with_model(chat, syncer, |s, m| s.load_older(m, &room)),
+        Command::Typing(room) => chat.model.with_untracked(|m| syncer.typing(m, &room)),
+        Command::LoadOlder(room) => with_model(chat, syncer, Box::new(|s, m| s.load_older(m, &room))),
         Command::ListRooms => syncer.list_rooms(),
     }
 }
 
 type Writer = SplitSink<WebSocket, Message>;
-type Timers = FuturesUnordered<LocalBoxFuture<'static, Timer>>;
+
+/// The syncer's timers on this connection: each is due at a time (ms); one browser
+/// timeout, for the earliest, wakes the connection.
+struct Timers {
+    due: Vec<(u64, Timer)>,
+    alarm: Fuse<TimeoutFuture>,
+    /// What `alarm` is set for.
+    armed_for: Option<u64>,
+}
+
+impl Timers {
+    fn new() -> Self {
+        Timers { due: Vec::new(), alarm: Fuse::terminated(), armed_for: None }
+    }
+
+    fn add(&mut self, at: u64, timer: Timer) {
+        self.due.push((at, timer));
+    }
+
+    /// The timers due by `now`, in the order they were set.
+    fn take_due(&mut self, now: u64) -> Vec<Timer> {
+        self.armed_for = None;
+        let (ready, later) = std::mem::take(&mut self.due).into_iter().partition(|(at, _)| *at <= now);
+        self.due = later;
+        ready.into_iter().map(|(_, timer)| timer).collect()
+    }
+
+    /// Sets the browser timeout for the earliest timer, if it is not set for it already.
+    fn arm(&mut self, now: u64) {
+        let earliest = self.due.iter().map(|(at, _)| *at).min();
+        if earliest.is_some() && (earliest != self.armed_for || self.alarm.is_terminated()) {
+            let wait = earliest.unwrap_or(now).saturating_sub(now);
+            self.alarm = TimeoutFuture::new(u32::try_from(wait).unwrap_or(u32::MAX)).fuse();
+            self.armed_for = earliest;
+        }
+    }
+}
 
 async fn write(sink: &mut Writer, req: &Request) -> bool {
     match serde_json::to_string(req) {
@@ -170,10 +206,7 @@ async fn perform(
                     return Err(Ended::Lost { was_online: true });
                 }
             }
-            Action::After { ms, timer } => {
-                let ms = u32::try_from(ms).unwrap_or(u32::MAX);
-                timers.push(TimeoutFuture::new(ms).map(move |()| timer).boxed_local());
-            }
+            Action::After { ms, timer } => timers.add(now() + ms, timer),
             Action::Welcomed => chat.model.with_untracked(|m| {
                 if let (Some(nick), Some(session)) = (&m.nick, &m.session) {
                     storage::set(storage::NICK, nick);
@@ -211,11 +244,14 @@ async fn connect(chat: Chat, syncer: &mut Syncer, commands: &mut UnboundedReceiv
                 };
                 let Ok(msg) = serde_json::from_str::<ServerMsg>(&text) else { continue };
                 let now = now();
-                with_model(chat, syncer, |s, m| s.on_frame(m, msg, now))
+                with_model(chat, syncer, Box::new(move |s, m| s.on_frame(m, msg, now)))
             }
-            timer = timers.select_next_some() => {
+            () = &mut timers.alarm => {
                 let now = now();
-                with_model(chat, syncer, |s, m| s.on_timer(m, timer, now))
+                let due = timers.take_due(now);
+                with_model(chat, syncer, Box::new(move |s, m| {
+                    due.into_iter().flat_map(|timer| s.on_timer(m, timer, now)).collect()
+                }))
             }
             cmd = commands.next() => match cmd {
                 Some(cmd) => command(chat, syncer, cmd),
@@ -225,5 +261,6 @@ async fn connect(chat: Chat, syncer: &mut Syncer, commands: &mut UnboundedReceiv
         if let Err(ended) = perform(chat, &mut sink, &mut timers, actions).await {
             return ended;
         }
+        timers.arm(now());
     }
 }
