@@ -2,7 +2,6 @@ import AxeBuilder from '@axe-core/playwright';
 import type { Page } from '@playwright/test';
 import {
   expect,
-  historyEdge,
   HYDRATION_TIMEOUT,
   openAs,
   postMessages,
@@ -49,6 +48,6 @@ test('room with older messages to load', async ({ browser }) => {
   await postMessages(browser, room, Array.from({ length: 60 }, (_, i) => `Older message ${i + 1}`));
   const page = await openAs(browser, uniqueName('ada'), room);
   // The fallback button at the top of the list, with the latest 50 below it.
-  await expect(historyEdge(page).getByRole('button', { name: 'Load older messages' })).toBeAttached();
+  await expect(page.getByTestId('messages').getByRole('button', { name: 'Load older messages' })).toBeAttached();
   await expectNoSeriousViolations(page);
 });

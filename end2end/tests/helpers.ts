@@ -293,7 +293,7 @@ export async function sendMessage(page: Page, text: string): Promise<Locator> {
   return sent;
 }
 
-/** The history edge at the top of the message list ("This is the start of the room.", …). */
+/** The status line at the top of the message list ("This is the start of the room.", …). */
 export function historyEdge(page: Page): Locator {
   return page.getByTestId('history-edge');
 }

@@ -1,7 +1,12 @@
 //! The message list: grouped by author, kept at the bottom while the reader is there,
 //! "new messages ↓" otherwise. Older history loads while the top of the list is in view
-//! (or near it), page after page down to "This is the start of the room", and the message
-//! the reader is looking at stays where it is on screen as pages arrive above it.
+//! (or near it): as the reader scrolls, after each page and once the room is joined,
+//! page after page down to "This is the start of the room"; a "Load older messages"
+//! button is the fallback (after a failed page). The message the reader is looking at
+//! stays where it is on screen as pages arrive above it.
+//!
+//! The scroll handler rather than an IntersectionObserver watches the top: it runs
+//! anyway (for the reader's place), and the observer's bindings cost bundle weight.
 
 use super::{
     chat::{Command, use_chat},
@@ -42,14 +47,13 @@ fn rows(messages: &[ChatMessage]) -> Vec<Row> {
 pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> impl IntoView {
     let chat = use_chat();
     let list: NodeRef<html::Div> = NodeRef::new();
-    let items: NodeRef<html::Ol> = NodeRef::new();
-    let edge: NodeRef<html::Div> = NodeRef::new();
     let at_bottom = RwSignal::new(true);
     let unseen = RwSignal::new(0usize);
     // Where the reader was at the last scroll, to put them back after a prepend.
     let place = StoredValue::new(None::<Place>);
-    // (first seq, last seq) at the last render, to tell appends from prepends.
-    let last_render = StoredValue::new((0u64, 0u64));
+    // (first seq, last seq, joined) at the last render: tells appends from prepends, and
+    // when the join was answered.
+    let last_render = StoredValue::new((0u64, 0u64, false));
     let my_nick = Memo::new(move |_| chat.model.with(|m| m.nick.clone()));
     // The room's unacknowledged messages: (client_id, text, waiting out a refusal).
     let pending = Memo::new(move |_| {
@@ -65,16 +69,28 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     let view_state = move |f: fn(&super::state::RoomView) -> bool| {
         chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(f))
     };
-    let loading_older = move || view_state(|v| v.loading_older);
     // Before the model knows the room (the server's render, hydration), the seed tells.
     let has_older = move || {
         let known = chat.model.with(|m| m.rooms.get(&room.get()).map(|v| v.has_older));
         known.unwrap_or_else(|| messages.with(|m| m.first().is_some_and(|first| first.seq > 1)))
     };
-    let live = Memo::new(move |_| view_state(|v| v.live));
+    let loading = move || view_state(|v| v.loading_older);
+    // The button needs the app; without it (the server's render) older pages cannot load.
+    let offer_button = move || has_older() && !loading() && chat.mounted.get();
+    let edge_text = move || {
+        if loading() {
+            "Loading older messages…"
+        } else if has_older() {
+            if chat.mounted.get() { "" } else { "Older messages are not shown here." }
+        } else if messages.with(|m| m.is_empty()) {
+            "No messages yet. Say hello!"
+        } else {
+            "This is the start of the room."
+        }
+    };
 
-    // `try_` reads throughout: these also run from a frame callback or the browser's
-    // observer, which may come after the list is gone.
+    // `try_` reads: this also runs from a frame callback, which may come after the list
+    // is gone.
     let load_older = move || {
         let Some(room) = room.try_get_untracked() else { return };
         let wanted = chat.model.try_with_untracked(|m| {
@@ -82,15 +98,6 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
         });
         if wanted == Some(true) {
             chat.send(Command::LoadOlder(room));
-        }
-    };
-    // Keeps loading while the top is in view: after each page, on joining, and when the
-    // top comes into view (see the watch below).
-    let load_older_if_near_top = move || {
-        if let (Some(Some(el)), Some(Some(edge))) = (list.try_get_untracked(), edge.try_get_untracked())
-            && scroll::near_top(&el, &edge, PREFETCH_PX)
-        {
-            load_older();
         }
     };
 
@@ -104,57 +111,45 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     Effect::new(move |_| {
         let msgs = messages.get();
         pending.track();
-        let (Some(el), Some(ol)) = (list.get(), items.get()) else { return };
+        let joined = view_state(|v| v.live);
+        let Some(el) = list.get() else { return };
         let first = msgs.first().map_or(0, |m| m.seq);
         let last = msgs.last().map_or(0, |m| m.seq);
-        let (prev_first, prev_last) = last_render.get_value();
-        last_render.set_value((first, last));
+        let (prev_first, prev_last, was_joined) = last_render.get_value();
+        last_render.set_value((first, last, joined));
         let prepended = prev_first != 0 && first < prev_first;
         let added = msgs.iter().filter(|m| m.seq > prev_last).count();
         let (bottom, saved) = (at_bottom.get_untracked(), place.get_value());
         // Effects run in no set order with the list's own update: measure once the DOM
         // has it, before the frame is painted.
         request_animation_frame(move || {
-            let kept = prepended && !bottom && saved.is_some_and(|p| scroll::restore(&el, &ol, p));
+            let kept = prepended && !bottom && saved.is_some_and(|p| scroll::restore(&el, p));
             if kept {
-                place.try_set_value(scroll::place(&el, &ol));
+                place.try_set_value(scroll::place(&el));
             } else if bottom {
                 el.set_scroll_top(el.scroll_height());
             } else if last > prev_last {
                 unseen.try_update(|n| *n += added);
             }
-            if prepended {
-                load_older_if_near_top();
+            // Keep loading while the top is in view: as the reader scrolls (above),
+            // after each page, and once joined (a short room shows its top at once).
+            if (prepended || (joined && !was_joined)) && scroll::near_top(&el, PREFETCH_PX) {
+                load_older();
             }
         });
     });
-
-    // Joining (or rejoining) may find the top in view already: a short room.
-    Effect::new(move |_| {
-        if live.get() {
-            load_older_if_near_top();
-        }
-    });
-
-    // Browser only: watch the top of the list; the watch ends with the list.
-    #[cfg(feature = "hydrate")]
-    {
-        let watch = StoredValue::new_local(None::<scroll::TopWatch>);
-        Effect::new(move |_| {
-            if let (Some(el), Some(edge)) = (list.get(), edge.get()) {
-                watch.set_value(scroll::TopWatch::new(&el, &edge, PREFETCH_PX, load_older));
-            }
-        });
-    }
 
     let on_scroll = move |_| {
-        let (Some(el), Some(ol)) = (list.get_untracked(), items.get_untracked()) else { return };
+        let Some(el) = list.get_untracked() else { return };
         let bottom = el.scroll_height() - el.scroll_top() - el.client_height() <= STICKY_PX;
         at_bottom.set(bottom);
         if bottom {
             unseen.set(0);
         }
-        place.set_value(scroll::place(&el, &ol));
+        place.set_value(scroll::place(&el));
+        if scroll::near_top(&el, PREFETCH_PX) {
+            load_older();
+        }
     };
 
     view! {
@@ -170,28 +165,14 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                 tabindex="0"
                 data-testid="messages"
             >
-                <div class="history-edge" node_ref=edge data-testid="history-edge">
-                    {move || {
-                        if loading_older() {
-                            view! { <p>"Loading older messages…"</p> }.into_any()
-                        } else if has_older() && !chat.mounted.get() {
-                            // Server render: without the app, older pages cannot load.
-                            view! { <p>"Older messages are not shown here."</p> }.into_any()
-                        } else if has_older() {
-                            view! {
-                                <button type="button" class="load-older" on:click=move |_| load_older()>
-                                    "Load older messages"
-                                </button>
-                            }
-                                .into_any()
-                        } else if messages.with(|m| m.is_empty()) {
-                            view! { <p>"No messages yet. Say hello!"</p> }.into_any()
-                        } else {
-                            view! { <p>"This is the start of the room."</p> }.into_any()
-                        }
-                    }}
+                // The list's first child is its top edge, its last the messages (see scroll.rs).
+                <div class="history-edge">
+                    <p data-testid="history-edge">{edge_text}</p>
+                    <button type="button" class="load-older" hidden=move || !offer_button() on:click=move |_| load_older()>
+                        "Load older messages"
+                    </button>
                 </div>
-                <ol class="message-list" node_ref=items>
+                <ol class="message-list">
                     <For
                         each=move || rows(&messages.get())
                         key=|row| (row.msg.seq, row.head)
@@ -221,9 +202,13 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                         each=move || pending.get()
                         key=|p| (p.0.clone(), p.2)
                         children=move |(_, text, retrying)| {
-                            let note = if retrying { "waiting to retry" } else { "sending…" };
+                            let (class, note) = if retrying {
+                                ("message mine pending retrying", "waiting to retry")
+                            } else {
+                                ("message mine pending", "sending…")
+                            };
                             view! {
-                                <li class="message mine pending" class:retrying=retrying aria-label=note>
+                                <li class=class aria-label=note>
                                     <div class="text"><RichText text=text /></div>
                                     <span class="pending-note">{note}</span>
                                 </li>

@@ -9,14 +9,12 @@ pub fn Notice() -> impl IntoView {
     let chat = use_chat();
     let text = Memo::new(move |_| chat.model.with(|m| m.notice.as_ref().map(|(_, message)| message.clone())));
     let dismiss = move |_| chat.model.update(|m| m.notice = None);
-    move || {
-        text.get().map(|text| {
-            view! {
-                <div class="notice" role="alert" data-testid="notice">
-                    <p>{text}</p>
-                    <button type="button" on:click=dismiss>"Dismiss"</button>
-                </div>
-            }
-        })
+    // Always in the page, hidden when empty: an alert region that is there before its
+    // text changes is announced reliably.
+    view! {
+        <div class="notice" role="alert" data-testid="notice" hidden=move || text.with(Option::is_none)>
+            <p>{move || text.get().unwrap_or_default()}</p>
+            <button type="button" on:click=dismiss>"Dismiss"</button>
+        </div>
     }
 }

@@ -1,11 +1,15 @@
 //! The reader's place in the message list, so a page of older messages added above does
-//! not move what they are reading; and a watch on the top of the list that says when the
-//! next older page should load.
+//! not move what they are reading; and whether the top of the list is near enough to
+//! load the next older page.
 //!
 //! The place is a message (by seq) and its distance from the top of the view, not a
 //! scroll offset: whatever is added above it, and whenever the DOM catches up, the same
 //! message is put back at the same height. The browser's own scroll anchoring is turned
 //! off for the list (`overflow-anchor: none`), so only this moves it.
+//!
+//! The list is the scrolling element, positioned (so it is its items' offset parent);
+//! its first child is its top edge and its last child holds the messages, oldest first,
+//! as `li[data-seq]`.
 
 use crate::protocol::Seq;
 use leptos::wasm_bindgen::JsCast;
@@ -23,11 +27,10 @@ fn html(el: Element) -> Option<HtmlElement> {
     el.dyn_into().ok()
 }
 
-/// Where the reader is in `list` (the scrolling element, positioned, so it is its items'
-/// offset parent), whose children of `items` are the messages, oldest first.
-pub fn place(list: &HtmlElement, items: &Element) -> Option<Place> {
+/// Where the reader is in `list`.
+pub fn place(list: &HtmlElement) -> Option<Place> {
     let top = list.scroll_top();
-    let children = items.children();
+    let children = list.last_element_child()?.children();
     // Offsets grow down the list: the first item whose bottom is below the top of the view.
     let (mut lo, mut hi) = (0, children.length());
     while lo < hi {
@@ -45,53 +48,17 @@ pub fn place(list: &HtmlElement, items: &Element) -> Option<Place> {
 }
 
 /// Scrolls `list` so the message of `place` is back where it was; false if it is gone.
-pub fn restore(list: &HtmlElement, items: &Element, place: Place) -> bool {
+pub fn restore(list: &HtmlElement, place: Place) -> bool {
     let selector = format!("li[data-seq=\"{}\"]", place.seq);
-    let Some(el) = items.query_selector(&selector).ok().flatten().and_then(html) else {
+    let Some(el) = list.query_selector(&selector).ok().flatten().and_then(html) else {
         return false;
     };
     list.set_scroll_top(el.offset_top() - place.offset);
     true
 }
 
-/// True when `edge` (the top of `list`) is in view, or less than `margin` px above it.
-pub fn near_top(list: &HtmlElement, edge: &HtmlElement, margin: i32) -> bool {
+/// True when the top edge of `list` is in view, or less than `margin` px above it.
+pub fn near_top(list: &HtmlElement, margin: i32) -> bool {
+    let Some(edge) = list.first_element_child().and_then(html) else { return false };
     edge.offset_top() + edge.offset_height() >= list.scroll_top() - margin
-}
-
-/// Calls back when the top of a list comes within `margin` px of its view; stops
-/// watching when dropped.
-#[cfg(feature = "hydrate")]
-pub struct TopWatch {
-    observer: web_sys::IntersectionObserver,
-    _callback: leptos::wasm_bindgen::closure::Closure<dyn FnMut(js_sys::Array)>,
-}
-
-#[cfg(feature = "hydrate")]
-impl TopWatch {
-    pub fn new(list: &Element, edge: &Element, margin: i32, on_near: impl Fn() + 'static) -> Option<Self> {
-        use leptos::wasm_bindgen::closure::Closure;
-        let callback = Closure::<dyn FnMut(js_sys::Array)>::new(move |entries: js_sys::Array| {
-            let near = entries
-                .iter()
-                .any(|e| e.unchecked_into::<web_sys::IntersectionObserverEntry>().is_intersecting());
-            if near {
-                on_near();
-            }
-        });
-        let init = web_sys::IntersectionObserverInit::new();
-        init.set_root(Some(list));
-        init.set_root_margin(&format!("{margin}px 0px 0px 0px"));
-        let observer =
-            web_sys::IntersectionObserver::new_with_options(callback.as_ref().unchecked_ref(), &init).ok()?;
-        observer.observe(edge);
-        Some(TopWatch { observer, _callback: callback })
-    }
-}
-
-#[cfg(feature = "hydrate")]
-impl Drop for TopWatch {
-    fn drop(&mut self) {
-        self.observer.disconnect();
-    }
 }
