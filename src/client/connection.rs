@@ -48,22 +48,20 @@ pub async fn run(chat: Chat, mut commands: UnboundedReceiver<Command>) {
         }
         chat.model.update(|m| m.status = ConnStatus::Connecting);
         let ended = connect(chat, &mut syncer, &mut commands).await;
+        // A connection that got as far as `welcome` starts the backoff over.
+        if let Ended::Lost { was_online: true } | Ended::Rehello = ended {
+            attempt = 0;
+        }
         let delay = backoff(attempt);
         chat.model.update(|m| syncer.disconnected(m, delay));
         match ended {
             Ended::Shutdown => return,
             Ended::Rehello => {
-                attempt = 0;
                 chat.model.update(|m| m.status = ConnStatus::Idle);
                 continue;
             }
-            Ended::Lost { was_online } => {
-                if was_online {
-                    attempt = 0;
-                }
-            }
+            Ended::Lost { .. } => attempt = attempt.saturating_add(1),
         }
-        attempt = attempt.saturating_add(1);
         let mut sleep = TimeoutFuture::new(delay).fuse();
         loop {
             select! {
