@@ -13,7 +13,15 @@
 //! sit in the page): the local copy is replaced by the fresh replay, older messages come
 //! back by scrolling up as usual, and only the first [`GAP_PAGES`] pages after `since` are
 //! read, without keeping them, to look for messages of ours, if one was sent that could
-//! be there (see below).
+//! be there (see below). A gap outlives its connection: a walk cut short goes on after
+//! the next connection's replay of the room.
+//!
+//! Errors. Every request but `send` and `typing` carries a `ref` from a counter, and the
+//! syncer remembers what each asked for, so an `error` is applied to its request: a
+//! failed join is retried with backoff, a rate-limited request after `retry_after_ms`, a
+//! failed page of older messages is told to the user. A `send` is known by its
+//! `client_id`: refused by the rate limit it goes again in the slot the server names, a
+//! storage failure is retried with backoff, anything else drops it with a notice.
 //!
 //! The outbox and gaps. A message of ours that was stored while we were away shows up
 //! in the gap with our nick and its `client_id`; after a server restart the new session
@@ -1152,6 +1160,31 @@ mod tests {
         assert!(model.notice.is_none());
         sync.on_frame(&mut model, error(ErrorCode::BadFrame, None, None, None), 0);
         assert_eq!(model.notice.as_ref().map(|n| n.0.as_str()), Some("bad_frame"));
+    }
+
+    #[test]
+    fn leaving_drops_the_rooms_outbox_and_a_late_left_spares_a_room_opened_again() {
+        let (mut sync, mut model, join) = online(limits(500, 20, 40), 0);
+        sync.on_frame(&mut model, joined("a", 0, false, &join), 0);
+        queue(&mut model, "a", "x");
+        let actions = sync.leave(&mut model, "a");
+        assert_eq!(frames(&actions)[0].0, ClientMsg::Leave { room: "a".into() });
+        assert!(model.outbox.is_empty() && !model.rooms.contains_key("a"));
+        // Opened again before the answer came: the answer does not close it.
+        assert!(matches!(frames(&sync.open(&mut model, "a"))[0].0, ClientMsg::Join { .. }));
+        let left = ServerMsg::Left { room: "a".into(), reference: Some(only_ref(&actions)) };
+        sync.on_frame(&mut model, left, 0);
+        assert!(model.rooms.contains_key("a"));
+    }
+
+    #[test]
+    fn typing_goes_out_only_in_a_room_joined_on_this_connection() {
+        let (mut sync, mut model, join) = online(limits(500, 20, 40), 0);
+        assert!(sync.typing(&model, "a").is_empty(), "still joining");
+        sync.on_frame(&mut model, joined("a", 0, false, &join), 0);
+        assert_eq!(frames(&sync.typing(&model, "a"))[0].0, ClientMsg::Typing { room: "a".into() });
+        sync.disconnected(&mut model, 500);
+        assert!(sync.typing(&model, "a").is_empty());
     }
 
     #[test]
