@@ -1,6 +1,14 @@
 import AxeBuilder from '@axe-core/playwright';
 import type { Page } from '@playwright/test';
-import { expect, HYDRATION_TIMEOUT, openAs, sendMessage, test, uniqueName } from './helpers';
+import {
+  expect,
+  HYDRATION_TIMEOUT,
+  openAs,
+  postMessages,
+  sendMessage,
+  test,
+  uniqueName,
+} from './helpers';
 
 /** Fails on any axe violation of impact "serious" or "critical", listing them. */
 async function expectNoSeriousViolations(page: Page): Promise<void> {
@@ -32,5 +40,14 @@ test('room with messages', async ({ browser }) => {
   await sendMessage(page, 'Hello, accessible world');
   await sendMessage(page, 'A link: https://example.org/a11y');
   await sendMessage(page, 'And a third message');
+  await expectNoSeriousViolations(page);
+});
+
+test('room with older messages to load', async ({ browser }) => {
+  const room = uniqueName('a11y-old');
+  await postMessages(browser, room, Array.from({ length: 60 }, (_, i) => `Older message ${i + 1}`));
+  const page = await openAs(browser, uniqueName('ada'), room);
+  // The fallback button at the top of the list, with the latest 50 below it.
+  await expect(page.getByTestId('messages').getByRole('button', { name: 'Load older messages' })).toBeAttached();
   await expectNoSeriousViolations(page);
 });

@@ -11,6 +11,7 @@ import {
   type BrowserContext,
   type Locator,
   type Page,
+  type WebSocketRoute,
 } from '@playwright/test';
 
 export { expect };
@@ -290,4 +291,153 @@ export async function sendMessage(page: Page, text: string): Promise<Locator> {
   await expect(sent).toBeVisible();
   await expect(pendingWithText(page, text)).toHaveCount(0);
   return sent;
+}
+
+/** The status line at the top of the message list ("This is the start of the room.", …). */
+export function historyEdge(page: Page): Locator {
+  return page.getByTestId('history-edge');
+}
+
+// ---------------------------------------------------------------------------------------
+// Posting many messages, and watching a page's socket
+
+/** Texts one posting connection sends at once: under the default burst (40), so none waits. */
+const POST_BATCH = 30;
+
+/**
+ * Posts `texts` to `room` straight over the WebSocket (no UI), each stored once: one
+ * connection with its own nick per `POST_BATCH` texts, all connections at once, so
+ * hundreds of messages take a second rather than the rate limit's minutes. Texts of one
+ * connection are stored in order; connections interleave. A refused send is resent
+ * after its `retry_after_ms`. Resolves once every text is stored.
+ */
+export async function postMessages(browser: Browser, room: string, texts: string[]): Promise<void> {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    // Any page of the server: the socket's Origin must be the server's own.
+    await page.goto('/healthz');
+    const batches: string[][] = [];
+    for (let i = 0; i < texts.length; i += POST_BATCH) batches.push(texts.slice(i, i + POST_BATCH));
+    const nicks = batches.map((_, i) => `${uniqueName('post')}${i}`);
+    await page.evaluate(
+      async ({ room, batches, nicks }) => {
+        const url = location.origin.replace(/^http/, 'ws') + '/ws';
+        const post = (nick: string, batch: string[]) =>
+          new Promise<void>((resolve, reject) => {
+            const ws = new WebSocket(url);
+            const waiting = new Map(batch.map((text, i) => [`${nick}-${i}`, text]));
+            const send = (id: string) =>
+              ws.send(JSON.stringify({ type: 'send', room, text: waiting.get(id), client_id: id }));
+            ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', nick }));
+            ws.onerror = () => reject(new Error(`${nick}: socket error`));
+            ws.onmessage = (event) => {
+              const msg = JSON.parse(event.data);
+              if (msg.type === 'welcome') {
+                ws.send(JSON.stringify({ type: 'join', room }));
+              } else if (msg.type === 'joined') {
+                for (const id of waiting.keys()) send(id);
+              } else if (msg.type === 'message' && waiting.delete(msg.client_id) && waiting.size === 0) {
+                ws.close();
+                resolve();
+              } else if (msg.type === 'error' && msg.code === 'rate_limited' && msg.client_id) {
+                setTimeout(() => send(msg.client_id), msg.retry_after_ms ?? 1000);
+              } else if (msg.type === 'error') {
+                reject(new Error(`${nick}: ${event.data}`));
+              }
+            };
+          });
+        await Promise.all(batches.map((batch, i) => post(nicks[i], batch)));
+      },
+      { room, batches, nicks },
+    );
+  } finally {
+    await context.close();
+  }
+}
+
+/** A frame of the protocol, as parsed JSON. */
+export type Frame = { type: string; [field: string]: unknown };
+
+/**
+ * A page's WebSocket to /ws, relayed through Playwright so the test can see and steer
+ * its frames. Every frame either way is recorded (`fromPage`, `toPage`). `drop()` cuts
+ * the live connection and fails new ones until `restore()`; `hold()` keeps the page's
+ * frames from the server until `release()` sends them all at once (typing notices it
+ * drops: stale by then, and a pile of them is only refused); `mute()` drops the
+ * server's frames to the page, as if they were lost on the way.
+ */
+export class SocketRelay {
+  readonly fromPage: Frame[] = [];
+  readonly toPage: Frame[] = [];
+  private live?: { page: WebSocketRoute; server: WebSocketRoute };
+  private refusing = false;
+  private muted = false;
+  private held: string[] | null = null;
+
+  /** Must run before `page` loads the app. */
+  static async install(page: Page): Promise<SocketRelay> {
+    const relay = new SocketRelay();
+    await page.routeWebSocket(/\/ws$/, (ws) => relay.accept(ws));
+    return relay;
+  }
+
+  private accept(ws: WebSocketRoute): void {
+    if (this.refusing) {
+      // Opens with no server behind it and hangs up on the client's first frame (its hello):
+      // closed before it opens, the routed socket fires no 'error' and the client would wait.
+      ws.onMessage(() => void ws.close());
+      return;
+    }
+    const server = ws.connectToServer();
+    ws.onMessage((message) => {
+      const text = String(message);
+      this.fromPage.push(JSON.parse(text));
+      if (!this.held) server.send(text);
+      else if (JSON.parse(text).type !== 'typing') this.held.push(text);
+    });
+    server.onMessage((message) => {
+      const text = String(message);
+      this.toPage.push(JSON.parse(text));
+      if (!this.muted) ws.send(text);
+    });
+    this.live = { page: ws, server };
+  }
+
+  async drop(): Promise<void> {
+    this.refusing = true;
+    const live = this.live;
+    this.live = undefined;
+    this.held = null;
+    this.muted = false;
+    if (live) await Promise.all([live.page.close(), live.server.close()]);
+  }
+
+  restore(): void {
+    this.refusing = false;
+  }
+
+  hold(): void {
+    this.held ??= [];
+  }
+
+  /** How many frames `hold()` is keeping back, of `type` (all kinds by default). */
+  heldCount(type?: string): number {
+    return (this.held ?? []).filter((text) => !type || JSON.parse(text).type === type).length;
+  }
+
+  release(): void {
+    const held = this.held ?? [];
+    this.held = null;
+    for (const text of held) this.live?.server.send(text);
+  }
+
+  mute(): void {
+    this.muted = true;
+  }
+
+  /** Frames of `type` in `frames` (e.g. `relay.toPage`). */
+  static ofType(frames: Frame[], type: string): Frame[] {
+    return frames.filter((frame) => frame.type === type);
+  }
 }

@@ -1,18 +1,25 @@
-//! The browser's WebSocket: hello, join, live events; on loss, reconnect with backoff and
-//! resume every joined room from its last seq; sends typed meanwhile wait in the outbox
-//! and go out again with the same `client_id`, so the server stores each once.
+//! The browser's WebSocket, driving `ui::sync`: it opens the socket, says hello, hands
+//! every frame, command and due timer to the [`Syncer`] and carries out what it answers
+//! (write a frame, set a timer). On loss it reconnects with backoff and jitter. The
+//! protocol's rules (resume, replay, gaps, outbox pacing, errors) are all in `ui::sync`.
 
 use super::storage;
-use crate::protocol::{ClientMsg, JOIN_RECENT, Seq, ServerMsg};
+use crate::protocol::{Request, ServerMsg};
 use crate::ui::{
     chat::{Chat, Command},
-    state::{ConnStatus, Followup, Pending},
+    state::{ChatModel, ConnStatus},
+    sync::{Action, Syncer, Timer},
 };
-use futures::{FutureExt, SinkExt, StreamExt, channel::mpsc::UnboundedReceiver, select, stream::SplitSink};
+use futures::{
+    FutureExt, SinkExt, StreamExt,
+    channel::mpsc::UnboundedReceiver,
+    future::{Fuse, FusedFuture},
+    select,
+    stream::SplitSink,
+};
 use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
-use std::collections::HashMap;
 
 /// First retry delay; doubles per failed attempt up to `MAX_BACKOFF_MS`.
 const BASE_BACKOFF_MS: f64 = 500.0;
@@ -28,39 +35,40 @@ enum Ended {
 }
 
 pub async fn run(chat: Chat, mut commands: UnboundedReceiver<Command>) {
+    let mut syncer = Syncer::default();
     let mut attempt: u32 = 0;
     loop {
         while chat.model.with_untracked(|m| m.nick.is_none()) {
             match commands.next().await {
                 Some(cmd) => {
-                    apply_local(chat, &cmd);
+                    command(chat, &mut syncer, cmd);
                 }
                 None => return,
             }
         }
         chat.model.update(|m| m.status = ConnStatus::Connecting);
-        match connect(chat, &mut commands).await {
+        let ended = connect(chat, &mut syncer, &mut commands).await;
+        // A connection that got as far as `welcome` starts the backoff over.
+        if let Ended::Lost { was_online: true } | Ended::Rehello = ended {
+            attempt = 0;
+        }
+        let delay = backoff(attempt);
+        chat.model.update(|m| syncer.disconnected(m, delay));
+        match ended {
             Ended::Shutdown => return,
             Ended::Rehello => {
-                attempt = 0;
                 chat.model.update(|m| m.status = ConnStatus::Idle);
                 continue;
             }
-            Ended::Lost { was_online } => {
-                if was_online {
-                    attempt = 0;
-                }
-            }
+            Ended::Lost { .. } => attempt = attempt.saturating_add(1),
         }
-        let delay = backoff(attempt);
-        attempt = attempt.saturating_add(1);
-        chat.model.update(|m| m.mark_offline(delay));
         let mut sleep = TimeoutFuture::new(delay).fuse();
         loop {
             select! {
                 _ = sleep => break,
                 cmd = commands.next() => match cmd {
-                    Some(cmd) => { apply_local(chat, &cmd); }
+                    // Offline, commands only change the model (the outbox fills up).
+                    Some(cmd) => { command(chat, &mut syncer, cmd); }
                     None => return,
                 },
             }
@@ -91,192 +99,166 @@ fn new_client_id() -> String {
         })
 }
 
-/// Applies a command to the local model; returns the frames it calls for when online.
-fn apply_local(chat: Chat, cmd: &Command) -> Vec<ClientMsg> {
+/// The page's clock in whole milliseconds: the syncer's time.
+fn now() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// A step of the syncer over the model. Boxed: one copy of the signal's update code
+/// serves every step, instead of one each.
+type Step<'a> = Box<dyn FnOnce(&mut Syncer, &mut ChatModel) -> Vec<Action> + 'a>;
+
+/// Runs `f` on the model and the syncer together, returning its actions.
+fn with_model(chat: Chat, syncer: &mut Syncer, f: Step<'_>) -> Vec<Action> {
+    chat.model.try_update(|m| f(syncer, m)).unwrap_or_default()
+}
+
+/// Applies a command from the UI; returns what it calls for (nothing while offline).
+fn command(chat: Chat, syncer: &mut Syncer, cmd: Command) -> Vec<Action> {
     match cmd {
         Command::Hello(nick) => {
-            storage::set(storage::NICK, nick);
+            storage::set(storage::NICK, &nick);
             chat.model.update(|m| {
-                m.nick = Some(nick.clone());
+                m.nick = Some(nick);
                 m.nick_rejected = None;
             });
             Vec::new()
         }
         Command::Open(room) => {
-            let known = chat.model.with_untracked(|m| m.rooms.get(room).map(|v| (v.live, v.last_seq())));
-            chat.model.update(|m| m.open(room));
+            let actions = with_model(chat, syncer, Box::new(|s, m| s.open(m, &room)));
             chat.model.with_untracked(|m| storage::save_rooms(m.rooms.keys()));
-            match known {
-                Some((true, _)) => Vec::new(),
-                Some((false, since)) => vec![ClientMsg::Join { room: room.clone(), since }],
-                None => vec![ClientMsg::Join { room: room.clone(), since: None }],
-            }
+            actions
         }
         Command::Leave(room) => {
-            chat.model.update(|m| m.close(room));
+            let actions = with_model(chat, syncer, Box::new(|s, m| s.leave(m, &room)));
             chat.model.with_untracked(|m| storage::save_rooms(m.rooms.keys()));
-            vec![ClientMsg::Leave { room: room.clone() }]
+            actions
         }
         Command::Send { room, text } => {
-            let pending = Pending { client_id: new_client_id(), room: room.clone(), text: text.clone() };
-            let frame = ClientMsg::Send {
-                room: room.clone(),
-                text: text.clone(),
-                client_id: pending.client_id.clone(),
-            };
-            chat.model.update(|m| m.outbox.push(pending));
-            vec![frame]
+            let (client_id, now) = (new_client_id(), now());
+            with_model(chat, syncer, Box::new(move |s, m| s.send(m, &room, text, client_id, now)))
         }
-        Command::Typing(room) => vec![ClientMsg::Typing { room: room.clone() }],
-        Command::LoadOlder(room) => chat
-            .model
-            .with_untracked(|m| m.rooms.get(room).and_then(|v| v.first_seq()))
-            .map(|before| ClientMsg::History { room: room.clone(), before, limit: JOIN_RECENT as u32 })
-            .into_iter()
-            .collect(),
-        Command::ListRooms => vec![ClientMsg::ListRooms { cursor: None, limit: None }],
+        Command::Typing(room) => chat.model.with_untracked(|m| syncer.typing(m, &room)),
+        Command::LoadOlder(room) => with_model(chat, syncer, Box::new(|s, m| s.load_older(m, &room))),
+        Command::ListRooms => syncer.list_rooms(),
     }
 }
 
 type Writer = SplitSink<WebSocket, Message>;
 
-async fn write(sink: &mut Writer, msg: &ClientMsg) -> bool {
-    match serde_json::to_string(msg) {
+/// The syncer's timers on this connection: each is due at a time (ms); one browser
+/// timeout, for the earliest, wakes the connection.
+struct Timers {
+    due: Vec<(u64, Timer)>,
+    alarm: Fuse<TimeoutFuture>,
+    /// What `alarm` is set for.
+    armed_for: Option<u64>,
+}
+
+impl Timers {
+    fn new() -> Self {
+        Timers { due: Vec::new(), alarm: Fuse::terminated(), armed_for: None }
+    }
+
+    fn add(&mut self, at: u64, timer: Timer) {
+        self.due.push((at, timer));
+    }
+
+    /// The timers due by `now`, in the order they were set.
+    fn take_due(&mut self, now: u64) -> Vec<Timer> {
+        self.armed_for = None;
+        let (ready, later) = std::mem::take(&mut self.due).into_iter().partition(|(at, _)| *at <= now);
+        self.due = later;
+        ready.into_iter().map(|(_, timer)| timer).collect()
+    }
+
+    /// Sets the browser timeout for the earliest timer, if it is not set for it already.
+    fn arm(&mut self, now: u64) {
+        let earliest = self.due.iter().map(|(at, _)| *at).min();
+        if earliest.is_some() && (earliest != self.armed_for || self.alarm.is_terminated()) {
+            let wait = earliest.unwrap_or(now).saturating_sub(now);
+            self.alarm = TimeoutFuture::new(u32::try_from(wait).unwrap_or(u32::MAX)).fuse();
+            self.armed_for = earliest;
+        }
+    }
+}
+
+async fn write(sink: &mut Writer, req: &Request) -> bool {
+    match serde_json::to_string(req) {
         Ok(text) => sink.send(Message::Text(text)).await.is_ok(),
         Err(_) => true,
     }
 }
 
-/// Everything a fresh `welcome` calls for: rejoin rooms from their last seq and refresh
-/// the directory. The outbox goes out per room once its replay is complete (see
-/// `ReplayTracker`).
-fn resume_frames(chat: Chat) -> Vec<ClientMsg> {
-    chat.model.with_untracked(|m| {
-        let mut frames: Vec<ClientMsg> =
-            m.resume_points().into_iter().map(|(room, since)| ClientMsg::Join { room, since }).collect();
-        frames.push(ClientMsg::ListRooms { cursor: None, limit: None });
-        frames
-    })
-}
-
-/// The outbox of one room, as `send` frames with their original `client_id`s.
-fn outbox_frames(chat: Chat, room: &str) -> Vec<ClientMsg> {
-    chat.model.with_untracked(|m| {
-        m.outbox
-            .iter()
-            .filter(|p| p.room == room)
-            .map(|p| ClientMsg::Send {
-                room: p.room.clone(),
-                text: p.text.clone(),
-                client_id: p.client_id.clone(),
-            })
-            .collect()
-    })
-}
-
-/// Holds back a room's outbox until its join replay is complete. The replay may contain a
-/// message of ours that was stored but whose echo we never saw (the connection dropped);
-/// applying it clears that outbox entry, so the resend cannot store it twice, even when the
-/// server restarted and forgot our session's `client_id`s.
-#[derive(Default)]
-struct ReplayTracker {
-    /// Room → the head announced in `joined`; the replay ends at that seq.
-    pending: HashMap<String, Seq>,
-}
-
-impl ReplayTracker {
-    /// Call after applying `msg`; returns a room whose replay just completed.
-    fn observe(&mut self, chat: Chat, room: Option<(String, Option<Seq>)>) -> Option<String> {
-        let (room, joined_head) = room?;
-        if let Some(head) = joined_head {
-            self.pending.insert(room.clone(), head);
-        }
-        let head = *self.pending.get(&room)?;
-        let held = chat.model.with_untracked(|m| m.rooms.get(&room).and_then(|v| v.last_seq()).unwrap_or(0));
-        if held >= head {
-            self.pending.remove(&room);
-            Some(room)
-        } else {
-            None
+/// Carries out the syncer's actions; `Err` ends the connection.
+async fn perform(
+    chat: Chat,
+    sink: &mut Writer,
+    timers: &mut Timers,
+    actions: Vec<Action>,
+) -> Result<(), Ended> {
+    for action in actions {
+        match action {
+            Action::Send(req) => {
+                if !write(sink, &req).await {
+                    return Err(Ended::Lost { was_online: true });
+                }
+            }
+            Action::After { ms, timer } => timers.add(now() + ms, timer),
+            Action::Welcomed => chat.model.with_untracked(|m| {
+                if let (Some(nick), Some(session)) = (&m.nick, &m.session) {
+                    storage::set(storage::NICK, nick);
+                    storage::set(storage::SESSION, session);
+                }
+            }),
+            Action::Rehello => {
+                storage::remove(storage::SESSION);
+                return Err(Ended::Rehello);
+            }
         }
     }
+    Ok(())
 }
 
-/// The room a frame is about, and the head if it is a `joined`.
-fn replay_key(msg: &ServerMsg) -> Option<(String, Option<Seq>)> {
-    match msg {
-        ServerMsg::Joined { room, head, .. } => Some((room.clone(), Some(*head))),
-        ServerMsg::Message(m) => Some((m.room.clone(), None)),
-        _ => None,
-    }
-}
-
-/// One connection, from open to loss.
-async fn connect(chat: Chat, commands: &mut UnboundedReceiver<Command>) -> Ended {
+/// One connection, from open to loss. Its timers end with it.
+async fn connect(chat: Chat, syncer: &mut Syncer, commands: &mut UnboundedReceiver<Command>) -> Ended {
     let Ok(socket) = WebSocket::open(&ws_url()) else {
         return Ended::Lost { was_online: false };
     };
     let (mut sink, stream) = socket.split();
     let mut stream = stream.fuse();
-    let (nick, session) =
-        chat.model.with_untracked(|m| (m.nick.clone().unwrap_or_default(), m.session.clone()));
-    if !write(&mut sink, &ClientMsg::Hello { nick, session }).await {
+    let hello = chat.model.with_untracked(|m| syncer.hello(m));
+    if !write(&mut sink, &hello).await {
         return Ended::Lost { was_online: false };
     }
-    let mut online = false;
-    let mut replays = ReplayTracker::default();
+    let mut timers = Timers::new();
     loop {
-        select! {
+        let actions = select! {
             frame = stream.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Bytes(_))) => continue,
-                    Some(Err(_)) | None => return Ended::Lost { was_online: online },
+                    Some(Err(_)) | None => return Ended::Lost { was_online: syncer.online() },
                 };
                 let Ok(msg) = serde_json::from_str::<ServerMsg>(&text) else { continue };
-                let now = js_sys::Date::now();
-                let key = replay_key(&msg);
-                let followup = chat.model.try_update(|m| m.apply(msg, now)).unwrap_or(Followup::None);
-                if let Some(room) = replays.observe(chat, key) {
-                    for frame in outbox_frames(chat, &room) {
-                        if !write(&mut sink, &frame).await {
-                            return Ended::Lost { was_online: true };
-                        }
-                    }
-                }
-                match followup {
-                    Followup::None => {}
-                    Followup::Resume => {
-                        online = true;
-                        chat.model.with_untracked(|m| {
-                            if let (Some(nick), Some(session)) = (&m.nick, &m.session) {
-                                storage::set(storage::NICK, nick);
-                                storage::set(storage::SESSION, session);
-                            }
-                        });
-                        for frame in resume_frames(chat) {
-                            if !write(&mut sink, &frame).await {
-                                return Ended::Lost { was_online: true };
-                            }
-                        }
-                    }
-                    Followup::Rehello => {
-                        storage::remove(storage::SESSION);
-                        return Ended::Rehello;
-                    }
-                }
+                let now = now();
+                with_model(chat, syncer, Box::new(move |s, m| s.on_frame(m, msg, now)))
             }
-            cmd = commands.next() => {
-                let Some(cmd) = cmd else { return Ended::Shutdown };
-                let frames = apply_local(chat, &cmd);
-                if online {
-                    for frame in frames {
-                        if !write(&mut sink, &frame).await {
-                            return Ended::Lost { was_online: true };
-                        }
-                    }
-                }
+            () = &mut timers.alarm => {
+                let now = now();
+                let due = timers.take_due(now);
+                with_model(chat, syncer, Box::new(move |s, m| {
+                    due.into_iter().flat_map(|timer| s.on_timer(m, timer, now)).collect()
+                }))
             }
+            cmd = commands.next() => match cmd {
+                Some(cmd) => command(chat, syncer, cmd),
+                None => return Ended::Shutdown,
+            },
+        };
+        if let Err(ended) = perform(chat, &mut sink, &mut timers, actions).await {
+            return ended;
         }
+        timers.arm(now());
     }
 }

@@ -1,8 +1,16 @@
 //! The message list: grouped by author, kept at the bottom while the reader is there,
-//! "new messages ↓" otherwise, and older history loaded by scrolling to the top.
+//! "new messages ↓" otherwise. Older history loads while the top of the list is in view
+//! (or near it): as the reader scrolls, after each page and once the room is joined,
+//! page after page down to "This is the start of the room"; a "Load older messages"
+//! button is the fallback (after a failed page). The message the reader is looking at
+//! stays where it is on screen as pages arrive above it.
+//!
+//! The scroll handler rather than an IntersectionObserver watches the top: it runs
+//! anyway (for the reader's place), and the observer's bindings cost bundle weight.
 
 use super::{
     chat::{Command, use_chat},
+    scroll::{self, Place},
     text::{RichText, clock_time},
 };
 use crate::protocol::ChatMessage;
@@ -12,6 +20,9 @@ use leptos::{html, prelude::*};
 const GROUP_GAP_MS: i64 = 5 * 60 * 1000;
 /// Pixels from the bottom that still count as "at the bottom".
 const STICKY_PX: i32 = 48;
+/// The next older page loads once the top of the list is this close above the view, so
+/// a reader scrolling up rarely reaches it before the page does.
+const PREFETCH_PX: i32 = 600;
 
 /// One row: the message and whether it starts a group (shows author and time).
 #[derive(Clone, PartialEq)]
@@ -38,19 +49,57 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     let list: NodeRef<html::Div> = NodeRef::new();
     let at_bottom = RwSignal::new(true);
     let unseen = RwSignal::new(0usize);
-    // (first seq, last seq, scroll height) at the last render, to tell appends from prepends.
-    let last_render = StoredValue::new((0u64, 0u64, 0i32));
+    // Where the reader was at the last scroll, to put them back after a prepend.
+    let place = StoredValue::new(None::<Place>);
+    // (first seq, last seq, joined) at the last render: tells appends from prepends, and
+    // when the join was answered.
+    let last_render = StoredValue::new((0u64, 0u64, false));
     let my_nick = Memo::new(move |_| chat.model.with(|m| m.nick.clone()));
+    // The room's unacknowledged messages: (client_id, text, waiting out a refusal).
     let pending = Memo::new(move |_| {
         let room = room.get();
         chat.model.with(|m| {
             m.outbox
                 .iter()
                 .filter(|p| p.room == room)
-                .map(|p| (p.client_id.clone(), p.text.clone()))
+                .map(|p| (p.client_id.clone(), p.text.clone(), p.delivery.is_retrying()))
                 .collect::<Vec<_>>()
         })
     });
+    let view_state = move |f: fn(&super::state::RoomView) -> bool| {
+        chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(f))
+    };
+    // Before the model knows the room (the server's render, hydration), the seed tells.
+    let has_older = move || {
+        let known = chat.model.with(|m| m.rooms.get(&room.get()).map(|v| v.has_older));
+        known.unwrap_or_else(|| messages.with(|m| m.first().is_some_and(|first| first.seq > 1)))
+    };
+    let loading = move || view_state(|v| v.loading_older);
+    // The button needs the app; without it (the server's render) older pages cannot load.
+    let offer_button = move || has_older() && !loading() && chat.mounted.get();
+    let edge_text = move || {
+        if loading() {
+            "Loading older messages…"
+        } else if has_older() {
+            if chat.mounted.get() { "" } else { "Older messages are not shown here." }
+        } else if messages.with(|m| m.is_empty()) {
+            "No messages yet. Say hello!"
+        } else {
+            "This is the start of the room."
+        }
+    };
+
+    // `try_` reads: this also runs from a frame callback, which may come after the list
+    // is gone.
+    let load_older = move || {
+        let Some(room) = room.try_get_untracked() else { return };
+        let wanted = chat.model.try_with_untracked(|m| {
+            m.rooms.get(&room).is_some_and(|v| v.has_older && !v.loading_older && v.live)
+        });
+        if wanted == Some(true) {
+            chat.send(Command::LoadOlder(room));
+        }
+    };
 
     let scroll_to_bottom = move || {
         if let Some(el) = list.get_untracked() {
@@ -62,20 +111,32 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     Effect::new(move |_| {
         let msgs = messages.get();
         pending.track();
+        let joined = view_state(|v| v.live);
         let Some(el) = list.get() else { return };
         let first = msgs.first().map_or(0, |m| m.seq);
         let last = msgs.last().map_or(0, |m| m.seq);
-        let (prev_first, prev_last, prev_height) = last_render.get_value();
-        if prev_first != 0 && first < prev_first && last == prev_last {
-            // Older messages were prepended: keep the reader's place.
-            el.set_scroll_top(el.scroll_top() + el.scroll_height() - prev_height);
-        } else if at_bottom.get_untracked() {
-            el.set_scroll_top(el.scroll_height());
-        } else if last > prev_last {
-            let added = msgs.iter().filter(|m| m.seq > prev_last).count();
-            unseen.update(|n| *n += added);
-        }
-        last_render.set_value((first, last, el.scroll_height()));
+        let (prev_first, prev_last, was_joined) = last_render.get_value();
+        last_render.set_value((first, last, joined));
+        let prepended = prev_first != 0 && first < prev_first;
+        let added = msgs.iter().filter(|m| m.seq > prev_last).count();
+        let (bottom, saved) = (at_bottom.get_untracked(), place.get_value());
+        // Effects run in no set order with the list's own update: measure once the DOM
+        // has it, before the frame is painted.
+        request_animation_frame(move || {
+            let kept = prepended && !bottom && saved.is_some_and(|p| scroll::restore(&el, p));
+            if kept {
+                place.try_set_value(scroll::place(&el));
+            } else if bottom {
+                el.set_scroll_top(el.scroll_height());
+            } else if last > prev_last {
+                unseen.try_update(|n| *n += added);
+            }
+            // Keep loading while the top is in view: as the reader scrolls (above),
+            // after each page, and once joined (a short room shows its top at once).
+            if (prepended || (joined && !was_joined)) && scroll::near_top(&el, PREFETCH_PX) {
+                load_older();
+            }
+        });
     });
 
     let on_scroll = move |_| {
@@ -85,25 +146,11 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
         if bottom {
             unseen.set(0);
         }
-        last_render.update_value(|r| r.2 = el.scroll_height());
-        if el.scroll_top() < 40 {
-            let room = room.get_untracked();
-            let want = chat.model.with_untracked(|m| {
-                m.rooms.get(&room).is_some_and(|v| v.has_older && !v.loading_older && v.live)
-            });
-            if want {
-                chat.model.update(|m| {
-                    if let Some(v) = m.rooms.get_mut(&room) {
-                        v.loading_older = true;
-                    }
-                });
-                chat.send(Command::LoadOlder(room));
-            }
+        place.set_value(scroll::place(&el));
+        if scroll::near_top(&el, PREFETCH_PX) {
+            load_older();
         }
     };
-    let loading_older =
-        move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.loading_older));
-    let has_older = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.has_older));
 
     view! {
         <div class="messages-wrap">
@@ -118,19 +165,13 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                 tabindex="0"
                 data-testid="messages"
             >
-                <p class="history-edge">
-                    {move || {
-                        if loading_older() {
-                            "Loading older messages…"
-                        } else if has_older() {
-                            "Scroll up for older messages"
-                        } else if messages.with(|m| m.is_empty()) {
-                            "No messages yet. Say hello!"
-                        } else {
-                            "This is the start of the room."
-                        }
-                    }}
-                </p>
+                // The list's first child is its top edge, its last the messages (see scroll.rs).
+                <div class="history-edge">
+                    <p data-testid="history-edge">{edge_text}</p>
+                    <button type="button" class="load-older" hidden=move || !offer_button() on:click=move |_| load_older()>
+                        "Load older messages"
+                    </button>
+                </div>
                 <ol class="message-list">
                     <For
                         each=move || rows(&messages.get())
@@ -159,12 +200,19 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                     />
                     <For
                         each=move || pending.get()
-                        key=|p| p.0.clone()
-                        children=move |(_, text)| view! {
-                            <li class="message mine pending" aria-label="sending">
-                                <div class="text"><RichText text=text /></div>
-                                <span class="pending-note">"sending…"</span>
-                            </li>
+                        key=|p| (p.0.clone(), p.2)
+                        children=move |(_, text, retrying)| {
+                            let (class, note) = if retrying {
+                                ("message mine pending retrying", "waiting to retry")
+                            } else {
+                                ("message mine pending", "sending…")
+                            };
+                            view! {
+                                <li class=class aria-label=note>
+                                    <div class="text"><RichText text=text /></div>
+                                    <span class="pending-note">{note}</span>
+                                </li>
+                            }
                         }
                     />
                 </ol>

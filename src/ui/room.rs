@@ -9,6 +9,7 @@ use super::{
     members::Members,
     messages::MessageList,
     nav::use_nav,
+    notice::Notice,
     seed::use_seed,
 };
 use crate::protocol::RoomName;
@@ -63,6 +64,7 @@ pub fn RoomPage() -> impl IntoView {
                     <h1 id="room-title"><span aria-hidden="true">"#"</span>{move || room.get()}</h1>
                     <button type="button" class="leave" on:click=leave>"Leave"</button>
                 </header>
+                <Notice />
                 <div class="room-body">
                     <div class="conversation">
                         <MessageList room=room messages=messages />

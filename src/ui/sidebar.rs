@@ -83,7 +83,9 @@ pub fn JoinForm(#[prop(default = "join-room")] id: &'static str) -> impl IntoVie
     let nav = use_nav();
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let raw = name.get_untracked().trim().to_lowercase().replace(' ', "-");
+        // Room names are ASCII: lowercasing beyond it cannot make a valid one (and
+        // Unicode's case tables would weigh on the bundle).
+        let raw = name.get_untracked().trim().to_ascii_lowercase().replace(' ', "-");
         match RoomName::parse(&raw) {
             Ok(room) => {
                 error.set(None);

@@ -1,6 +1,9 @@
 //! The browser's view of the chat, as plain data plus the rules that update it from server
-//! events. Pure logic, compiled on both targets, so it is unit-tested natively.
+//! data events (messages, presence, typing, history pages). Pure logic, compiled on both
+//! targets, so it is unit-tested natively. The protocol's control rules (requests and
+//! their errors, replay, gaps, outbox pacing) live beside it in `sync.rs`.
 
+use super::sync::RoomSync;
 use crate::protocol::{ChatMessage, Limits, PresenceState, RoomInfo, Seq, ServerMsg};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +30,48 @@ pub struct Pending {
     pub client_id: String,
     pub room: String,
     pub text: String,
+    pub delivery: Delivery,
+    /// Sent at least once, on this connection or an earlier one: it may be stored even
+    /// though no echo came. One never sent cannot be.
+    pub tried: bool,
+    /// Storage failures (`internal`) so far: the backoff before the next resend grows with it.
+    pub failures: u32,
+}
+
+impl Pending {
+    pub fn new(client_id: String, room: String, text: String) -> Self {
+        Pending { client_id, room, text, delivery: Delivery::Queued, tried: false, failures: 0 }
+    }
+}
+
+/// Where an outbox entry is on its way to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not sent on this connection yet: it waits for its room's replay, or for a slot of
+    /// the message rate.
+    Queued,
+    /// Sent on this connection; the echo has not arrived yet.
+    Sent,
+    /// Refused by the rate limit: the server promised it the slot at `slot` (ms), when
+    /// it goes out again without waiting for a slot of the client's pace.
+    RateLimited { slot: u64 },
+    /// The store failed: goes out again, at the client's pace, from `until` (ms).
+    Backoff { until: u64 },
+}
+
+impl Delivery {
+    /// True when the entry is waiting to be sent again rather than on its way.
+    pub fn is_retrying(self) -> bool {
+        matches!(self, Delivery::RateLimited { .. } | Delivery::Backoff { .. })
+    }
+
+    /// When a waiting entry may go again (`None` if it is not waiting).
+    pub fn retry_at(self) -> Option<u64> {
+        match self {
+            Delivery::RateLimited { slot: at } | Delivery::Backoff { until: at } => Some(at),
+            Delivery::Queued | Delivery::Sent => None,
+        }
+    }
 }
 
 /// One joined room as the UI shows it.
@@ -48,6 +93,8 @@ pub struct RoomView {
     pub loading_older: bool,
     /// A `joined` arrived on the current connection.
     pub live: bool,
+    /// Where the room is in the protocol (joining, replaying, a gap): `sync.rs`'s.
+    pub sync: RoomSync,
 }
 
 impl RoomView {
@@ -63,6 +110,22 @@ impl RoomView {
     /// People here, named or not.
     pub fn people(&self) -> usize {
         self.member_count.max(self.members.len())
+    }
+
+    /// Drops every message held: the server no longer has the history they came from.
+    pub fn forget_history(&mut self) {
+        self.messages.clear();
+        self.baseline = None;
+        self.unread = 0;
+        self.has_older = false;
+        self.loading_older = false;
+    }
+
+    /// Keeps only the messages from `seq` on: what is older is behind a gap and will be
+    /// loaded again as history.
+    pub fn keep_from(&mut self, seq: Seq) {
+        self.messages.retain(|m| m.seq >= seq);
+        self.has_older = seq > 1;
     }
 
     /// Inserts in seq order; returns false for a message already held.
@@ -129,16 +192,6 @@ impl Default for ChatModel {
     }
 }
 
-/// What the connection should do after an event was applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Followup {
-    None,
-    /// `welcome` arrived: rejoin rooms, flush the outbox.
-    Resume,
-    /// The nick was refused: drop the connection until a new nick is chosen.
-    Rehello,
-}
-
 impl ChatModel {
     /// Opens a room locally (the connection sends `join`).
     pub fn open(&mut self, room: &str) {
@@ -177,10 +230,29 @@ impl ChatModel {
             view.typing.clear();
             view.loading_older = false;
         }
+        // A new connection has a new rate limit and its own replays: everything goes out
+        // again once its room is resumed.
+        for p in &mut self.outbox {
+            p.delivery = Delivery::Queued;
+        }
     }
 
-    /// Applies one server event.
-    pub fn apply(&mut self, msg: ServerMsg, now_ms: f64) -> Followup {
+    /// A message of mine the server has stored (echo, replay or history): its outbox entry
+    /// is done, whichever way the news arrived.
+    pub fn acknowledge(&mut self, m: &ChatMessage) {
+        if self.nick.as_deref() == Some(m.nick.as_str()) {
+            self.outbox.retain(|p| p.client_id != m.client_id);
+        }
+    }
+
+    /// Shows an error to the user (its code, and the server's words).
+    pub fn notify(&mut self, code: &str, message: String) {
+        self.notice = Some((code.to_owned(), message));
+    }
+
+    /// Applies one server event: the data it carries (the control side of `welcome`,
+    /// `joined` and `error` is `sync.rs`'s).
+    pub fn apply(&mut self, msg: ServerMsg, now_ms: f64) {
         match msg {
             ServerMsg::Welcome { session, nick, limits, .. } => {
                 self.session = Some(session);
@@ -188,7 +260,6 @@ impl ChatModel {
                 self.limits = Some(limits);
                 self.status = ConnStatus::Online;
                 self.nick_rejected = None;
-                return Followup::Resume;
             }
             ServerMsg::Joined { room, members, member_count, head, .. } => {
                 let view = self.rooms.entry(room).or_default();
@@ -206,12 +277,10 @@ impl ChatModel {
             }
             ServerMsg::Message(m) => {
                 let mine = self.nick.as_deref() == Some(m.nick.as_str());
-                if mine {
-                    self.outbox.retain(|p| p.client_id != m.client_id);
-                }
+                self.acknowledge(&m);
                 let in_view = self.current.as_deref() == Some(m.room.as_str());
                 let Some(view) = self.rooms.get_mut(&m.room) else {
-                    return Followup::None;
+                    return;
                 };
                 let seq = m.seq;
                 // The message ends its author's typing notice, unless that notice is fresh:
@@ -241,6 +310,9 @@ impl ChatModel {
                 }
             }
             ServerMsg::History { room, messages, has_more, .. } => {
+                for m in &messages {
+                    self.acknowledge(m);
+                }
                 if let Some(view) = self.rooms.get_mut(&room) {
                     for m in messages {
                         view.insert(m);
@@ -271,24 +343,8 @@ impl ChatModel {
                     }
                 }
             }
-            ServerMsg::Error { code, message, client_id, .. } => {
-                let code = code.as_str().to_owned();
-                if code == "nick_taken" || code == "invalid_nick" {
-                    self.nick_rejected = Some(message);
-                    self.nick = None;
-                    self.session = None;
-                    return Followup::Rehello;
-                }
-                // A send the server refused for good will never be echoed: drop it.
-                if let Some(id) = client_id
-                    && code != "rate_limited"
-                {
-                    self.outbox.retain(|p| p.client_id != id);
-                }
-                self.notice = Some((code, message));
-            }
+            ServerMsg::Error { code, message, .. } => self.notify(code.as_str(), message),
         }
-        Followup::None
     }
 
     /// Unread counts per room, for the sidebar.
@@ -300,7 +356,6 @@ impl ChatModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ErrorCode;
 
     fn msg(room: &str, seq: Seq, nick: &str) -> ChatMessage {
         ChatMessage {
@@ -361,27 +416,34 @@ mod tests {
     #[test]
     fn the_echo_clears_the_outbox_entry() {
         let mut m = model();
-        m.outbox.push(Pending { client_id: "me-1".into(), room: "b".into(), text: "m1".into() });
+        m.outbox.push(Pending::new("me-1".into(), "b".into(), "m1".into()));
         m.apply(ServerMsg::Message(msg("b", 1, "me")), 0.0);
         assert!(m.outbox.is_empty());
     }
 
     #[test]
-    fn a_refused_send_leaves_the_outbox_but_a_rate_limited_one_stays() {
+    fn my_message_in_a_history_page_clears_its_outbox_entry() {
         let mut m = model();
-        m.outbox.push(Pending { client_id: "x".into(), room: "b".into(), text: "t".into() });
-        m.outbox.push(Pending { client_id: "y".into(), room: "b".into(), text: "t".into() });
-        let err = |code, id: &str| ServerMsg::Error {
-            code,
-            message: "no".into(),
-            client_id: Some(id.into()),
-            retry_after_ms: None,
-            reference: None,
-        };
-        m.apply(err(ErrorCode::RateLimited, "x"), 0.0);
-        m.apply(err(ErrorCode::TooLong, "y"), 0.0);
-        assert_eq!(m.outbox.iter().map(|p| p.client_id.as_str()).collect::<Vec<_>>(), vec!["x"]);
-        assert_eq!(m.notice.as_ref().map(|n| n.0.as_str()), Some("too_long"));
+        m.outbox.push(Pending::new("me-3".into(), "a".into(), "m3".into()));
+        let page = vec![msg("a", 3, "me")];
+        m.apply(
+            ServerMsg::History { room: "a".into(), messages: page, has_more: true, reference: None },
+            0.0,
+        );
+        assert!(m.outbox.is_empty());
+    }
+
+    #[test]
+    fn going_offline_queues_every_entry_again() {
+        let mut m = model();
+        let mut sent = Pending::new("x".into(), "a".into(), "t".into());
+        sent.delivery = Delivery::Sent;
+        let mut waiting = Pending::new("y".into(), "a".into(), "t".into());
+        waiting.delivery = Delivery::RateLimited { slot: 5 };
+        m.outbox = vec![sent, waiting];
+        m.mark_offline(500);
+        assert!(m.outbox.iter().all(|p| p.delivery == Delivery::Queued));
+        assert!(!m.rooms["a"].live);
     }
 
     #[test]
@@ -440,15 +502,6 @@ mod tests {
         assert_eq!(m.rooms["a"].people(), 3, "me, bob and cy");
         m.apply(presence("bob", PresenceState::Left), 0.0);
         assert_eq!(m.rooms["a"].people(), 2);
-    }
-
-    #[test]
-    fn nick_taken_asks_for_another_nick() {
-        let mut m = model();
-        let f = m.apply(ServerMsg::error(ErrorCode::NickTaken, "taken"), 0.0);
-        assert_eq!(f, Followup::Rehello);
-        assert!(m.nick.is_none());
-        assert_eq!(m.nick_rejected.as_deref(), Some("taken"));
     }
 
     #[test]
