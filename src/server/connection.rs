@@ -140,16 +140,27 @@ async fn write_loop(
                 conn.release(dropped);
                 let writing: usize = out.iter().map(|f: &Utf8Bytes| f.len()).sum();
                 // A client that stops reading must not keep this task alive forever: cut when
-                // the connection closes, or when the client takes no data for a whole idle
-                // timeout (a quiet room would otherwise never push it over its budget).
-                let result = tokio::select! {
-                    r = write_all(&mut sink, &mut out) => r,
-                    _ = conn.closed().cancelled() => break,
-                    _ = tokio::time::sleep(hub.config.idle_timeout()) => {
-                        conn.close(CloseReason::SLOW_CONSUMER);
-                        break;
+                // the connection closes, or when the client has taken no data for a whole
+                // idle timeout (a quiet room would otherwise never push it over its
+                // budget). Checked on the ping ticks, so a write costs no timer of its own.
+                let writing_since = Instant::now();
+                let result = {
+                    let write = write_all(&mut sink, &mut out);
+                    tokio::pin!(write);
+                    loop {
+                        tokio::select! {
+                            r = &mut write => break Some(r),
+                            _ = conn.closed().cancelled() => break None,
+                            _ = ping.tick() => {
+                                if writing_since.elapsed().as_millis() as u64 > idle_timeout {
+                                    conn.close(CloseReason::SLOW_CONSUMER);
+                                    break None;
+                                }
+                            }
+                        }
                     }
                 };
+                let Some(result) = result else { break };
                 // Given back once written: frames waiting on the socket, and frames held
                 // while a join replays, count against the connection's budget.
                 conn.release(writing);
