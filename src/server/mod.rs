@@ -120,10 +120,14 @@ impl Server {
         // The committer stores what it holds and stops, letting go of its handle on the
         // store; the database's lock goes with the hub's, once the last holder drops it.
         hub.committer.stop();
+        let store = hub.store.clone();
         drop(hub);
         let joined = tokio::task::spawn_blocking(move || committer.join());
-        if tokio::time::timeout(Duration::from_secs(1), joined).await.is_err() {
-            tracing::warn!("committer still busy at exit");
+        match tokio::time::timeout(Duration::from_secs(1), joined).await {
+            // Nothing writes any more: another server may take the database now, though
+            // a task of this one may still hold the store for a moment.
+            Ok(_) => store.release(),
+            Err(_) => tracing::warn!("committer still busy at exit"),
         }
         Ok(())
     }

@@ -59,6 +59,10 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The newest `limit` messages with `seq < before`; `more` when older ones exist.
     fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError>;
 
+    /// The server has stopped writing (its committer has finished): let another server
+    /// have the database, even while something in this process still holds the store.
+    fn release(&self) {}
+
     /// Periodic housekeeping off the write path (SQLite: move the WAL into the database).
     fn maintain(&self) -> Result<(), StoreError> {
         Ok(())

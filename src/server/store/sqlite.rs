@@ -81,8 +81,9 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     /// Where the next reader search starts, so waits spread over the pool.
     next_reader: AtomicUsize,
-    /// Held for the store's life: the advisory lock that keeps a second server out.
-    _lock: File,
+    /// The advisory lock that keeps a second server out: held until `release` or the
+    /// store's end.
+    lock: Mutex<Option<File>>,
     /// Checkpoints run here, never inside a commit: SQLite's automatic checkpoint would
     /// stall the committer (and every room behind it) for a database fsync.
     checkpointer: Mutex<Connection>,
@@ -119,7 +120,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             checkpointer: Mutex::new(checkpointer),
             wal_restart_due: AtomicBool::new(false),
             wal_restart_pages: WAL_RESTART_PAGES,
@@ -291,6 +292,10 @@ impl MessageStore for SqliteStore {
             self.restart_wal(&conn);
         }
         Ok(())
+    }
+
+    fn release(&self) {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn maintain(&self) -> Result<(), StoreError> {
@@ -487,7 +492,9 @@ mod tests {
             Ok(_) => panic!("two stores opened one database"),
         }
         drop(first);
-        // The lock goes with its holder.
+        // The lock goes with its holder, or when a stopped server releases it.
+        let second = SqliteStore::open(&path, true).unwrap();
+        second.release();
         SqliteStore::open(&path, true).unwrap();
     }
 
