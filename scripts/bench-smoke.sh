@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 cargo build --workspace --features confab/ssr --bins
+bin="${CARGO_TARGET_DIR:-target}/debug"
 tmp=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-target/debug/confab --addr "127.0.0.1:$port" --db "$tmp/smoke.db" --log warn --msg-rate 100000 --msg-burst 100000 \
+"$bin/confab" --addr "127.0.0.1:$port" --db "$tmp/smoke.db" --log warn --msg-rate 100000 --msg-burst 100000 \
   --http-rate 100000 --http-burst 100000 --room-create-rate 100000 --room-create-burst 100000 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
@@ -17,7 +18,7 @@ for args in "fanout --clients 10 --senders 2" "latency --clients 20 --senders 1 
             "rooms --rooms 5 --members 3 --rate 5" "ingest --clients 4 --rooms 4" \
             "slow --clients 5 --senders 2" "read-flood --clients 4"; do
   # shellcheck disable=SC2086
-  target/debug/confab-bench $args --url "ws://127.0.0.1:$port/ws" --server-pid "$pid" \
+  "$bin/confab-bench" $args --url "ws://127.0.0.1:$port/ws" --server-pid "$pid" \
     --warmup 0.3 --duration 1 --label smoke | tee -a "$tmp/smoke.jsonl"
 done
 python3 - "$tmp/smoke.jsonl" <<'PY'
