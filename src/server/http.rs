@@ -23,13 +23,20 @@ use std::{
 };
 use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuilder};
 
-/// The JSON API (rate limited per address) and the health and metrics endpoints (cheap,
-/// polled by monitors, not limited).
-pub fn routes(config: &Config) -> Router<Arc<Hub>> {
+/// The JSON API (behind the per-address `limit`) and the health and metrics endpoints
+/// (cheap, polled by monitors, not limited).
+pub fn routes(limit: &HttpRateLimit) -> Router<Arc<Hub>> {
     let api =
         Router::new().route("/api/rooms", get(rooms)).route("/api/rooms/{room}/messages", get(messages));
-    rate_limited(api, config).route("/healthz", get(healthz)).route("/metrics", get(metrics))
+    api.layer(limit.clone()).route("/healthz", get(healthz)).route("/metrics", get(metrics))
 }
+
+/// The per-address HTTP rate limit: one limiter, shared by every route it is put on.
+pub type HttpRateLimit = GovernorLayer<
+    tower_governor::key_extractor::PeerIpKeyExtractor,
+    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+    axum::body::Body,
+>;
 
 /// An API error: an HTTP status and `{code, message}`.
 #[derive(Debug)]
@@ -68,10 +75,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Puts the per-address rate limit of the HTTP API and pages on `router` (`--http-rate`,
-/// `--http-burst`), answered like every other API error: 429, `rate_limited`,
-/// `Retry-After`. One limiter for all the routes it is given.
-pub fn rate_limited<S: Clone + Send + Sync + 'static>(router: Router<S>, config: &Config) -> Router<S> {
+/// The per-address rate limit of the HTTP API and pages (`--http-rate`, `--http-burst`),
+/// answered like every other API error: 429, `rate_limited`, `Retry-After`. Build it once
+/// and clone it onto each router: clones share the limiter.
+pub fn rate_limit(config: &Config) -> HttpRateLimit {
     let interval = Duration::from_secs(1) / config.http_rate.max(1);
     let governor = GovernorConfigBuilder::default()
         .period(interval)
@@ -89,7 +96,7 @@ pub fn rate_limited<S: Clone + Send + Sync + 'static>(router: Router<S>, config:
             }
         });
     }
-    let layer = GovernorLayer::new(governor).error_handler(|err| {
+    GovernorLayer::new(governor).error_handler(|err| {
         let error = match err {
             GovernorError::TooManyRequests { wait_time, .. } => ApiError {
                 retry_after: Some(wait_time.max(1)),
@@ -98,8 +105,7 @@ pub fn rate_limited<S: Clone + Send + Sync + 'static>(router: Router<S>, config:
             other => ApiError::internal(other.to_string()),
         };
         error.into_response()
-    });
-    router.layer(layer)
+    })
 }
 
 #[derive(Serialize)]

@@ -163,14 +163,17 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
         .route("/", get(render.clone()))
         .route("/r/{room}", get(render))
         .route_layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page));
-    let pages = http::rate_limited(page_routes, &hub.config)
+    // One limiter for pages and the API: a client address has one allowance.
+    let limit = http::rate_limit(&hub.config);
+    let pages = page_routes
+        .layer(limit.clone())
         .fallback(leptos_axum::file_and_error_handler(shell))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), pages::socket_origins))
         .with_state(options)
         // Pages and assets only: the WebSocket upgrade below stays uncompressed.
         .layer(CompressionLayer::new());
     let timeout = Duration::from_secs(hub.config.http_timeout_secs.max(1));
-    let api = http::routes(&hub.config);
+    let api = http::routes(&limit);
     let http = pages
         .merge(api.with_state(hub.clone()))
         // A slow request is cut (408) rather than held open; not the WebSocket, whose
