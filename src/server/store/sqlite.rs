@@ -12,7 +12,6 @@ use super::{MessageStore, Page, StoreError, StoredRoom};
 use crate::protocol::{ChatMessage, RoomName, Seq};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{
-    collections::HashSet,
     fs::{File, TryLockError},
     path::Path,
     sync::{
@@ -274,11 +273,9 @@ impl MessageStore for SqliteStore {
         {
             let mut new_room =
                 tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?;
-            let mut seen: HashSet<&str> = HashSet::new();
-            for m in batch {
-                if seen.insert(&m.room) {
-                    new_room.execute(params![m.room, m.ts])?;
-                }
+            // A room's first message (seq 1) records the room; later ones need not look.
+            for m in batch.iter().filter(|m| m.seq == 1) {
+                new_room.execute(params![m.room, m.ts])?;
             }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO messages (room, seq, nick, text, ts, client_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
