@@ -1,11 +1,20 @@
 //! Confab server entry: config → store → hub → router → serve.
 
 use clap::Parser;
-use confab::server::{Server, config::Config};
+use confab::server::{
+    Server,
+    config::{Command, Config},
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Some(Command::Admin(command)) = &config.command {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let out = runtime.block_on(confab::server::admin::run(&config, command))?;
+        println!("{out}");
+        return Ok(());
+    }
     // Store reads run on blocking threads, one per read connection at a time (plus the
     // checkpointer's), so a few threads suffice; tokio's default (512) only adds stacks
     // and malloc arenas.

@@ -1,4 +1,4 @@
-//! Wire protocol v1, shared by the browser (WASM) and the server.
+//! Wire protocol v2 (a compatible extension of v1), shared by the browser (WASM) and the server.
 //!
 //! One JSON object per WebSocket text frame, discriminated by `"type"` (snake_case).
 //! docs/PROTOCOL.md is the human-readable contract; the types here are the
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Version of this protocol, reported in `welcome`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Longest nick, in characters.
 pub const MAX_NICK_CHARS: usize = 32;
 /// Longest room name, in characters (ASCII, so also bytes).
@@ -31,9 +31,12 @@ pub type Seq = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    /// Must be the first frame. `session` resumes an earlier session (same nick).
+    /// Must be the first frame. A guest names itself (`nick`); a connection whose upgrade
+    /// carried a session cookie or a Bearer token sends no nick: it is that user.
+    /// `session` resumes an earlier guest session (same nick).
     Hello {
-        nick: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nick: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
     },
@@ -70,6 +73,144 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Creates a room; the creator becomes its owner and is joined (the reply is `joined`).
+    CreateRoom {
+        room: String,
+        #[serde(default)]
+        visibility: Visibility,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+    },
+    /// Lets a user into a private room (or back into one they were banned from is not it:
+    /// that is `unban`). The invited user hears `invited`.
+    Invite {
+        room: String,
+        username: String,
+    },
+    /// Removes someone from the room now; they may rejoin a public room.
+    Kick {
+        room: String,
+        username: String,
+    },
+    /// Removes someone and keeps them out until `unban`.
+    Ban {
+        room: String,
+        username: String,
+    },
+    Unban {
+        room: String,
+        username: String,
+    },
+    /// Someone may read but not send.
+    Mute {
+        room: String,
+        username: String,
+    },
+    Unmute {
+        room: String,
+        username: String,
+    },
+    SetRole {
+        room: String,
+        username: String,
+        role: RoomRole,
+    },
+    SetTopic {
+        room: String,
+        topic: String,
+    },
+    /// Opens (creating on first use) the direct-message room with a user; the reply is
+    /// `joined` for it. The server picks the room's name.
+    OpenDm {
+        username: String,
+    },
+}
+
+/// Who can see a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Anyone (signed in or guest) can see, join and read it.
+    #[default]
+    Public,
+    /// Only its members see that it exists; to everyone else it is `not_found`.
+    Private,
+}
+
+impl Visibility {
+    pub fn is_public(&self) -> bool {
+        *self == Visibility::Public
+    }
+}
+
+/// A member's role in one room, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomRole {
+    Member,
+    Moderator,
+    Owner,
+}
+
+impl RoomRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomRole::Member => "member",
+            RoomRole::Moderator => "moderator",
+            RoomRole::Owner => "owner",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "member" => Some(RoomRole::Member),
+            "moderator" => Some(RoomRole::Moderator),
+            "owner" => Some(RoomRole::Owner),
+            _ => None,
+        }
+    }
+}
+
+/// A user's role on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerRole {
+    Admin,
+    Member,
+    Guest,
+}
+
+impl ServerRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerRole::Admin => "admin",
+            ServerRole::Member => "member",
+            ServerRole::Guest => "guest",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "admin" => Some(ServerRole::Admin),
+            "member" => Some(ServerRole::Member),
+            "guest" => Some(ServerRole::Guest),
+            _ => None,
+        }
+    }
+}
+
+/// Who a connection is, in `welcome` and `GET /api/me`. `id` is stable for an account;
+/// a guest's lasts as long as its guest session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: String,
+    /// The account's username; none for a guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub display_name: String,
+    pub role: ServerRole,
+    #[serde(default)]
+    pub guest: bool,
 }
 
 /// A client frame with its optional request id: `ref` is echoed on the reply (or the
@@ -97,7 +238,25 @@ pub struct DecodeError {
 }
 
 /// Every `type` a client may send.
-const CLIENT_TYPES: [&str; 7] = ["hello", "join", "leave", "send", "typing", "history", "list_rooms"];
+const CLIENT_TYPES: [&str; 17] = [
+    "hello",
+    "join",
+    "leave",
+    "send",
+    "typing",
+    "history",
+    "list_rooms",
+    "create_room",
+    "invite",
+    "kick",
+    "ban",
+    "unban",
+    "mute",
+    "unmute",
+    "set_role",
+    "set_topic",
+    "open_dm",
+];
 
 impl Request {
     /// Decodes one text frame with its `ref`. The `ref` is recovered even when the frame
@@ -183,7 +342,7 @@ fn default_history_limit() -> u32 {
 }
 
 /// A stored chat message as it travels in `message` and `history`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub room: String,
     pub seq: Seq,
@@ -192,10 +351,17 @@ pub struct ChatMessage {
     /// Server time, Unix milliseconds.
     pub ts: i64,
     pub client_id: String,
+    /// The author's user id (`UserInfo::id`): "mine" is decided by it, never by nick.
+    /// Empty for messages stored before protocol 2.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// The author was a guest (shown as such wherever the name shows).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub guest: bool,
 }
 
 /// One entry of `rooms` / `GET /api/rooms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RoomInfo {
     pub name: String,
     /// Nicks present now.
@@ -206,6 +372,13 @@ pub struct RoomInfo {
     /// directory's order, most recent first.
     #[serde(default)]
     pub last_active: i64,
+    #[serde(default, skip_serializing_if = "Visibility::is_public")]
+    pub visibility: Visibility,
+    /// A direct-message room (listed apart).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dm: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic: String,
 }
 
 /// The server's limits, sent in `welcome` so a client can check before sending.
@@ -240,6 +413,9 @@ pub enum ServerMsg {
         limits: Limits,
         #[serde(default)]
         protocol: u32,
+        /// Who this connection is (protocol 2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<UserInfo>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
     },
@@ -253,6 +429,21 @@ pub enum ServerMsg {
         head: Seq,
         #[serde(default, skip_serializing_if = "is_false")]
         truncated: bool,
+        /// Which of `members` are guests.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        guests: Vec<String>,
+        #[serde(default, skip_serializing_if = "Visibility::is_public")]
+        visibility: Visibility,
+        #[serde(default, skip_serializing_if = "is_false")]
+        dm: bool,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        topic: String,
+        /// The joiner's role here, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<RoomRole>,
+        /// The joiner is muted here: it may read but not send.
+        #[serde(default, skip_serializing_if = "is_false")]
+        muted: bool,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
     },
@@ -290,6 +481,44 @@ pub enum ServerMsg {
         /// How many people are in the room after this change.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         member_count: Option<u32>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        guest: bool,
+    },
+    /// You were let into a private room (join it to enter).
+    Invited {
+        room: String,
+        by: String,
+    },
+    /// You were removed from a room (and are no longer in it); `banned` when you may not
+    /// come back.
+    Kicked {
+        room: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        banned: bool,
+    },
+    /// A member's standing in a room changed (sent to the room).
+    MemberUpdate {
+        room: String,
+        username: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<RoomRole>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        banned: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        muted: Option<bool>,
+    },
+    /// A request that has no other answer (`invite`, `kick`, `ban`, `unban`, `mute`,
+    /// `unmute`, `set_role`, `set_topic`) was carried out.
+    Ack {
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// The room's topic changed.
+    Topic {
+        room: String,
+        topic: String,
+        by: String,
     },
     Error {
         code: ErrorCode,
@@ -327,6 +556,7 @@ impl ServerMsg {
             | ServerMsg::Left { reference, .. }
             | ServerMsg::History { reference, .. }
             | ServerMsg::Rooms { reference, .. }
+            | ServerMsg::Ack { reference }
             | ServerMsg::Error { reference, .. } => reference.as_deref(),
             _ => None,
         }
@@ -340,6 +570,7 @@ impl ServerMsg {
             | ServerMsg::Left { reference, .. }
             | ServerMsg::History { reference, .. }
             | ServerMsg::Rooms { reference, .. }
+            | ServerMsg::Ack { reference }
             | ServerMsg::Error { reference, .. } => *reference = r,
             _ => {}
         }
@@ -369,10 +600,31 @@ pub enum ErrorCode {
     RateLimited,
     TooManyRooms,
     Internal,
+    /// Signing in is needed (no account, or guests are off).
+    Unauthenticated,
+    /// Known, but not allowed (a member trying to kick, a guest making a private room).
+    Forbidden,
+    /// No such room, user or thing, or one the caller may not know exists (a private
+    /// room to a non-member).
+    NotFound,
+    /// Banned from the room.
+    Banned,
+    /// Muted in the room: may read, not send.
+    Muted,
+    InvalidUsername,
+    WeakPassword,
+    UsernameTaken,
+    InviteRequired,
+    BadCredentials,
+    SignupClosed,
+    /// A browser request from another origin.
+    BadOrigin,
+    /// `create_room` of a name in use.
+    RoomExists,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::BadFrame,
         ErrorCode::UnknownType,
         ErrorCode::HelloRequired,
@@ -387,6 +639,19 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::TooManyRooms,
         ErrorCode::Internal,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::Banned,
+        ErrorCode::Muted,
+        ErrorCode::InvalidUsername,
+        ErrorCode::WeakPassword,
+        ErrorCode::UsernameTaken,
+        ErrorCode::InviteRequired,
+        ErrorCode::BadCredentials,
+        ErrorCode::SignupClosed,
+        ErrorCode::BadOrigin,
+        ErrorCode::RoomExists,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -405,6 +670,19 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Muted => "muted",
+            ErrorCode::InvalidUsername => "invalid_username",
+            ErrorCode::WeakPassword => "weak_password",
+            ErrorCode::UsernameTaken => "username_taken",
+            ErrorCode::InviteRequired => "invite_required",
+            ErrorCode::BadCredentials => "bad_credentials",
+            ErrorCode::SignupClosed => "signup_closed",
+            ErrorCode::BadOrigin => "bad_origin",
+            ErrorCode::RoomExists => "room_exists",
         }
     }
 }
@@ -543,6 +821,48 @@ impl RoomName {
     }
 }
 
+/// Longest username, in characters (ASCII).
+pub const MAX_USERNAME_CHARS: usize = 32;
+/// Longest room topic, in characters.
+pub const MAX_TOPIC_CHARS: usize = 200;
+
+/// An account's username: 1–32 of `a-z 0-9 _ . -`, compared case-insensitively (kept in
+/// lower case).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let lower = raw.trim().to_ascii_lowercase();
+        let ok = !lower.is_empty()
+            && lower.len() <= MAX_USERNAME_CHARS
+            && lower.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+        ok.then_some(Username(lower))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The name of the direct-message room of two accounts: reserved (`dm-` rooms are never
+/// created by `join` or `create_room`).
+pub fn dm_room_name(a: i64, b: i64) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    format!("dm-{lo}-{hi}")
+}
+
+/// Whether a room name is in the reserved direct-message space.
+pub fn is_dm_name(name: &str) -> bool {
+    name.starts_with("dm-")
+}
+
 impl fmt::Display for RoomName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -630,18 +950,18 @@ mod tests {
             nick: "ann".into(),
             text: "hi <b>".into(),
             ts: 1_700_000_000_000,
-            client_id: "c-1".into(),
+            client_id: "c-1".into(), ..Default::default() 
         }
     }
 
     #[test]
     fn client_messages_round_trip_with_fixed_field_names() {
         round_trip_client(
-            ClientMsg::Hello { nick: "ann".into(), session: None },
+            ClientMsg::Hello { nick: Some("ann".into()), session: None },
             json!({"type": "hello", "nick": "ann"}),
         );
         round_trip_client(
-            ClientMsg::Hello { nick: "ann".into(), session: Some("s".into()) },
+            ClientMsg::Hello { nick: Some("ann".into()), session: Some("s".into()) },
             json!({"type": "hello", "nick": "ann", "session": "s"}),
         );
         round_trip_client(
@@ -667,6 +987,86 @@ mod tests {
             ClientMsg::ListRooms { cursor: Some("5.a".into()), limit: Some(10) },
             json!({"type": "list_rooms", "cursor": "5.a", "limit": 10}),
         );
+    }
+
+    #[test]
+    fn protocol_2_messages_round_trip_with_fixed_field_names() {
+        round_trip_client(ClientMsg::Hello { nick: None, session: None }, json!({"type": "hello"}));
+        round_trip_client(
+            ClientMsg::CreateRoom { room: "r".into(), visibility: Visibility::Private, topic: Some("t".into()) },
+            json!({"type": "create_room", "room": "r", "visibility": "private", "topic": "t"}),
+        );
+        assert_eq!(
+            ClientMsg::decode(r#"{"type":"create_room","room":"r"}"#).unwrap(),
+            ClientMsg::CreateRoom { room: "r".into(), visibility: Visibility::Public, topic: None }
+        );
+        for (msg, t) in [
+            (ClientMsg::Invite { room: "r".into(), username: "u".into() }, "invite"),
+            (ClientMsg::Kick { room: "r".into(), username: "u".into() }, "kick"),
+            (ClientMsg::Ban { room: "r".into(), username: "u".into() }, "ban"),
+            (ClientMsg::Unban { room: "r".into(), username: "u".into() }, "unban"),
+            (ClientMsg::Mute { room: "r".into(), username: "u".into() }, "mute"),
+            (ClientMsg::Unmute { room: "r".into(), username: "u".into() }, "unmute"),
+        ] {
+            round_trip_client(msg, json!({"type": t, "room": "r", "username": "u"}));
+        }
+        round_trip_client(
+            ClientMsg::SetRole { room: "r".into(), username: "u".into(), role: RoomRole::Moderator },
+            json!({"type": "set_role", "room": "r", "username": "u", "role": "moderator"}),
+        );
+        round_trip_client(
+            ClientMsg::SetTopic { room: "r".into(), topic: "t".into() },
+            json!({"type": "set_topic", "room": "r", "topic": "t"}),
+        );
+        round_trip_client(ClientMsg::OpenDm { username: "u".into() }, json!({"type": "open_dm", "username": "u"}));
+        round_trip_server(
+            ServerMsg::Invited { room: "r".into(), by: "ann".into() },
+            json!({"type": "invited", "room": "r", "by": "ann"}),
+        );
+        round_trip_server(
+            ServerMsg::Kicked { room: "r".into(), by: "ann".into(), banned: true },
+            json!({"type": "kicked", "room": "r", "by": "ann", "banned": true}),
+        );
+        round_trip_server(
+            ServerMsg::MemberUpdate {
+                room: "r".into(),
+                username: "bob".into(),
+                role: Some(RoomRole::Owner),
+                banned: None,
+                muted: Some(true),
+            },
+            json!({"type": "member_update", "room": "r", "username": "bob", "role": "owner", "muted": true}),
+        );
+        round_trip_server(ServerMsg::Ack { reference: Some("q".into()) }, json!({"type": "ack", "ref": "q"}));
+        let user = UserInfo {
+            id: "7".into(),
+            username: Some("ann".into()),
+            display_name: "Ann".into(),
+            role: ServerRole::Admin,
+            guest: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&user).unwrap(),
+            json!({"id": "7", "username": "ann", "display_name": "Ann", "role": "admin", "guest": false})
+        );
+        let m = ChatMessage { user: "g-1".into(), guest: true, ..sample_message() };
+        assert_eq!(serde_json::to_value(&m).unwrap()["user"], json!("g-1"));
+        assert_eq!(serde_json::to_value(&m).unwrap()["guest"], json!(true));
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
+    }
+
+    #[test]
+    fn usernames_are_lower_case_ascii_and_dm_names_are_reserved() {
+        assert_eq!(Username::parse("Ann.B-1_").unwrap().as_str(), "ann.b-1_");
+        assert!(Username::parse("").is_none());
+        assert!(Username::parse("an n").is_none());
+        assert!(Username::parse("аnn").is_none(), "Cyrillic а");
+        assert!(Username::parse(&"a".repeat(33)).is_none());
+        assert!(Username::parse(&"a".repeat(32)).is_some());
+        assert_eq!(dm_room_name(9, 3), "dm-3-9");
+        assert!(is_dm_name("dm-3-9") && !is_dm_name("dmz"));
     }
 
     #[test]
@@ -712,9 +1112,9 @@ mod tests {
                 nick: "ann".into(),
                 limits: limits.clone(),
                 protocol: PROTOCOL_VERSION,
-                reference: None,
+                reference: None, user: None, 
             },
-            json!({"type": "welcome", "session": "tok", "nick": "ann", "protocol": 1, "limits": {
+            json!({"type": "welcome", "session": "tok", "nick": "ann", "protocol": 2, "limits": {
                 "max_text_chars": 4000, "max_nick_chars": 32, "max_room_chars": 64,
                 "max_frame_bytes": 65536, "max_rooms_per_connection": 32, "max_history": 200,
                 "messages_per_sec": 10, "message_burst": 20}}),
@@ -726,7 +1126,7 @@ mod tests {
                 member_count: 1,
                 head: 4,
                 truncated: false,
-                reference: Some("j1".into()),
+                reference: Some("j1".into()), guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
             },
             json!({"type": "joined", "room": "r", "members": ["ann"], "member_count": 1, "head": 4, "ref": "j1"}),
         );
@@ -737,7 +1137,7 @@ mod tests {
                 member_count: 0,
                 head: 900,
                 truncated: true,
-                reference: None,
+                reference: None, guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
             },
             json!({"type": "joined", "room": "r", "members": [], "member_count": 0, "head": 900, "truncated": true}),
         );
@@ -767,7 +1167,7 @@ mod tests {
         );
         round_trip_server(
             ServerMsg::Rooms {
-                rooms: vec![RoomInfo { name: "r".into(), members: 2, head: 9, last_active: 5 }],
+                rooms: vec![RoomInfo { name: "r".into(), members: 2, head: 9, last_active: 5, ..Default::default()  }],
                 has_more: true,
                 next: Some("5.r".into()),
                 reference: None,
@@ -780,7 +1180,7 @@ mod tests {
                 room: "r".into(),
                 nick: "bob".into(),
                 state: PresenceState::Left,
-                member_count: Some(3),
+                member_count: Some(3), guest: false, 
             },
             json!({"type": "presence", "room": "r", "nick": "bob", "state": "left", "member_count": 3}),
         );

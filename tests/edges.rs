@@ -29,7 +29,7 @@ use tokio_tungstenite::{MaybeTlsStream, tungstenite::Message};
 const TS: i64 = 1_700_000_000_000;
 
 fn chat(room: &str, seq: u64, text: String, ts: i64) -> ChatMessage {
-    ChatMessage { room: room.into(), seq, nick: "ann".into(), text, ts, client_id: format!("c-{seq}") }
+    ChatMessage { room: room.into(), seq, nick: "ann".into(), text, ts, client_id: format!("c-{seq}"), ..Default::default()  }
 }
 
 /// A database file holding `messages`, written before any server runs on it.
@@ -1085,6 +1085,9 @@ async fn http_reads_past_the_burst_get_429_with_retry_after() {
         c.http_burst = 3;
     })
     .await;
+    // The room must exist: the history of a room that does not is 404.
+    let (mut ann, _) = app.user("ann").await;
+    ann.join("lobby", None, 0).await;
     let (ok, refused) = until_refused(&app.url("/api/rooms/lobby/messages")).await;
     assert!(ok >= 3, "the burst is served: {ok}");
     assert_rate_limited_response(refused).await;

@@ -14,7 +14,7 @@
 mod common;
 
 use common::{TestApp, WAIT, spawn_with};
-use confab::protocol::{ClientMsg, ErrorCode, ServerMsg};
+use confab::protocol::{ClientMsg, ErrorCode, RoomRole, ServerMsg, Visibility};
 use proptest::{prelude::*, sample::select, strategy::ValueTree, test_runner::TestRunner};
 use serde_json::{Number, Value, json};
 use std::{
@@ -26,9 +26,41 @@ use std::{
 };
 
 /// Every `type` a client may send (kept in step with `variant` below).
-const CLIENT_TYPES: [&str; 7] = ["hello", "join", "leave", "send", "typing", "history", "list_rooms"];
+const CLIENT_TYPES: [&str; 17] = [
+    "hello",
+    "join",
+    "leave",
+    "send",
+    "typing",
+    "history",
+    "list_rooms",
+    "create_room",
+    "invite",
+    "kick",
+    "ban",
+    "unban",
+    "mute",
+    "unmute",
+    "set_role",
+    "set_topic",
+    "open_dm",
+];
 /// Every field name a client frame uses besides `type`.
-const FIELDS: [&str; 8] = ["nick", "session", "room", "since", "text", "client_id", "before", "limit"];
+const FIELDS: [&str; 13] = [
+    "nick",
+    "session",
+    "room",
+    "since",
+    "text",
+    "client_id",
+    "before",
+    "limit",
+    "visibility",
+    "topic",
+    "username",
+    "role",
+    "cursor",
+];
 /// Near misses and other names worth trying as a type or a key.
 const ODD_WORDS: [&str; 12] = [
     "",
@@ -64,6 +96,16 @@ fn variant(msg: &ClientMsg) -> usize {
         ClientMsg::Typing { .. } => 4,
         ClientMsg::History { .. } => 5,
         ClientMsg::ListRooms { .. } => 6,
+        ClientMsg::CreateRoom { .. } => 7,
+        ClientMsg::Invite { .. } => 8,
+        ClientMsg::Kick { .. } => 9,
+        ClientMsg::Ban { .. } => 10,
+        ClientMsg::Unban { .. } => 11,
+        ClientMsg::Mute { .. } => 12,
+        ClientMsg::Unmute { .. } => 13,
+        ClientMsg::SetRole { .. } => 14,
+        ClientMsg::SetTopic { .. } => 15,
+        ClientMsg::OpenDm { .. } => 16,
     }
 }
 
@@ -133,7 +175,8 @@ fn arb_json() -> BoxedStrategy<Value> {
 fn arb_client_msg() -> BoxedStrategy<ClientMsg> {
     let s = any::<String>;
     prop_oneof![
-        (s(), proptest::option::of(s())).prop_map(|(nick, session)| ClientMsg::Hello { nick, session }),
+        (proptest::option::of(s()), proptest::option::of(s()))
+            .prop_map(|(nick, session)| ClientMsg::Hello { nick, session }),
         (s(), proptest::option::of(any::<u64>())).prop_map(|(room, since)| ClientMsg::Join { room, since }),
         s().prop_map(|room| ClientMsg::Leave { room }),
         (s(), s(), s()).prop_map(|(room, text, client_id)| ClientMsg::Send { room, text, client_id }),
@@ -144,6 +187,24 @@ fn arb_client_msg() -> BoxedStrategy<ClientMsg> {
             limit
         }),
         Just(ClientMsg::ListRooms { cursor: None, limit: None }),
+        (s(), any::<bool>(), proptest::option::of(s())).prop_map(|(room, private, topic)| ClientMsg::CreateRoom {
+            room,
+            visibility: if private { Visibility::Private } else { Visibility::Public },
+            topic
+        }),
+        (s(), s()).prop_map(|(room, username)| ClientMsg::Invite { room, username }),
+        (s(), s()).prop_map(|(room, username)| ClientMsg::Kick { room, username }),
+        (s(), s()).prop_map(|(room, username)| ClientMsg::Ban { room, username }),
+        (s(), s()).prop_map(|(room, username)| ClientMsg::Unban { room, username }),
+        (s(), s()).prop_map(|(room, username)| ClientMsg::Mute { room, username }),
+        (s(), s()).prop_map(|(room, username)| ClientMsg::Unmute { room, username }),
+        (s(), s(), any::<bool>()).prop_map(|(room, username, m)| ClientMsg::SetRole {
+            room,
+            username,
+            role: if m { RoomRole::Moderator } else { RoomRole::Member }
+        }),
+        (s(), s()).prop_map(|(room, topic)| ClientMsg::SetTopic { room, topic }),
+        s().prop_map(|username| ClientMsg::OpenDm { username }),
     ]
     .boxed()
 }
@@ -503,8 +564,8 @@ fn decode_handles_known_edge_cases() {
 fn decoder_inputs_reach_every_variant() {
     let mut runner = TestRunner::deterministic();
     let strategy = decoder_input();
-    let (mut accepted, mut refused) = ([0usize; 7], [0usize; 2]);
-    for _ in 0..3_000 {
+    let (mut accepted, mut refused) = ([0usize; CLIENT_TYPES.len()], [0usize; 2]);
+    for _ in 0..8_000 {
         let text = strategy.new_tree(&mut runner).expect("a value").current();
         match ClientMsg::decode(&text) {
             Ok(msg) => accepted[variant(&msg)] += 1,

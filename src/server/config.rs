@@ -11,16 +11,85 @@ pub enum SyncMode {
     Full,
 }
 
+/// Who may create an account (`--signup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignupMode {
+    /// Anyone may sign up.
+    Open,
+    /// Sign-up needs an invite code (from an admin or a room owner).
+    Invite,
+    /// Only admins make accounts (`confab admin create-user`).
+    Closed,
+}
+
+impl SignupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignupMode::Open => "open",
+            SignupMode::Invite => "invite",
+            SignupMode::Closed => "closed",
+        }
+    }
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// `confab admin …`: account administration on a stopped or running server's database.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Administer accounts and invites (works while a server runs on the same database).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Creates an account. The password is read from CONFAB_PASSWORD or, when unset, from
+    /// the first line of standard input (so it never shows in the process list).
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Make the account an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Sets an account's password and ends all its sessions. The password is read as for
+    /// create-user.
+    ResetPassword {
+        #[arg(long)]
+        username: String,
+    },
+    /// Creates a sign-up invite and prints its code (shown once).
+    Invite {
+        /// How many sign-ups it allows (default 1); 0 for unlimited.
+        #[arg(long, default_value_t = 1)]
+        uses: i64,
+        /// Hours until it expires (default 168, a week); 0 for never.
+        #[arg(long, default_value_t = 168)]
+        expires_hours: u64,
+    },
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "confab", version, about = "Confab chat server")]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on. Defaults to Leptos's site address (LEPTOS_SITE_ADDR, set by
     /// cargo-leptos), else 127.0.0.1:3000.
     #[arg(long, env = "CONFAB_ADDR")]
     pub addr: Option<SocketAddr>,
 
     /// SQLite database file; created with its schema on first start.
-    #[arg(long, env = "CONFAB_DB", default_value = "confab.db")]
+    #[arg(long, env = "CONFAB_DB", default_value = "confab.db", global = true)]
     pub db: PathBuf,
 
     /// When a commit is synced to disk: `normal` (WAL, synced at checkpoints) survives a
@@ -133,6 +202,24 @@ pub struct Config {
     #[arg(long, env = "CONFAB_HTTP_TIMEOUT_SECS", default_value_t = 10)]
     pub http_timeout_secs: u64,
 
+    /// Who may create an account: `open` (anyone), `invite` (with an invite code) or
+    /// `closed` (admins only, with `confab admin create-user`). The first account on an
+    /// empty server is always allowed and becomes the admin.
+    #[arg(long, env = "CONFAB_SIGNUP", value_enum, default_value_t = SignupMode::Open)]
+    pub signup: SignupMode,
+
+    /// Whether people without an account may chat under a name of their choosing.
+    #[arg(long, env = "CONFAB_GUESTS", value_enum, default_value_t = Switch::On)]
+    pub guests: Switch,
+
+    /// Sign-in and sign-up attempts per minute, per address and per username, sustained.
+    #[arg(long, env = "CONFAB_AUTH_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_rate: u32,
+
+    /// Sign-in and sign-up attempts at once above the rate, per address and per username.
+    #[arg(long, env = "CONFAB_AUTH_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_burst: u32,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "confab=debug".
     #[arg(long, env = "CONFAB_LOG", default_value = "info")]
     pub log: String,
@@ -200,6 +287,10 @@ impl Config {
     /// Never shorter than a ping interval plus a second: a client needs a ping to answer.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.max(self.ping_interval().as_secs() + 1))
+    }
+
+    pub fn guests_allowed(&self) -> bool {
+        self.guests == Switch::On
     }
 
     pub fn session_grace(&self) -> Duration {

@@ -40,7 +40,7 @@ fn close_patience(reason: CloseReason) -> Duration {
 }
 
 /// Runs a connection to its end.
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr) {
+pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr, principal: Option<super::auth::Principal>) {
     let (sink, mut stream) = socket.split();
     let conn = ConnHandle::new(hub.next_conn_id(), hub.config.outbound_queue_bytes);
     hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
@@ -49,7 +49,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr) {
     let started = Instant::now();
     let writer = tokio::spawn(write_loop(sink, conn.clone(), hub.clone(), last_heard.clone(), started));
 
-    let mut state = Reader::new(hub.clone(), conn.clone(), peer);
+    let mut state = Reader::new(hub.clone(), conn.clone(), peer, principal);
     let mut peer_closed = false;
     loop {
         let frame = tokio::select! {

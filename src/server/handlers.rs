@@ -5,7 +5,9 @@
 //! well as in count, so each one can always be written.
 
 use super::{
+    auth::{Identity, Principal},
     hub::{Hub, HubError},
+    moderation::Action,
     outbound::{CloseReason, ConnHandle, Outbound},
     rate::{Refusal, TokenBucket},
     room::{Room, encode},
@@ -14,13 +16,13 @@ use super::{
 };
 use crate::protocol::{
     ChatMessage, ClientMsg, ErrorCode, JOIN_RECENT, MessageText, Nick, PROTOCOL_VERSION, ROOMS_PAGE, Request,
-    RoomName, Seq, ServerMsg, ValidationError, check_client_id,
+    RoomName, Seq, ServerMsg, ValidationError, Visibility, check_client_id,
 };
 use axum::extract::ws::Utf8Bytes;
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex, atomic::Ordering},
 };
 
 /// Typing events per second a connection may send (burst of 3).
@@ -31,17 +33,29 @@ const JOIN_RATE: f64 = 5.0;
 const HISTORY_RATE: f64 = 5.0;
 /// `list_rooms` requests per second (burst of 5): each sorts the directory.
 const LIST_RATE: f64 = 2.0;
+/// Moderation and room-creation requests per second (burst of 10): each writes the store.
+const MODERATION_RATE: f64 = 2.0;
+/// A guest address's `send` allowance, in multiples of one session's: people behind one
+/// NAT share it, so it is wider, but ten guest tabs still do not get ten times the rate.
+const GUEST_ADDRESS_SCALE: u32 = 4;
 
 /// The reader's state: who this connection is and what it joined.
 pub struct Reader {
     hub: Arc<Hub>,
     conn: Arc<ConnHandle>,
     peer: IpAddr,
+    /// Who the WebSocket upgrade signed in as (cookie or Bearer token), if anyone.
+    principal: Option<Principal>,
     session: Option<Arc<Session>>,
+    /// Who this connection is, from `hello` on.
+    identity: Option<Identity>,
     joined: HashMap<RoomName, Arc<Room>>,
     /// The `ref` of the request being handled, echoed on its reply.
     reference: Option<String>,
-    sends: TokenBucket,
+    /// The account's (or guest session's) `send` allowance, shared by its connections;
+    /// a guest's address has one more.
+    sends: Vec<Arc<Mutex<TokenBucket>>>,
+    moderation: TokenBucket,
     typing: TokenBucket,
     joins: TokenBucket,
     history: TokenBucket,
@@ -52,18 +66,20 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(hub: Arc<Hub>, conn: Arc<ConnHandle>, peer: IpAddr) -> Self {
+    pub fn new(hub: Arc<Hub>, conn: Arc<ConnHandle>, peer: IpAddr, principal: Option<Principal>) -> Self {
         let cfg = &hub.config;
-        let sends = TokenBucket::new(cfg.msg_rate as f64, cfg.msg_burst as f64);
         let strikes = TokenBucket::new(1.0, cfg.abuse_strikes as f64);
         Reader {
             hub,
             conn,
             peer,
+            principal,
             session: None,
+            identity: None,
             joined: HashMap::new(),
             reference: None,
-            sends,
+            sends: Vec::new(),
+            moderation: TokenBucket::new(MODERATION_RATE, 10.0),
             typing: TokenBucket::new(TYPING_RATE, 3.0),
             joins: TokenBucket::new(JOIN_RATE, 10.0),
             history: TokenBucket::new(HISTORY_RATE, 10.0),
@@ -107,9 +123,9 @@ impl Reader {
             Ok(msg) => msg,
             Err(err) => return self.error(err.code, err.message).await,
         };
-        let Some(session) = self.session.clone() else {
+        let (Some(session), Some(who)) = (self.session.clone(), self.identity.clone()) else {
             return match msg {
-                ClientMsg::Hello { nick, session } => self.hello(&nick, session.as_deref()).await,
+                ClientMsg::Hello { nick, session } => self.hello(nick.as_deref(), session.as_deref()).await,
                 _ => self.error(ErrorCode::HelloRequired, "send hello first").await,
             };
         };
@@ -117,34 +133,154 @@ impl Reader {
             ClientMsg::Hello { .. } => {
                 self.error(ErrorCode::AlreadyHello, "this connection already said hello").await
             }
-            ClientMsg::Join { room, since } => self.join(&session, &room, since).await,
+            ClientMsg::Join { room, since } => self.join(&who, &room, since).await,
             ClientMsg::Leave { room } => self.leave(&room).await,
-            ClientMsg::Send { room, text, client_id } => self.send(&session, &room, text, client_id).await,
+            ClientMsg::Send { room, text, client_id } => self.send(&session, &who, &room, text, client_id).await,
             ClientMsg::Typing { room } => self.typing(&session, &room).await,
-            ClientMsg::History { room, before, limit } => self.history(&room, before, limit).await,
-            ClientMsg::ListRooms { cursor, limit } => self.list_rooms(cursor, limit).await,
+            ClientMsg::History { room, before, limit } => self.history(&who, &room, before, limit).await,
+            ClientMsg::ListRooms { cursor, limit } => self.list_rooms(&who, cursor, limit).await,
+            ClientMsg::CreateRoom { room, visibility, topic } => self.create_room(&who, &room, visibility, topic).await,
+            ClientMsg::OpenDm { username } => self.open_dm(&who, &username).await,
+            ClientMsg::SetTopic { room, topic } => self.set_topic(&who, &room, topic).await,
+            ClientMsg::Invite { room, username } => self.moderate(&who, &room, Action::Invite, &username).await,
+            ClientMsg::Kick { room, username } => self.moderate(&who, &room, Action::Kick, &username).await,
+            ClientMsg::Ban { room, username } => self.moderate(&who, &room, Action::Ban, &username).await,
+            ClientMsg::Unban { room, username } => self.moderate(&who, &room, Action::Unban, &username).await,
+            ClientMsg::Mute { room, username } => self.moderate(&who, &room, Action::Mute, &username).await,
+            ClientMsg::Unmute { room, username } => self.moderate(&who, &room, Action::Unmute, &username).await,
+            ClientMsg::SetRole { room, username, role } => {
+                self.moderate(&who, &room, Action::SetRole(role), &username).await
+            }
         }
     }
 
-    async fn hello(&mut self, nick: &str, token: Option<&str>) {
-        let nick = match Nick::parse(nick) {
-            Ok(nick) => nick,
+    /// `hello`: a signed-in upgrade is its account (any nick is ignored); otherwise a
+    /// guest names itself, where guests are allowed, and never with an account's name.
+    async fn hello(&mut self, nick: Option<&str>, token: Option<&str>) {
+        let (session, identity) = match self.principal.clone() {
+            Some(principal) => {
+                let identity = principal.identity();
+                let session = self.hub.sessions.attach_account(principal.account.id, identity.nick.clone());
+                self.hub.auth.register_live(principal.account.id, principal.via.clone(), &self.conn);
+                (session, identity)
+            }
+            None => {
+                if !self.hub.auth.guests {
+                    return self.error(ErrorCode::Unauthenticated, "this server has no guests: sign in first").await;
+                }
+                let Some(nick) = nick else {
+                    return self.error(ErrorCode::Unauthenticated, "sign in, or say hello with a nick as a guest").await;
+                };
+                let nick = match Nick::parse(nick) {
+                    Ok(nick) => nick,
+                    Err(err) => return self.invalid(err).await,
+                };
+                match self.hub.auth.guest_name_free(&nick).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let message = "that name belongs to a registered user; sign in or pick another";
+                        return self.error(ErrorCode::NickTaken, message).await;
+                    }
+                    Err(err) => return self.error(err.code(), err.to_string()).await,
+                }
+                let session = match self.hub.sessions.attach(nick, token) {
+                    Ok(session) => session,
+                    Err(code) => return self.error(code, "that nick is in use by someone else").await,
+                };
+                let identity = Identity::guest(&session.public_id, session.nick.clone());
+                (session, identity)
+            }
+        };
+        self.sends = vec![self.hub.send_bucket(&identity.id, 1)];
+        if identity.is_guest() {
+            self.sends.push(self.hub.send_bucket(&format!("ip:{}", self.peer), GUEST_ADDRESS_SCALE));
+        }
+        let welcome = ServerMsg::Welcome {
+            session: if identity.is_guest() { session.token.clone() } else { String::new() },
+            nick: identity.nick.as_str().to_owned(),
+            limits: self.hub.config.limits(),
+            protocol: PROTOCOL_VERSION,
+            user: Some(identity.info()),
+            reference: None,
+        };
+        self.session = Some(session);
+        self.identity = Some(identity);
+        self.reply(welcome).await;
+    }
+
+    /// Takes a `send` token of every allowance this connection draws on.
+    fn check_send_rate(&self) -> Result<(), Refusal> {
+        for bucket in &self.sends {
+            bucket.lock().unwrap_or_else(|p| p.into_inner()).check()?;
+        }
+        Ok(())
+    }
+
+    async fn create_room(&mut self, who: &Identity, room: &str, visibility: Visibility, topic: Option<String>) {
+        let name = match RoomName::parse(room) {
+            Ok(name) => name,
             Err(err) => return self.invalid(err).await,
         };
-        match self.hub.sessions.attach(nick, token) {
-            Ok(session) => {
-                let welcome = ServerMsg::Welcome {
-                    session: session.token.clone(),
-                    nick: session.nick.as_str().to_owned(),
-                    limits: self.hub.config.limits(),
-                    protocol: PROTOCOL_VERSION,
-                    reference: None,
-                };
-                self.session = Some(session);
-                self.reply(welcome).await;
-            }
-            Err(code) => self.error(code, "that nick is in use by someone else").await,
+        if let Err(refusal) = self.moderation.check() {
+            return self.rate_limited(refusal, "too many requests", None).await;
         }
+        match self.hub.create_room(who, self.peer, &name, visibility, topic).await {
+            Ok(_) => self.join(who, &name.to_string(), None).await,
+            Err(HubError::CreationRate(refusal)) => {
+                let refusal = Refusal { strike: false, ..refusal };
+                self.rate_limited(refusal, "too many new rooms; try again later", None).await
+            }
+            Err(err) => self.error(err.code(), err.to_string()).await,
+        }
+    }
+
+    async fn open_dm(&mut self, who: &Identity, username: &str) {
+        if let Err(refusal) = self.moderation.check() {
+            return self.rate_limited(refusal, "too many requests", None).await;
+        }
+        match self.hub.open_dm(who, username).await {
+            Ok(name) => self.join(who, &name.to_string(), None).await,
+            Err(err) => self.error(err.code(), err.to_string()).await,
+        }
+    }
+
+    async fn set_topic(&mut self, who: &Identity, room: &str, topic: String) {
+        let name = match RoomName::parse(room) {
+            Ok(name) => name,
+            Err(err) => return self.invalid(err).await,
+        };
+        if let Err(refusal) = self.moderation.check() {
+            return self.rate_limited(refusal, "too many requests", None).await;
+        }
+        match self.hub.set_topic(who, &name, topic).await {
+            Ok(()) => self.reply(ServerMsg::Ack { reference: None }).await,
+            Err(err) => self.error(err.code(), err.to_string()).await,
+        }
+    }
+
+    async fn moderate(&mut self, who: &Identity, room: &str, action: Action, username: &str) {
+        let name = match RoomName::parse(room) {
+            Ok(name) => name,
+            Err(err) => return self.invalid(err).await,
+        };
+        if let Err(refusal) = self.moderation.check() {
+            return self.rate_limited(refusal, "too many requests", None).await;
+        }
+        match self.hub.moderate(who, &name, action, username).await {
+            Ok(()) => self.reply(ServerMsg::Ack { reference: None }).await,
+            Err(err) => self.error(err.code(), err.to_string()).await,
+        }
+    }
+
+    /// A room this connection joined and is still in (a kick takes it out without the
+    /// reader's knowing; the stale entry goes here).
+    fn current_room(&mut self, room: &str) -> Result<Arc<Room>, (ErrorCode, String)> {
+        let room = self.joined_room(room)?.clone();
+        if !room.is_member(self.conn.id) {
+            self.joined.remove(&room.name);
+            return Err((ErrorCode::NotJoined, format!("you are no longer in {}", room.name)));
+        }
+        Ok(room)
     }
 
     /// Answers a request over a rate limit with when to retry. A refusal counts as a
@@ -176,7 +312,7 @@ impl Reader {
         self.joined.get(&name).ok_or((ErrorCode::NotJoined, format!("join {name} first")))
     }
 
-    async fn join(&mut self, session: &Session, room: &str, since: Option<Seq>) {
+    async fn join(&mut self, who: &Identity, room: &str, since: Option<Seq>) {
         let name = match RoomName::parse(room) {
             Ok(name) => name,
             Err(err) => return self.invalid(err).await,
@@ -197,7 +333,7 @@ impl Reader {
         if !self.conn.begin_join(key.clone(), reserve, reserve).await {
             return;
         }
-        let (room, sub) = match self.hub.join_room(&name, self.peer, &session.nick, &self.conn) {
+        let (room, sub) = match self.hub.join_room(&name, self.peer, who, &self.conn) {
             Ok(joined) => joined,
             Err(err) => {
                 self.conn.replay(Outbound::EndRoom { room: key }, reserve);
@@ -227,12 +363,23 @@ impl Reader {
                 return self.error(ErrorCode::Internal, "could not load the room's history").await;
             }
         };
+        let (visibility, dm, topic, standing) = {
+            let access = room.access();
+            (access.visibility, access.dm, access.topic.clone(), access.standing(who))
+        };
+        let muted = room.access().check_send(who).is_err();
         let mut joined = ServerMsg::Joined {
             room: name.as_str().to_owned(),
             members: sub.members,
             member_count: sub.member_count as u32,
             head: sub.head,
             truncated: since.is_some(),
+            guests: sub.guests,
+            visibility,
+            dm,
+            topic,
+            role: standing.map(|s| s.role),
+            muted,
             reference: self.reference.clone(),
         };
         // The replay is the newest messages that fit the reply bound beside `joined` (its
@@ -265,14 +412,18 @@ impl Reader {
         }
     }
 
-    async fn send(&mut self, session: &Arc<Session>, room: &str, text: String, client_id: String) {
+    async fn send(&mut self, session: &Arc<Session>, who: &Identity, room: &str, text: String, client_id: String) {
         if let Err(err) = check_client_id(&client_id) {
             return self.error(err.code(), err.to_string()).await;
         }
-        let room = match self.joined_room(room) {
-            Ok(room) => room.clone(),
+        let room = match self.current_room(room) {
+            Ok(room) => room,
             Err((code, message)) => return self.error_for(code, message, &client_id).await,
         };
+        let allowed = room.access().check_send(who);
+        if let Err(denied) = allowed {
+            return self.error_for(denied.code(), denied.to_string(), &client_id).await;
+        }
         let text = match MessageText::parse(text, self.hub.config.text_limit()) {
             Ok(text) => text,
             Err(err) => return self.error_for(err.code(), err.to_string(), &client_id).await,
@@ -283,14 +434,14 @@ impl Reader {
             SendState::InFlight => return,
             SendState::Stored(stored_in, seq) => {
                 // Answered from the store: a retry costs a read, so it is rate limited too.
-                if let Err(refusal) = self.sends.check() {
+                if let Err(refusal) = self.check_send_rate() {
                     let message = "slow down: too many messages";
                     return self.rate_limited(refusal, message, Some(&client_id)).await;
                 }
                 return self.resend_stored(&stored_in, seq, &client_id).await;
             }
         }
-        if let Err(refusal) = self.sends.check() {
+        if let Err(refusal) = self.check_send_rate() {
             session.forget(&client_id);
             return self.rate_limited(refusal, "slow down: too many messages", Some(&client_id)).await;
         }
@@ -300,7 +451,8 @@ impl Reader {
             return self.error_for(ErrorCode::Internal, "the server is stopping", &client_id).await;
         };
         self.hub.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-        let nick = session.nick.as_str().to_owned();
+        let nick = who.nick.as_str().to_owned();
+        let (user, guest) = (who.id.to_string(), who.is_guest());
         let text = text.into_string();
         let ts = super::unix_ms();
         let committer = &self.hub.committer;
@@ -312,6 +464,8 @@ impl Reader {
                 text,
                 ts,
                 client_id: client_id.clone(),
+                user,
+                guest,
             },
             |msg, epoch| {
                 committer.enqueue(Job {
@@ -321,6 +475,7 @@ impl Reader {
                     session: Arc::downgrade(session),
                     sender: Arc::downgrade(&self.conn),
                     permit,
+                    done: None,
                 })
             },
         );
@@ -344,8 +499,8 @@ impl Reader {
     }
 
     async fn typing(&mut self, session: &Session, room: &str) {
-        let room = match self.joined_room(room) {
-            Ok(room) => room.clone(),
+        let room = match self.current_room(room) {
+            Ok(room) => room,
             Err((code, message)) => return self.error(code, message).await,
         };
         if let Err(refusal) = self.typing.check() {
@@ -354,9 +509,15 @@ impl Reader {
         room.typing(&session.nick);
     }
 
-    async fn history(&mut self, room: &str, before: Seq, limit: u32) {
-        let name = match self.joined_room(room) {
-            Ok(room) => room.name.clone(),
+    async fn history(&mut self, who: &Identity, room: &str, before: Seq, limit: u32) {
+        let name = match self.current_room(room) {
+            Ok(room) => {
+                let readable = room.access().check_read(who);
+                if let Err(denied) = readable {
+                    return self.error(denied.code(), denied.to_string()).await;
+                }
+                room.name.clone()
+            }
             Err((code, message)) => return self.error(code, message).await,
         };
         if let Err(refusal) = self.history.check() {
@@ -382,11 +543,11 @@ impl Reader {
         }
     }
 
-    async fn list_rooms(&mut self, cursor: Option<String>, limit: Option<u32>) {
+    async fn list_rooms(&mut self, who: &Identity, cursor: Option<String>, limit: Option<u32>) {
         if let Err(refusal) = self.lists.check() {
             return self.rate_limited(refusal, "too many room lists", None).await;
         }
-        let page = self.hub.room_page(cursor.as_deref(), limit.unwrap_or(ROOMS_PAGE));
+        let page = self.hub.room_page(who, cursor.as_deref(), limit.unwrap_or(ROOMS_PAGE));
         let msg = ServerMsg::Rooms {
             has_more: page.next.is_some(),
             rooms: page.rooms,

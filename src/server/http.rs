@@ -12,7 +12,7 @@ use crate::protocol::{ChatMessage, ErrorCode, ROOMS_PAGE, RoomInfo, RoomName, Se
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -25,10 +25,14 @@ use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuild
 
 /// The JSON API (behind the per-address `limit`) and the health and metrics endpoints
 /// (cheap, polled by monitors, not limited).
-pub fn routes(limit: &HttpRateLimit) -> Router<Arc<Hub>> {
+pub fn routes(hub: &Arc<Hub>, limit: &HttpRateLimit) -> Router<Arc<Hub>> {
     let api =
         Router::new().route("/api/rooms", get(rooms)).route("/api/rooms/{room}/messages", get(messages));
-    api.layer(limit.clone()).route("/healthz", get(healthz)).route("/metrics", get(metrics))
+    api.layer(limit.clone())
+        .merge(super::account_api::routes(hub, limit))
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), super::account_api::check_origin))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
 }
 
 /// The per-address HTTP rate limit: one limiter, shared by every route it is put on.
@@ -156,9 +160,15 @@ pub struct RoomsPage {
     pub next: Option<String>,
 }
 
-async fn rooms(State(hub): State<Arc<Hub>>, Query(q): Query<RoomsQuery>) -> Json<RoomsPage> {
-    let page = hub.room_page(q.cursor.as_deref(), q.limit.unwrap_or(ROOMS_PAGE));
-    Json(RoomsPage { has_more: page.next.is_some(), rooms: page.rooms, next: page.next })
+/// The rooms the caller may see (private ones only to their members).
+async fn rooms(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Query<RoomsQuery>,
+) -> Result<Json<RoomsPage>, ApiError> {
+    let who = super::account_api::reader(&hub, &headers).await?;
+    let page = hub.room_page(&who, q.cursor.as_deref(), q.limit.unwrap_or(ROOMS_PAGE));
+    Ok(Json(RoomsPage { has_more: page.next.is_some(), rooms: page.rooms, next: page.next }))
 }
 
 #[derive(Deserialize)]
@@ -175,13 +185,18 @@ pub struct MessagesPage {
     pub has_more: bool,
 }
 
+/// A room's history: 404 for a room that does not exist and for a private room the
+/// caller is not in (the same answer, so it does not tell which).
 async fn messages(
     State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
     Path(room): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<MessagesPage>, ApiError> {
     let name = RoomName::parse(&room)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    let who = super::account_api::reader(&hub, &headers).await?;
+    hub.check_read(&name, &who)?;
     let limit = q.limit.unwrap_or(50).clamp(1, hub.config.max_history.max(1)) as usize;
     let before = q.before.unwrap_or(Seq::MAX);
     let page = hub.http_messages_before(&name, before, limit).await.map_err(|err| {

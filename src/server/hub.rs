@@ -5,6 +5,8 @@
 //! connection keeps an `Arc<Room>` for each room it joined.
 
 use super::{
+    access::{Access, Denied},
+    auth::{Auth, Identity},
     broker::{Broker, LocalBroker},
     config::Config,
     metrics::{Gauges, Metrics},
@@ -12,9 +14,13 @@ use super::{
     rate::{Refusal, TokenBucket},
     room::{Room, Subscription},
     session::Sessions,
-    store::{MessageStore, Page, StoreError, committer::Committer},
+    store::{
+        MessageStore, Page, StoreError,
+        accounts::{AccountError, AccountStore},
+        committer::Committer,
+    },
 };
-use crate::protocol::{ErrorCode, Nick, RoomInfo, RoomName, Seq};
+use crate::protocol::{ErrorCode, RoomInfo, RoomName, Seq};
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -33,8 +39,16 @@ pub enum HubError {
     TooManyRooms,
     #[error("too many new rooms from this address; try again later")]
     CreationRate(Refusal),
+    #[error("{0}")]
+    Denied(#[from] Denied),
+    #[error("a room with that name exists")]
+    Exists,
+    #[error("{0}")]
+    Invalid(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Accounts(#[from] AccountError),
 }
 
 impl HubError {
@@ -42,7 +56,10 @@ impl HubError {
         match self {
             HubError::TooManyRooms => ErrorCode::TooManyRooms,
             HubError::CreationRate(_) => ErrorCode::RateLimited,
-            HubError::Store(_) => ErrorCode::Internal,
+            HubError::Denied(d) => d.code(),
+            HubError::Exists => ErrorCode::RoomExists,
+            HubError::Invalid(_) => ErrorCode::InvalidRoom,
+            HubError::Store(_) | HubError::Accounts(_) => ErrorCode::Internal,
         }
     }
 }
@@ -76,6 +93,8 @@ pub struct Hub {
     pub store: Arc<dyn MessageStore>,
     pub committer: Committer,
     pub sessions: Sessions,
+    /// Accounts, sign-in, sessions and tokens.
+    pub auth: Auth,
     pub metrics: Arc<Metrics>,
     /// Open connections per client IP, for the per-IP limit.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -92,6 +111,12 @@ pub struct Hub {
     http_reads: Arc<tokio::sync::Semaphore>,
     /// Room creations per client address (`--room-create-rate`).
     creations: Mutex<HashMap<IpAddr, TokenBucket>>,
+    /// `send` allowances per account (or guest session, or guest address), shared by
+    /// every connection of it: ten tabs do not get ten times the rate.
+    send_buckets: Mutex<HashMap<String, Arc<Mutex<TokenBucket>>>>,
+    /// Room creations (`create_room`, `open_dm`) one at a time: each writes the store
+    /// between the registry check and the registration.
+    pub(super) creating: tokio::sync::Mutex<()>,
     next_conn: AtomicU64,
 }
 
@@ -101,19 +126,41 @@ impl Hub {
     pub fn start(
         config: Config,
         store: Arc<dyn MessageStore>,
+        accounts: Arc<dyn AccountStore>,
     ) -> Result<(Arc<Hub>, JoinHandle<()>), StoreError> {
         let metrics = Arc::new(Metrics::default());
         let broker: Arc<dyn Broker> = Arc::new(LocalBroker);
         let (committer, thread) =
             Committer::start(store.clone(), broker, metrics.clone(), config.commit_queue)
                 .map_err(|e| StoreError::Task(format!("starting the committer: {e}")))?;
+        let load = |e: AccountError| StoreError::Task(format!("loading room access: {e}"));
+        let metas: HashMap<String, _> = accounts.room_metas().map_err(load)?.into_iter().collect();
+        let mut memberships: HashMap<String, Vec<_>> = HashMap::new();
+        for m in accounts.memberships().map_err(load)? {
+            memberships.entry(m.room.clone()).or_default().push(m);
+        }
         let rooms = store
             .rooms()?
             .into_iter()
-            .map(|r| (r.name.clone(), Arc::new(Room::new(r.name, r.head, r.last_active, metrics.clone()))))
+            .map(|r| {
+                let room = Room::new(r.name.clone(), r.head, r.last_active, metrics.clone());
+                {
+                    let mut access = room.access();
+                    if let Some(meta) = metas.get(r.name.as_str()) {
+                        *access = Access::from_meta(meta);
+                    }
+                    for m in memberships.get(r.name.as_str()).into_iter().flatten() {
+                        access.load(m);
+                    }
+                }
+                (r.name, Arc::new(room))
+            })
             .collect();
         let http_reads = Arc::new(tokio::sync::Semaphore::new((config.read_connections as usize / 2).max(1)));
         let hub = Hub {
+            auth: Auth::new(accounts, &config),
+            send_buckets: Mutex::default(),
+            creating: tokio::sync::Mutex::new(()),
             http_reads,
             sessions: Sessions::new(config.session_grace()),
             config: Arc::new(config),
@@ -162,12 +209,17 @@ impl Hub {
         &self,
         name: &RoomName,
         from: IpAddr,
-        nick: &Nick,
+        who: &Identity,
         conn: &Arc<ConnHandle>,
     ) -> Result<(Arc<Room>, Subscription), HubError> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let room = match rooms.get(name) {
-            Some(room) => room.clone(),
+            Some(room) => {
+                room.access().check_join(who)?;
+                room.clone()
+            }
+            // Direct-message rooms are made by `open_dm` only.
+            None if crate::protocol::is_dm_name(name.as_str()) => return Err(Denied::NotFound.into()),
             None => {
                 if rooms.len() >= self.config.max_rooms {
                     return Err(HubError::TooManyRooms);
@@ -178,8 +230,73 @@ impl Hub {
                 room
             }
         };
-        let sub = room.subscribe(nick, conn);
+        let sub = room.subscribe_as(&who.nick, &who.id, who.is_guest(), conn);
         Ok((room, sub))
+    }
+
+    /// Registers a room made by `create_room` or `open_dm` (its settings already stored).
+    /// A public room a join made in the meantime takes the new settings.
+    pub(super) fn register_room(&self, name: &RoomName, access: Access) -> Result<Arc<Room>, HubError> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let room = match rooms.get(name) {
+            Some(room) => room.clone(),
+            None => {
+                if rooms.len() >= self.config.max_rooms {
+                    return Err(HubError::TooManyRooms);
+                }
+                let room = Arc::new(Room::new(name.clone(), 0, super::unix_ms(), self.metrics.clone()));
+                rooms.insert(name.clone(), room.clone());
+                room
+            }
+        };
+        *room.access() = access;
+        Ok(room)
+    }
+
+    /// Whether a new room may be made now (count and the address's creation rate).
+    pub(super) fn check_new_room(&self, name: &RoomName, from: IpAddr) -> Result<(), HubError> {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if rooms.contains_key(name) {
+            return Err(HubError::Exists);
+        }
+        if rooms.len() >= self.config.max_rooms {
+            return Err(HubError::TooManyRooms);
+        }
+        self.creation_allowed(from).map_err(HubError::CreationRate)
+    }
+
+    /// May `who` read `name`'s history? A room that does not exist, and a private room
+    /// `who` is not in, are both `not_found`.
+    pub fn check_read(&self, name: &RoomName, who: &Identity) -> Result<Arc<Room>, Denied> {
+        let room = self.find_room(name).ok_or(Denied::NotFound)?;
+        room.access().check_read(who)?;
+        Ok(room)
+    }
+
+    /// The `send` allowance of `key` (an account, guest session or guest address).
+    pub fn send_bucket(&self, key: &str, scale: u32) -> Arc<Mutex<TokenBucket>> {
+        let mut buckets = self.send_buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                let (rate, burst) = (self.config.msg_rate * scale, self.config.msg_burst * scale);
+                Arc::new(Mutex::new(TokenBucket::new(rate as f64, burst as f64)))
+            })
+            .clone()
+    }
+
+    /// Forgets send allowances nobody holds that have refilled.
+    pub fn sweep_send_buckets(&self) {
+        let full_after = Duration::from_secs_f64(
+            (self.config.msg_burst as f64 / self.config.msg_rate.max(1) as f64).max(1.0),
+        );
+        let now = Instant::now();
+        let mut buckets = self.send_buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets.retain(|_, b| {
+            Arc::strong_count(b) > 1
+                || now.saturating_duration_since(b.lock().unwrap_or_else(|p| p.into_inner()).last_used())
+                    < full_after
+        });
     }
 
     /// Unsubscribes `conn`; a room left with nobody in it and nothing said is forgotten.
@@ -217,13 +334,15 @@ impl Hub {
     }
 
     /// One page of the directory after `cursor`, at most `limit` rooms (1..=200).
-    pub fn room_page(&self, cursor: Option<&str>, limit: u32) -> RoomPage {
+    /// Only rooms `viewer` may see are listed.
+    pub fn room_page(&self, viewer: &Identity, cursor: Option<&str>, limit: u32) -> RoomPage {
         let limit = limit.clamp(1, crate::protocol::MAX_ROOMS_PAGE) as usize;
         let rooms: Vec<Arc<Room>> =
             self.rooms.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
         let after = cursor.and_then(parse_cursor);
         let mut list: Vec<RoomInfo> = rooms
             .iter()
+            .filter(|r| r.access().can_see(viewer))
             .map(|r| r.info())
             .filter(|info| match after {
                 // Strictly after the cursor in directory order.

@@ -1,5 +1,10 @@
 //! The native server (feature `ssr`): WebSocket hub, rooms, storage, HTTP.
 
+pub mod access;
+pub mod account_api;
+pub mod account_pages;
+pub mod admin;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -7,6 +12,7 @@ pub mod handlers;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod moderation;
 pub mod ordering;
 pub mod outbound;
 pub mod pages;
@@ -34,7 +40,7 @@ use std::{
     thread::JoinHandle,
     time::Duration,
 };
-use store::{StoreError, sqlite::SqliteStore};
+use store::{StoreError, sqlite::SqliteStore, sqlite_accounts::SqliteAccounts};
 use tokio::net::TcpListener;
 use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer};
 
@@ -42,6 +48,8 @@ use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLay
 pub enum StartError {
     #[error("opening the database: {0}")]
     Store(#[from] StoreError),
+    #[error("opening the accounts: {0}")]
+    Accounts(#[from] store::accounts::AccountError),
     #[error("binding the listen address: {0}")]
     Bind(#[from] std::io::Error),
     #[error("configuration: {0}")]
@@ -67,9 +75,10 @@ impl Server {
         config.validate().map_err(StartError::Config)?;
         let fsync = config.sync == config::SyncMode::Full;
         let store = Arc::new(SqliteStore::open_with(&config.db, fsync, config.read_connections as usize)?);
+        let accounts = Arc::new(SqliteAccounts::open(&config.db)?);
         let listener = TcpListener::bind(config.listen_addr()).await?;
         let options = leptos_options(&config, listener.local_addr()?);
-        let (hub, committer) = Hub::start(config, store)?;
+        let (hub, committer) = Hub::start(config, store, accounts)?;
         let app = router(hub.clone(), options);
         Ok(Server { hub, committer, listener, app })
     }
@@ -162,7 +171,8 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
     let page_routes = Router::new()
         .route("/", get(render.clone()))
         .route("/r/{room}", get(render))
-        .route_layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page));
+        .route_layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page))
+        .merge(account_pages::routes().with_state(hub.clone()));
     // One limiter for pages and the API: a client address has one allowance.
     let limit = http::rate_limit(&hub.config);
     let pages = page_routes
@@ -173,7 +183,7 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
         // Pages and assets only: the WebSocket upgrade below stays uncompressed.
         .layer(CompressionLayer::new());
     let timeout = Duration::from_secs(hub.config.http_timeout_secs.max(1));
-    let api = http::routes(&limit);
+    let api = http::routes(&hub, &limit);
     let http = pages
         .merge(api.with_state(hub.clone()))
         // A slow request is cut (408) rather than held open; not the WebSocket, whose
@@ -207,6 +217,12 @@ async fn ws_upgrade(
         hub.metrics.refused_origin.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
+    // The session cookie or a Bearer token makes the socket that account's; a bad or
+    // revoked token is refused here (401), a stale cookie only means "not signed in".
+    let principal = match hub.auth.authenticate(&headers).await {
+        Ok(principal) => principal,
+        Err(err) => return http::ApiError::from(err).into_response(),
+    };
     let Some(slot) = hub.admit(peer.ip()) else {
         hub.metrics.refused_per_ip.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
@@ -221,7 +237,7 @@ async fn ws_upgrade(
         .max_write_buffer_size(cfg.outbound_queue_bytes + cfg.max_frame_bytes + 64 * 1024)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
-                connection::serve(socket, hub, peer.ip()).await;
+                connection::serve(socket, hub, peer.ip(), principal).await;
                 drop(slot);
             })
         })
@@ -232,7 +248,7 @@ async fn ws_upgrade(
 /// `--allowed-origins`): the request's own `Host` is not trusted, since DNS rebinding
 /// controls it and a proxy may rewrite it. Without it, same-origin means the Origin's
 /// host is the Host we were reached at.
-fn origin_allowed(headers: &HeaderMap, public: Option<&str>, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(headers: &HeaderMap, public: Option<&str>, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
     let Ok(origin) = origin.to_str() else { return false };
     if allowed.iter().any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
@@ -265,6 +281,8 @@ async fn sweep_sessions(hub: Arc<Hub>) {
     loop {
         tick.tick().await;
         hub.sweep_creations();
+        hub.sweep_send_buckets();
+        hub.auth.sweep();
         let n = hub.sessions.sweep();
         if n > 0 {
             tracing::debug!(expired = n, "sessions expired");

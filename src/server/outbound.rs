@@ -69,6 +69,11 @@ impl CloseReason {
     pub const SLOW_CONSUMER: CloseReason = CloseReason { code: 4008, reason: "slow consumer" };
     pub const IDLE: CloseReason = CloseReason { code: 4000, reason: "heartbeat timeout" };
     pub const RATE_ABUSE: CloseReason = CloseReason { code: 1008, reason: "rate limit exceeded" };
+    /// The session or token the socket signed in with was revoked (sign-out, a password
+    /// change, `DELETE /api/sessions/{id}`).
+    pub const SIGNED_OUT: CloseReason = CloseReason { code: 4001, reason: "signed out" };
+    /// The account was deactivated by an admin.
+    pub const DEACTIVATED: CloseReason = CloseReason { code: 4001, reason: "account deactivated" };
 }
 
 enum Enqueued {
@@ -385,7 +390,7 @@ mod tests {
             nick: "n".into(),
             text: "\u{1}".repeat(4000),
             ts: 0,
-            client_id: "c".into(),
+            client_id: "c".into(), ..Default::default() 
         };
         let encoded = crate::server::room::encode(&ServerMsg::Message(msg));
         assert!(encoded.len() > 24_000, "{}", encoded.len());

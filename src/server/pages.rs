@@ -2,7 +2,7 @@
 //! history for `/r/{room}`, the room directory for `/`. The render itself then needs no
 //! async data, and the browser hydrates from the same seed, embedded in the page.
 
-use super::hub::Hub;
+use super::{auth::Identity, hub::Hub};
 use crate::protocol::{JOIN_RECENT, ROOMS_PAGE, RoomName};
 use crate::ui::{
     nav::Page,
@@ -10,8 +10,9 @@ use crate::ui::{
 };
 use axum::{
     extract::{Request, State},
+    http::StatusCode,
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use std::sync::Arc;
 
@@ -48,22 +49,52 @@ pub async fn socket_origins(State(hub): State<Arc<Hub>>, mut request: Request, n
 /// Middleware of the page routes (behind their rate limit): puts the page's `PageSeed`
 /// in the request.
 pub async fn seed_page(State(hub): State<Arc<Hub>>, mut request: Request, next: Next) -> Response {
-    if let Some(seed) = load(&hub, request.uri().path()).await {
+    // Who is looking decides what the page may show: the directory lists only rooms they
+    // may see, and a private room they are not in is "not found" (404, no history).
+    let viewer = match hub.auth.authenticate(request.headers()).await {
+        Ok(Some(principal)) => Some(principal.identity()),
+        _ => None,
+    };
+    if viewer.is_none() && !hub.auth.guests {
+        // No guests here: the sign-in page first.
+        let to = format!("/login?next={}", request.uri().path());
+        return axum::response::Redirect::to(&to).into_response();
+    }
+    let viewer = viewer.unwrap_or_else(super::account_api::anonymous);
+    let (seed, not_found) = load(&hub, &viewer, request.uri().path()).await;
+    if let Some(seed) = seed {
         request.extensions_mut().insert(seed);
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if not_found {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    response
 }
 
-/// The seed of the page at `path`; None for anything that is not a page with data.
-async fn load(hub: &Hub, path: &str) -> Option<PageSeed> {
+/// The seed of the page at `path` (None for anything that is not a page with data), and
+/// whether the page is a room `viewer` may not see.
+async fn load(hub: &Hub, viewer: &Identity, path: &str) -> (Option<PageSeed>, bool) {
     let name = match Page::from_path(path) {
         Page::Lobby => {
-            let directory = hub.room_page(None, ROOMS_PAGE).rooms;
-            return Some(PageSeed { directory: Some(directory), ..PageSeed::default() });
+            let directory = hub.room_page(viewer, None, ROOMS_PAGE).rooms;
+            return (Some(PageSeed { directory: Some(directory), ..PageSeed::default() }), false);
         }
-        Page::Room(room) => RoomName::parse(&room).ok()?,
-        Page::NotFound => return None,
+        Page::Room(room) => match RoomName::parse(&room) {
+            Ok(name) => name,
+            Err(_) => return (None, false),
+        },
+        Page::NotFound => return (None, false),
     };
+    match hub.check_read(&name, viewer) {
+        Ok(_) => {}
+        // A room that does not exist yet renders (joining creates it), with nothing in it.
+        Err(_) if hub.find_room(&name).is_none() && !crate::protocol::is_dm_name(name.as_str()) => {
+            let room = RoomSeed { name: name.as_str().to_owned(), messages: Vec::new() };
+            return (Some(PageSeed { room: Some(room), ..PageSeed::default() }), false);
+        }
+        Err(_) => return (None, true),
+    }
     let messages = match hub.http_messages_before(&name, u64::MAX, JOIN_RECENT).await {
         Ok(page) => {
             let budget = hub.config.reply_limit() - super::handlers::REPLY_ENVELOPE;
@@ -75,8 +106,5 @@ async fn load(hub: &Hub, path: &str) -> Option<PageSeed> {
             Vec::new()
         }
     };
-    Some(PageSeed {
-        room: Some(RoomSeed { name: name.as_str().to_owned(), messages }),
-        ..PageSeed::default()
-    })
+    (Some(PageSeed { room: Some(RoomSeed { name: name.as_str().to_owned(), messages }), ..PageSeed::default() }), false)
 }

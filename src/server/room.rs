@@ -4,13 +4,14 @@
 //! pushing already-serialised bytes into bounded queues), so rooms never wait on each other.
 
 use super::{
+    access::Access,
     metrics::Metrics,
     outbound::{ConnHandle, ConnId, Outbound},
 };
 use crate::protocol::{ChatMessage, Nick, PresenceState, RoomInfo, RoomName, Seq, ServerMsg};
 use axum::extract::ws::Utf8Bytes;
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
 };
 
@@ -25,6 +26,8 @@ pub const PRESENCE_MAX_PEOPLE: usize = 256;
 struct Member {
     nick: Arc<str>,
     conn: Arc<ConnHandle>,
+    /// The member's user id (`UserInfo::id`), so a kick or ban finds every tab.
+    user: Arc<str>,
 }
 
 struct RoomState {
@@ -42,6 +45,8 @@ struct RoomState {
     nicks: HashMap<Arc<str>, usize>,
     /// The people this room names to its members (at most `PRESENCE_MAX_PEOPLE`).
     named: BTreeSet<Arc<str>>,
+    /// Nicks present that are guests (shown as guests wherever their name shows).
+    guests: HashSet<Arc<str>>,
 }
 
 impl RoomState {
@@ -51,7 +56,34 @@ impl RoomState {
             nick: nick.to_owned(),
             state,
             member_count: Some(self.nicks.len() as u32),
+            guest: self.guests.contains(nick),
         })
+    }
+
+    /// Removes one connection, with the presence changes it causes.
+    fn remove(&mut self, room: &RoomName, key: &Arc<str>, conn: ConnId) -> Option<Member> {
+        let member = self.members.remove(&conn)?;
+        match self.nicks.get_mut(&member.nick) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                return Some(member);
+            }
+            _ => {
+                self.nicks.remove(&member.nick);
+            }
+        }
+        if self.named.remove(&member.nick) {
+            let frame = self.presence(room, &member.nick, PresenceState::Left);
+            self.tell_all(key, frame, None);
+            let unnamed = self.nicks.keys().find(|n| !self.named.contains(*n)).cloned();
+            if let Some(next) = unnamed {
+                self.named.insert(next.clone());
+                let frame = self.presence(room, &next, PresenceState::Joined);
+                self.tell_all(key, frame, None);
+            }
+        }
+        self.guests.remove(&member.nick);
+        Some(member)
     }
 
     fn tell_all(&self, key: &Arc<str>, frame: Utf8Bytes, except: Option<ConnId>) {
@@ -69,6 +101,8 @@ pub struct Room {
     /// The name as shared bytes, cheap to clone into every queued item.
     pub key: Arc<str>,
     state: Mutex<RoomState>,
+    /// Who may see and do what here. Its own lock, never held with `state`'s.
+    access: Mutex<Access>,
 }
 
 /// What a new member learns when it subscribes.
@@ -77,6 +111,8 @@ pub struct Subscription {
     /// The named people (at most `PRESENCE_MAX_PEOPLE`), sorted.
     pub members: Vec<String>,
     pub member_count: usize,
+    /// Which of `members` are guests.
+    pub guests: Vec<String>,
 }
 
 impl Room {
@@ -94,8 +130,15 @@ impl Room {
                 members: HashMap::new(),
                 nicks: HashMap::new(),
                 named: BTreeSet::new(),
+                guests: HashSet::new(),
             }),
+            access: Mutex::default(),
         }
+    }
+
+    /// The room's access state (visibility, topic, standings).
+    pub fn access(&self) -> MutexGuard<'_, Access> {
+        self.access.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, RoomState> {
@@ -107,50 +150,74 @@ impl Room {
     /// `Outbound::BeginJoin` so the writer holds live traffic until the replay (which covers
     /// up to `head`) arrives.
     pub fn subscribe(&self, nick: &Nick, conn: &Arc<ConnHandle>) -> Subscription {
+        self.subscribe_as(nick, "", false, conn)
+    }
+
+    /// `subscribe` for a known user (`user` is its id; `guest` marks it everywhere).
+    pub fn subscribe_as(&self, nick: &Nick, user: &str, guest: bool, conn: &Arc<ConnHandle>) -> Subscription {
         let mut state = self.lock();
         if !state.members.contains_key(&conn.id) {
             let nick: Arc<str> = Arc::from(nick.as_str());
             let count = state.nicks.entry(nick.clone()).or_insert(0);
             *count += 1;
             let first = *count == 1;
+            if first && guest {
+                state.guests.insert(nick.clone());
+            }
             if first && state.named.len() < PRESENCE_MAX_PEOPLE {
                 state.named.insert(nick.clone());
                 let frame = state.presence(&self.name, &nick, PresenceState::Joined);
                 state.tell_all(&self.key, frame, None);
             }
-            state.members.insert(conn.id, Member { nick, conn: conn.clone() });
+            state.members.insert(conn.id, Member { nick, conn: conn.clone(), user: Arc::from(user) });
         }
         let members = state.named.iter().map(|n| n.to_string()).collect();
-        Subscription { head: state.head, members, member_count: state.nicks.len() }
+        let guests = state.named.iter().filter(|n| state.guests.contains(*n)).map(|n| n.to_string()).collect();
+        Subscription { head: state.head, members, member_count: state.nicks.len(), guests }
+    }
+
+    /// Whether `conn` is in the room now (a kick removes it without the reader's help).
+    pub fn is_member(&self, conn: ConnId) -> bool {
+        self.lock().members.contains_key(&conn)
+    }
+
+    /// Removes every connection of `user` (a kick or ban): returns them, so each can be
+    /// told, and their queued room traffic dropped.
+    pub fn remove_user(&self, user: &str) -> Vec<Arc<ConnHandle>> {
+        let mut state = self.lock();
+        let ids: Vec<ConnId> =
+            state.members.iter().filter(|(_, m)| &*m.user == user).map(|(id, _)| *id).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(member) = state.remove(&self.name, &self.key, id) {
+                out.push(member.conn);
+            }
+        }
+        out
+    }
+
+    /// The user id of the guest present here under `nick` (compared as nicks collide).
+    pub fn guest_named(&self, nick: &Nick) -> Option<Arc<str>> {
+        let key = nick.key();
+        let state = self.lock();
+        state
+            .members
+            .values()
+            .find(|m| state.guests.contains(&m.nick) && Nick::parse(&m.nick).is_ok_and(|n| n.key() == key))
+            .map(|m| m.user.clone())
+    }
+
+    /// Sends an event (already encoded) to everyone in the room.
+    pub fn broadcast(&self, msg: &ServerMsg) {
+        let frame = encode(msg);
+        self.lock().tell_all(&self.key, frame, None);
     }
 
     /// Removes a connection; tells the others when a named person has no connection left
     /// here, and names someone present in their place.
     pub fn unsubscribe(&self, conn: ConnId) -> bool {
         let mut state = self.lock();
-        let Some(member) = state.members.remove(&conn) else {
-            return false;
-        };
-        match state.nicks.get_mut(&member.nick) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                return true;
-            }
-            _ => {
-                state.nicks.remove(&member.nick);
-            }
-        }
-        if state.named.remove(&member.nick) {
-            let frame = state.presence(&self.name, &member.nick, PresenceState::Left);
-            state.tell_all(&self.key, frame, None);
-            let unnamed = state.nicks.keys().find(|n| !state.named.contains(*n)).cloned();
-            if let Some(next) = unnamed {
-                state.named.insert(next.clone());
-                let frame = state.presence(&self.name, &next, PresenceState::Joined);
-                state.tell_all(&self.key, frame, None);
-            }
-        }
-        true
+        state.remove(&self.name, &self.key, conn).is_some()
     }
 
     /// Assigns the next seq and hands the message to `enqueue` (the committer) while the
@@ -219,12 +286,19 @@ impl Room {
     }
 
     pub fn info(&self) -> RoomInfo {
-        let state = self.lock();
+        let (members, head, last_active) = {
+            let state = self.lock();
+            (state.nicks.len() as u32, state.head, state.last_active)
+        };
+        let access = self.access();
         RoomInfo {
             name: self.name.as_str().to_owned(),
-            members: state.nicks.len() as u32,
-            head: state.head,
-            last_active: state.last_active,
+            members,
+            head,
+            last_active,
+            visibility: access.visibility,
+            dm: access.dm,
+            topic: access.topic.clone(),
         }
     }
 
@@ -235,8 +309,11 @@ impl Room {
     /// Nobody is here and nothing was ever said or is on its way to the store: the room
     /// need not be kept.
     pub fn is_idle(&self) -> bool {
-        let state = self.lock();
-        state.members.is_empty() && state.head == 0 && state.next_seq == 1
+        let empty = {
+            let state = self.lock();
+            state.members.is_empty() && state.head == 0 && state.next_seq == 1
+        };
+        empty && self.access().is_default()
     }
 }
 
@@ -279,6 +356,7 @@ mod tests {
             text: "hi".into(),
             ts: 0,
             client_id: "c".into(),
+            ..ChatMessage::default()
         }
     }
 
@@ -393,6 +471,26 @@ mod tests {
         assert_eq!(named_set(&sub, &events), BTreeSet::from(["watcher".to_owned()]));
         let last: ServerMsg = serde_json::from_str(events.last().unwrap()).unwrap();
         assert!(matches!(last, ServerMsg::Presence { member_count: Some(1), .. }), "{last:?}");
+    }
+
+    #[test]
+    fn a_kick_removes_every_tab_of_the_user_and_guests_are_marked() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default());
+        let (watcher, rw) = member(1);
+        room.subscribe_as(&Nick::parse("zed").unwrap(), "1", false, &watcher);
+        let (tab1, _) = member(2);
+        let (tab2, _) = member(3);
+        let bob = Nick::parse("bob").unwrap();
+        let sub = room.subscribe_as(&bob, "g-b0b", true, &tab1);
+        assert_eq!(sub.guests, vec!["bob".to_owned()]);
+        room.subscribe_as(&bob, "g-b0b", true, &tab2);
+        assert!(frames(&rw)[0].contains(r#""guest":true"#));
+        assert_eq!(room.guest_named(&Nick::parse("BOB").unwrap()).as_deref(), Some("g-b0b"));
+        assert_eq!(room.guest_named(&Nick::parse("zed").unwrap()), None, "not a guest");
+        let gone = room.remove_user("g-b0b");
+        assert_eq!(gone.len(), 2);
+        assert!(!room.is_member(2) && !room.is_member(3) && room.is_member(1));
+        assert!(frames(&rw)[0].contains(r#""state":"left""#));
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! Sessions: who holds which nick, across tabs and reconnects, and which `client_id`s a
-//! session already sent (so a retried `send` never makes a second message).
+//! Chat sessions: who holds which nick, across tabs and reconnects, and which `client_id`s
+//! a session already sent (so a retried `send` never makes a second message).
+//!
+//! A guest's session is its nick for as long as it is connected (and a grace period
+//! after). A signed-in account has one chat session shared by all its connections, so its
+//! `client_id`s are deduplicated per account, whichever tab or device retries.
 
-use super::room::Room;
+use super::{room::Room, store::accounts::UserId};
 use crate::protocol::{ErrorCode, Nick, Seq};
 use std::{
     collections::{HashMap, VecDeque},
@@ -33,14 +37,25 @@ struct Dedup {
 }
 
 pub struct Session {
+    /// The guest's resume secret (`welcome.session`).
     pub token: String,
+    /// A guest's public id (its user id is `g-{public_id}`): never the secret.
+    pub public_id: String,
     pub nick: Nick,
+    /// The account this session belongs to; None for a guest.
+    pub account: Option<UserId>,
     dedup: Mutex<Dedup>,
 }
 
 impl Session {
     fn new(nick: Nick) -> Self {
-        Session { token: uuid::Uuid::new_v4().simple().to_string(), nick, dedup: Mutex::default() }
+        Session {
+            token: super::auth::token::random_token(),
+            public_id: super::auth::token::random_id(),
+            nick,
+            account: None,
+            dedup: Mutex::default(),
+        }
     }
 
     /// Looks up a `client_id`, claiming it when new.
@@ -92,6 +107,8 @@ struct Registry {
     by_token: HashMap<String, Entry>,
     /// Nick key → token.
     by_nick: HashMap<String, String>,
+    /// Signed-in accounts' sessions (never reachable by a guest's `hello`).
+    by_account: HashMap<UserId, Entry>,
 }
 
 /// All sessions. One short lock, taken on `hello` and on disconnect only.
@@ -134,9 +151,36 @@ impl Sessions {
         Ok(session)
     }
 
+    /// Attaches a signed-in connection to its account's session (made on first use). The
+    /// display name may have changed since: the session takes the current one.
+    pub fn attach_account(&self, account: UserId, nick: Nick) -> Arc<Session> {
+        let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = reg.by_account.get_mut(&account)
+            && entry.session.nick == nick
+        {
+            entry.connections += 1;
+            entry.idle_since = None;
+            return entry.session.clone();
+        }
+        let connections = reg.by_account.get(&account).map_or(0, |e| e.connections);
+        let session = Arc::new(Session { account: Some(account), ..Session::new(nick) });
+        reg.by_account
+            .insert(account, Entry { session: session.clone(), connections: connections + 1, idle_since: None });
+        session
+    }
+
     /// Detaches a connection; the session (and nick) stays for the grace period.
     pub fn detach(&self, session: &Session) {
         let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(account) = session.account {
+            if let Some(entry) = reg.by_account.get_mut(&account) {
+                entry.connections = entry.connections.saturating_sub(1);
+                if entry.connections == 0 {
+                    entry.idle_since = Some(Instant::now());
+                }
+            }
+            return;
+        }
         if let Some(entry) = reg.by_token.get_mut(&session.token) {
             entry.connections = entry.connections.saturating_sub(1);
             if entry.connections == 0 {
@@ -161,11 +205,15 @@ impl Sessions {
                 reg.by_nick.remove(nick_key);
             }
         }
-        expired.len()
+        let before = reg.by_account.len();
+        let grace = self.grace;
+        reg.by_account.retain(|_, e| e.idle_since.is_none_or(|since| now.duration_since(since) < grace));
+        expired.len() + before - reg.by_account.len()
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).by_token.len()
+        let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        reg.by_token.len() + reg.by_account.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -218,6 +266,20 @@ mod tests {
     }
 
     #[test]
+    fn an_account_has_one_session_for_all_its_connections() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let a = sessions.attach_account(7, nick("Ann"));
+        let b = sessions.attach_account(7, nick("Ann"));
+        assert!(Arc::ptr_eq(&a, &b), "two tabs share the dedup of one account");
+        // A guest can neither take the account's session nor is blocked by it here (the
+        // account's names are checked against the account store).
+        assert!(sessions.attach(nick("Ann"), Some(&a.token)).is_ok_and(|g| !Arc::ptr_eq(&g, &a)));
+        sessions.detach(&a);
+        sessions.detach(&b);
+        assert_eq!(a.account, Some(7));
+    }
+
+    #[test]
     fn client_ids_are_claimed_once() {
         let session = Session::new(nick("ann"));
         let room = Arc::new(Room::new(crate::protocol::RoomName::parse("r").unwrap(), 0, 0, Arc::default()));
@@ -246,7 +308,8 @@ mod tests {
     fn tokens_are_unguessable_and_distinct() {
         let a = Session::new(nick("a"));
         let b = Session::new(nick("b"));
-        assert_eq!(a.token.len(), 32);
+        assert_eq!(a.token.len(), 64);
+        assert_ne!(a.public_id, a.token);
         assert_ne!(a.token, b.token);
     }
 }

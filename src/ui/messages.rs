@@ -237,7 +237,7 @@ mod tests {
             nick: nick.into(),
             text: String::new(),
             ts,
-            client_id: String::new(),
+            client_id: String::new(), ..Default::default() 
         }
     }
 

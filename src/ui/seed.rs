@@ -102,10 +102,10 @@ mod tests {
                     nick: "ann".into(),
                     text: "</script><script>alert(1)</script> & <!--".into(),
                     ts: 0,
-                    client_id: "c".into(),
+                    client_id: "c".into(), ..Default::default() 
                 }],
             }),
-            directory: Some(vec![RoomInfo { name: "r".into(), members: 1, head: 1, last_active: 0 }]),
+            directory: Some(vec![RoomInfo { name: "r".into(), members: 1, head: 1, last_active: 0, ..Default::default()  }]),
         };
         let json = seed.to_script_json();
         assert!(!json.contains('<'));

@@ -4,7 +4,7 @@
 //! their errors, replay, gaps, outbox pacing) live beside it in `sync.rs`.
 
 use super::sync::RoomSync;
-use crate::protocol::{ChatMessage, Limits, PresenceState, RoomInfo, Seq, ServerMsg};
+use crate::protocol::{ChatMessage, Limits, PresenceState, RoomInfo, Seq, ServerMsg, UserInfo};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How long a "typing" notice stays up without a new one.
@@ -95,6 +95,13 @@ pub struct RoomView {
     pub live: bool,
     /// Where the room is in the protocol (joining, replaying, a gap): `sync.rs`'s.
     pub sync: RoomSync,
+    /// Nicks present that are guests (marked as such).
+    pub guests: BTreeSet<String>,
+    pub topic: String,
+    /// A direct-message room.
+    pub dm: bool,
+    /// I may read here but not send.
+    pub muted: bool,
 }
 
 impl RoomView {
@@ -159,6 +166,12 @@ impl RoomView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatModel {
     pub nick: Option<String>,
+    /// Who I am on this connection (`welcome.user`): "mine" is decided by its id.
+    pub user: Option<UserInfo>,
+    /// The signed-in account the page was rendered for: its connections say `hello {}`.
+    pub account: Option<UserInfo>,
+    /// The server ended this sign-in (close 4001): why. No reconnecting after it.
+    pub signed_out: Option<String>,
     pub session: Option<String>,
     pub status: ConnStatus,
     pub limits: Option<Limits>,
@@ -179,6 +192,9 @@ impl Default for ChatModel {
     fn default() -> Self {
         ChatModel {
             nick: None,
+            user: None,
+            account: None,
+            signed_out: None,
             session: None,
             status: ConnStatus::Idle,
             limits: None,
@@ -240,9 +256,21 @@ impl ChatModel {
     /// A message of mine the server has stored (echo, replay or history): its outbox entry
     /// is done, whichever way the news arrived.
     pub fn acknowledge(&mut self, m: &ChatMessage) {
-        if self.nick.as_deref() == Some(m.nick.as_str()) {
+        if self.is_mine(m) {
             self.outbox.retain(|p| p.client_id != m.client_id);
         }
+    }
+
+    /// Whether I wrote `m`: by user id, never by nick (a new holder of an old nick is not
+    /// its old holder).
+    pub fn is_mine(&self, m: &ChatMessage) -> bool {
+        self.user.as_ref().is_some_and(|u| !m.user.is_empty() && u.id == m.user)
+    }
+
+    /// Signs this page in as `account` (from the page's seed).
+    pub fn sign_in(&mut self, account: UserInfo) {
+        self.nick = Some(account.display_name.clone());
+        self.account = Some(account);
     }
 
     /// Shows an error to the user (its code, and the server's words).
@@ -254,16 +282,21 @@ impl ChatModel {
     /// `joined` and `error` is `sync.rs`'s).
     pub fn apply(&mut self, msg: ServerMsg, now_ms: f64) {
         match msg {
-            ServerMsg::Welcome { session, nick, limits, .. } => {
-                self.session = Some(session);
+            ServerMsg::Welcome { session, nick, limits, user, .. } => {
+                self.user = user;
+                self.session = Some(session).filter(|s| !s.is_empty());
                 self.nick = Some(nick);
                 self.limits = Some(limits);
                 self.status = ConnStatus::Online;
                 self.nick_rejected = None;
             }
-            ServerMsg::Joined { room, members, member_count, head, .. } => {
+            ServerMsg::Joined { room, members, member_count, head, guests, dm, topic, muted, .. } => {
                 let view = self.rooms.entry(room).or_default();
                 view.members = members.into_iter().collect();
+                view.guests = guests.into_iter().collect();
+                view.dm = dm;
+                view.topic = topic;
+                view.muted = muted;
                 view.member_count = member_count as usize;
                 view.live = true;
                 if view.baseline.is_none() {
@@ -276,7 +309,7 @@ impl ChatModel {
                 self.close(&room);
             }
             ServerMsg::Message(m) => {
-                let mine = self.nick.as_deref() == Some(m.nick.as_str());
+                let mine = self.is_mine(&m);
                 self.acknowledge(&m);
                 let in_view = self.current.as_deref() == Some(m.room.as_str());
                 let Some(view) = self.rooms.get_mut(&m.room) else {
@@ -322,10 +355,13 @@ impl ChatModel {
                 }
             }
             ServerMsg::Rooms { rooms, .. } => self.directory = rooms,
-            ServerMsg::Presence { room, nick, state, member_count } => {
+            ServerMsg::Presence { room, nick, state, member_count, guest } => {
                 if let Some(view) = self.rooms.get_mut(&room) {
                     match state {
                         PresenceState::Joined => {
+                            if guest {
+                                view.guests.insert(nick.clone());
+                            }
                             if view.members.insert(nick) && member_count.is_none() {
                                 view.member_count += 1;
                             }
@@ -344,6 +380,26 @@ impl ChatModel {
                 }
             }
             ServerMsg::Error { code, message, .. } => self.notify(code.as_str(), message),
+            ServerMsg::Kicked { room, by, banned } => {
+                self.close(&room);
+                let what = if banned { "banned from" } else { "removed from" };
+                self.notify(if banned { "banned" } else { "kicked" }, format!("You were {what} #{room} by {by}."));
+            }
+            ServerMsg::Invited { room, by } => {
+                self.notify("invited", format!("{by} invited you to #{room}."));
+            }
+            ServerMsg::Topic { room, topic, .. } => {
+                if let Some(view) = self.rooms.get_mut(&room) {
+                    view.topic = topic;
+                }
+            }
+            ServerMsg::MemberUpdate { room, username, muted, .. } => {
+                let me = self.user.as_ref().and_then(|u| u.username.as_deref()) == Some(username.as_str());
+                if let (true, Some(muted), Some(view)) = (me, muted, self.rooms.get_mut(&room)) {
+                    view.muted = muted;
+                }
+            }
+            ServerMsg::Ack { .. } => {}
         }
     }
 
@@ -357,6 +413,16 @@ impl ChatModel {
 mod tests {
     use super::*;
 
+    fn me() -> crate::protocol::UserInfo {
+        crate::protocol::UserInfo {
+            id: "me".into(),
+            username: None,
+            display_name: "me".into(),
+            role: crate::protocol::ServerRole::Guest,
+            guest: true,
+        }
+    }
+
     fn msg(room: &str, seq: Seq, nick: &str) -> ChatMessage {
         ChatMessage {
             room: room.into(),
@@ -365,6 +431,8 @@ mod tests {
             text: format!("m{seq}"),
             ts: 0,
             client_id: format!("{nick}-{seq}"),
+            user: nick.into(),
+            ..Default::default()
         }
     }
 
@@ -375,12 +443,12 @@ mod tests {
             member_count: 1,
             head,
             truncated: false,
-            reference: None,
+            reference: None, guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
         }
     }
 
     fn model() -> ChatModel {
-        let mut m = ChatModel { nick: Some("me".into()), ..Default::default() };
+        let mut m = ChatModel { nick: Some("me".into()), user: Some(me()), ..Default::default() };
         m.open("a");
         m.open("b");
         m.apply(joined("a", 2), 0.0);
@@ -457,7 +525,7 @@ mod tests {
     fn presence_and_typing() {
         let mut m = model();
         let presence =
-            |state| ServerMsg::Presence { room: "a".into(), nick: "bob".into(), state, member_count: None };
+            |state| ServerMsg::Presence { room: "a".into(), nick: "bob".into(), state, member_count: None, guest: false,  };
         m.apply(presence(PresenceState::Joined), 0.0);
         m.apply(ServerMsg::Typing { room: "a".into(), nick: "bob".into() }, 1000.0);
         assert_eq!(m.rooms["a"].typing_now(1500.0), vec!["bob".to_owned()]);
@@ -484,7 +552,7 @@ mod tests {
                 member_count: 1000,
                 head: 0,
                 truncated: false,
-                reference: None,
+                reference: None, guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
             },
             0.0,
         );
@@ -494,7 +562,7 @@ mod tests {
             room: "a".into(),
             nick: nick.into(),
             state,
-            member_count: None,
+            member_count: None, guest: false, 
         };
         m.apply(presence("bob", PresenceState::Joined), 0.0);
         m.apply(presence("bob", PresenceState::Joined), 0.0);

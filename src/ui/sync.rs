@@ -176,8 +176,12 @@ fn set_gap(model: &mut ChatModel, room: &str, gap: Option<Gap>) {
 impl Syncer {
     /// The first frame of a connection.
     pub fn hello(&self, model: &ChatModel) -> Request {
+        // A signed-in page is its account: the server knows who from the cookie.
+        if model.account.is_some() {
+            return Request { msg: ClientMsg::Hello { nick: None, session: None }, reference: None };
+        }
         let nick = model.nick.clone().unwrap_or_default();
-        Request { msg: ClientMsg::Hello { nick, session: model.session.clone() }, reference: None }
+        Request { msg: ClientMsg::Hello { nick: Some(nick), session: model.session.clone() }, reference: None }
     }
 
     /// True between `welcome` and the connection's loss.
@@ -240,7 +244,15 @@ impl Syncer {
                     (_, None, None) => model.notify(code.as_str(), message),
                 }
             }
-            ServerMsg::Typing { .. } | ServerMsg::Presence { .. } => model.apply(msg, now as f64),
+            ServerMsg::Ack { ref reference } => {
+                self.take_request(reference.as_deref());
+            }
+            ServerMsg::Typing { .. }
+            | ServerMsg::Kicked { .. }
+            | ServerMsg::Presence { .. }
+            | ServerMsg::Invited { .. }
+            | ServerMsg::MemberUpdate { .. }
+            | ServerMsg::Topic { .. } => model.apply(msg, now as f64),
         }
         out
     }
@@ -684,6 +696,16 @@ fn open_gap(view: &mut RoomView, since: Seq, first: Seq, page: Seq) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn me() -> crate::protocol::UserInfo {
+        crate::protocol::UserInfo {
+            id: "me".into(),
+            username: None,
+            display_name: "me".into(),
+            role: crate::protocol::ServerRole::Guest,
+            guest: true,
+        }
+    }
     use crate::protocol::{ChatMessage, Limits};
     use crate::ui::state::Pending;
 
@@ -708,6 +730,8 @@ mod tests {
             text: format!("m{seq}"),
             ts: 0,
             client_id: format!("{nick}-{seq}"),
+            user: nick.into(),
+            ..Default::default()
         }
     }
 
@@ -722,7 +746,7 @@ mod tests {
             member_count: 1,
             head,
             truncated,
-            reference: Some(reference.into()),
+            reference: Some(reference.into()), guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
         }
     }
 
@@ -806,7 +830,7 @@ mod tests {
 
     /// Online as "me" in room "a", which holds seqs 1..=held; returns the join's ref.
     fn online(limits: Limits, held: Seq) -> (Syncer, ChatModel, String) {
-        let mut model = ChatModel { nick: Some("me".into()), ..Default::default() };
+        let mut model = ChatModel { nick: Some("me".into()), user: Some(me()), ..Default::default() };
         model.open("a");
         model.seed("a", (1..=held).map(|s| msg("a", s, "bob")).collect());
         let mut sync = Syncer::default();
@@ -815,7 +839,7 @@ mod tests {
             nick: "me".into(),
             limits,
             protocol: 1,
-            reference: None,
+            reference: None, user: Some(me()), 
         };
         let actions = sync.on_frame(&mut model, welcome, 0);
         let join_ref = frames(&actions)
@@ -831,7 +855,7 @@ mod tests {
 
     #[test]
     fn welcome_rejoins_every_room_from_its_last_seq_each_with_its_own_ref() {
-        let mut model = ChatModel { nick: Some("me".into()), ..Default::default() };
+        let mut model = ChatModel { nick: Some("me".into()), user: Some(me()), ..Default::default() };
         model.open("a");
         model.seed("a", vec![msg("a", 5, "bob")]);
         model.open("b");
@@ -842,7 +866,7 @@ mod tests {
             nick: "me".into(),
             limits: limits(500, 20, 40),
             protocol: 1,
-            reference: None,
+            reference: None, user: Some(me()), 
         };
         let actions = sync.on_frame(&mut model, welcome, 0);
         assert_eq!(actions[0], Action::Welcomed);
@@ -1057,7 +1081,7 @@ mod tests {
             nick: "me".into(),
             limits: limits(10, 20, 40),
             protocol: 1,
-            reference: None,
+            reference: None, user: Some(me()), 
         };
         let actions = sync.on_frame(&mut model, welcome, 1000);
         let (ClientMsg::Join { since: Some(40), .. }, Some(join)) = frames(&actions)[0].clone() else {

@@ -22,7 +22,7 @@ use std::{
     thread,
     time::Duration,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Most messages in one transaction: bounds commit latency under a flood.
 const MAX_BATCH: usize = 1024;
@@ -41,6 +41,9 @@ pub struct Job {
     pub sender: Weak<ConnHandle>,
     /// The job's place in the bounded queue, given back once it is stored or abandoned.
     pub permit: OwnedSemaphorePermit,
+    /// Told the outcome (an HTTP post waits for it): the stored message, or Err when it
+    /// was abandoned.
+    pub done: Option<oneshot::Sender<Result<ChatMessage, ()>>>,
 }
 
 /// What the writer thread receives.
@@ -109,6 +112,7 @@ struct Route {
     room: Arc<Room>,
     session: Weak<Session>,
     sender: Weak<ConnHandle>,
+    done: Option<oneshot::Sender<Result<ChatMessage, ()>>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -141,6 +145,7 @@ fn run(
                         room: job.room,
                         session: job.session,
                         sender: job.sender,
+                        done: job.done,
                         _permit: job.permit,
                     };
                     if route.room.epoch() == job.epoch {
@@ -148,7 +153,8 @@ fn run(
                         routes.push(route);
                     } else {
                         // Accepted before a failed batch of its room: its seq was handed out again.
-                        abandon(&job.msg, &route, &metrics);
+                        let mut route = route;
+                        abandon(&job.msg, &mut route, &metrics);
                     }
                 }
             }
@@ -160,7 +166,7 @@ fn run(
         if !commit(&*store, &batch) {
             // Rewound before the senders hear of it, so a retry gets a seq of the new epoch.
             rewind(&*store, &routes);
-            for (msg, route) in batch.iter().zip(&routes) {
+            for (msg, route) in batch.iter().zip(routes.iter_mut()) {
                 abandon(msg, route, &metrics);
             }
             metrics.store_failures.fetch_add(1, Ordering::Relaxed);
@@ -170,8 +176,11 @@ fn run(
         }
         metrics.commit_batches.fetch_add(1, Ordering::Relaxed);
         metrics.messages_stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (msg, route) in batch.drain(..).zip(routes.drain(..)) {
+        for (msg, mut route) in batch.drain(..).zip(routes.drain(..)) {
             let seq = msg.seq;
+            if let Some(done) = route.done.take() {
+                let _ = done.send(Ok(msg.clone()));
+            }
             // Remembered before anyone sees it, so a retry that races the echo is answered
             // with the original rather than waiting for an echo already sent.
             if let Some(session) = route.session.upgrade() {
@@ -205,7 +214,10 @@ fn commit(store: &dyn MessageStore, batch: &[ChatMessage]) -> bool {
 }
 
 /// Tells the sender its message was not stored; the `client_id` is freed for the retry.
-fn abandon(msg: &ChatMessage, route: &Route, metrics: &Metrics) {
+fn abandon(msg: &ChatMessage, route: &mut Route, metrics: &Metrics) {
+    if let Some(done) = route.done.take() {
+        let _ = done.send(Err(()));
+    }
     if let Some(session) = route.session.upgrade() {
         session.forget(&msg.client_id);
     }
@@ -297,7 +309,7 @@ mod tests {
             nick: "n".into(),
             text: "t".into(),
             ts: 0,
-            client_id: format!("c{seq}"),
+            client_id: format!("c{seq}"), ..Default::default() 
         }
     }
 
@@ -310,7 +322,7 @@ mod tests {
                 epoch,
                 session: Weak::new(),
                 sender: Arc::downgrade(sender),
-                permit,
+                permit, done: None, 
             })
         })
         .map_err(|_| ())

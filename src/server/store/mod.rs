@@ -3,8 +3,10 @@
 //! The hub never talks to SQLite directly: it appends through [`committer`] (group commit,
 //! one writer) and reads through [`MessageStore`]. A PostgreSQL engine is one more impl.
 
+pub mod accounts;
 pub mod committer;
 pub mod sqlite;
+pub mod sqlite_accounts;
 
 use crate::protocol::{ChatMessage, RoomName, Seq};
 

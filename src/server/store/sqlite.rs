@@ -55,6 +55,60 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE messages_v2 RENAME TO messages;",
     // 3: a room is stored with its first message; rooms never spoken in are not kept.
     "DELETE FROM rooms WHERE name NOT IN (SELECT DISTINCT room FROM messages);",
+    // 4: accounts and access. Names collide by `Nick::key` (NFKC, case folding, confusable
+    // skeleton) across usernames and display names alike; secrets are stored as SHA-256.
+    "CREATE TABLE users (
+        id           INTEGER PRIMARY KEY,
+        username     TEXT    NOT NULL UNIQUE,
+        username_key TEXT    NOT NULL UNIQUE,
+        display_name TEXT    NOT NULL,
+        display_key  TEXT    NOT NULL UNIQUE,
+        password     TEXT    NOT NULL,
+        role         TEXT    NOT NULL,
+        active       INTEGER NOT NULL DEFAULT 1,
+        created_ms   INTEGER NOT NULL
+     );
+     CREATE TABLE auth_sessions (
+        id           TEXT    PRIMARY KEY,
+        token_digest TEXT    NOT NULL UNIQUE,
+        user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_ms   INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        user_agent   TEXT    NOT NULL,
+        address      TEXT    NOT NULL
+     );
+     CREATE INDEX auth_sessions_user ON auth_sessions (user_id);
+     CREATE TABLE api_tokens (
+        id           TEXT    PRIMARY KEY,
+        token_digest TEXT    NOT NULL UNIQUE,
+        user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name         TEXT    NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        last_used_ms INTEGER
+     );
+     CREATE INDEX api_tokens_user ON api_tokens (user_id);
+     CREATE TABLE invites (
+        id          TEXT    PRIMARY KEY,
+        code_digest TEXT    NOT NULL UNIQUE,
+        created_by  INTEGER,
+        uses_left   INTEGER,
+        expires_ms  INTEGER,
+        created_ms  INTEGER NOT NULL
+     );
+     ALTER TABLE rooms ADD COLUMN visibility TEXT NOT NULL DEFAULT 'public';
+     ALTER TABLE rooms ADD COLUMN dm INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE rooms ADD COLUMN topic TEXT NOT NULL DEFAULT '';
+     CREATE TABLE room_members (
+        room       TEXT    NOT NULL,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role       TEXT    NOT NULL,
+        banned     INTEGER NOT NULL DEFAULT 0,
+        muted      INTEGER NOT NULL DEFAULT 0,
+        since_ms   INTEGER NOT NULL,
+        PRIMARY KEY (room, user_id)
+     ) WITHOUT ROWID;
+     ALTER TABLE messages ADD COLUMN user_id TEXT NOT NULL DEFAULT '';
+     ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Read connections in the pool.
@@ -173,7 +227,7 @@ fn lock_database(path: &Path) -> Result<File, StoreError> {
     }
 }
 
-fn configure(conn: &Connection, fsync_every_commit: bool) -> rusqlite::Result<()> {
+pub(super) fn configure(conn: &Connection, fsync_every_commit: bool) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", if fsync_every_commit { "FULL" } else { "NORMAL" })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -186,16 +240,25 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64, i64)
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
 }
 
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let done: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
-        let tx = conn.transaction()?;
+/// Applies the migrations not applied yet. Each runs in an IMMEDIATE transaction that
+/// reads the version again, so two processes opening the file at once (the server and a
+/// `confab admin` command) never apply one twice.
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let done: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if done > i {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i + 1)?;
         tx.commit()?;
     }
     Ok(())
 }
+
+/// The columns `row_to_message` reads, in order.
+const MESSAGE_COLUMNS: &str = "seq, nick, text, ts, client_id, user_id, guest";
 
 fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
     Ok(ChatMessage {
@@ -205,6 +268,8 @@ fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<
         text: row.get(2)?,
         ts: row.get(3)?,
         client_id: row.get(4)?,
+        user: row.get(5)?,
+        guest: row.get(6)?,
     })
 }
 
@@ -278,10 +343,11 @@ impl MessageStore for SqliteStore {
                 new_room.execute(params![m.room, m.ts])?;
             }
             let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room, seq, nick, text, ts, client_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (room, seq, nick, text, ts, client_id, user_id, guest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for m in batch {
-                insert.execute(params![m.room, m.seq as i64, m.nick, m.text, m.ts, m.client_id])?;
+                insert.execute(params![m.room, m.seq as i64, m.nick, m.text, m.ts, m.client_id, m.user, m.guest])?;
             }
         }
         tx.commit()?;
@@ -307,10 +373,10 @@ impl MessageStore for SqliteStore {
 
     fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, nick, text, ts, client_id FROM messages
-                 WHERE room = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq DESC LIMIT ?4",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE room = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq DESC LIMIT ?4"
+            ))?;
             page_desc(
                 &mut stmt,
                 params![room.as_str(), sql_seq(after), sql_seq(upto), (limit + 1) as i64],
@@ -322,10 +388,10 @@ impl MessageStore for SqliteStore {
 
     fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, nick, text, ts, client_id FROM messages
-                 WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            ))?;
             page_desc(&mut stmt, params![room.as_str(), sql_seq(before), (limit + 1) as i64], room, limit)
         })
     }
@@ -342,7 +408,7 @@ mod tests {
             nick: "ann".into(),
             text: format!("m{seq}"),
             ts: 1,
-            client_id: format!("c{seq}"),
+            client_id: format!("c{seq}"), ..Default::default() 
         }
     }
 

@@ -1,0 +1,470 @@
+//! SQLite engine of [`AccountStore`]: its own connections to the server's database file,
+//! so account writes never wait behind the message committer's connection, and so the
+//! `confab admin` commands can open the same file while a server runs (SQLite's own
+//! locking orders the writers; every write is one short IMMEDIATE transaction).
+
+use super::accounts::*;
+use super::sqlite::{configure, migrate};
+use crate::protocol::{RoomRole, ServerRole, Username, Visibility};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::{path::Path, sync::Mutex};
+
+pub struct SqliteAccounts {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl SqliteAccounts {
+    /// Opens (creating and migrating) the database at `path`. Takes no server lock: it is
+    /// safe beside a running server.
+    pub fn open(path: &Path) -> Result<Self, AccountError> {
+        let mut writer = Connection::open(path)?;
+        configure(&writer, false)?;
+        migrate(&mut writer)?;
+        let reader = Connection::open(path)?;
+        configure(&reader, false)?;
+        Ok(SqliteAccounts { writer: Mutex::new(writer), reader: Mutex::new(reader) })
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, AccountError>) -> Result<T, AccountError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, AccountError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+}
+
+const ACCOUNT_COLUMNS: &str = "id, username, display_name, role, active, created_ms";
+
+fn row_to_account(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Account> {
+    let username: String = row.get(at + 1)?;
+    let role: String = row.get(at + 3)?;
+    Ok(Account {
+        id: row.get(at)?,
+        // Only valid usernames are ever written; a hand-edited row falls back to a safe value.
+        username: Username::parse(&username).unwrap_or_else(|| Username::parse("invalid").expect("valid")),
+        display_name: row.get(at + 2)?,
+        role: ServerRole::parse(&role).unwrap_or(ServerRole::Member),
+        active: row.get(at + 4)?,
+        created_ms: row.get(at + 5)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.created_ms, s.last_seen_ms, s.user_agent, s.address";
+
+fn row_to_session(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        created_ms: row.get(2)?,
+        last_seen_ms: row.get(3)?,
+        user_agent: row.get(4)?,
+        address: row.get(5)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "t.id, t.user_id, t.name, t.created_ms, t.last_used_ms";
+
+fn row_to_token(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: row.get(0)?,
+        user_id: row.get(1)?,
+        name: row.get(2)?,
+        created_ms: row.get(3)?,
+        last_used_ms: row.get(4)?,
+    })
+}
+
+fn account_prefixed() -> String {
+    ACCOUNT_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether `key` is any account's username or display name key, other than `except`'s.
+fn key_taken(tx: &Connection, key: &str, except: Option<UserId>) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE (username_key = ?1 OR display_key = ?1) AND id IS NOT ?2)",
+        params![key, except],
+        |r| r.get(0),
+    )
+}
+
+impl AccountStore for SqliteAccounts {
+    fn create_account(&self, new: NewAccount, invite: InviteUse, now_ms: i64) -> Result<Account, AccountError> {
+        self.write(|tx| {
+            let existing: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+            if key_taken(tx, &new.username_key, None)? {
+                return Err(AccountError::UsernameTaken);
+            }
+            if new.display_key != new.username_key && key_taken(tx, &new.display_key, None)? {
+                return Err(AccountError::DisplayNameTaken);
+            }
+            // The first account needs no invite: nobody could have made one yet.
+            if let InviteUse::Required(code) = &invite
+                && existing > 0
+            {
+                let Some(code) = code else { return Err(AccountError::InviteRequired) };
+                let spent = tx.execute(
+                    "UPDATE invites SET uses_left = CASE WHEN uses_left IS NULL THEN NULL ELSE uses_left - 1 END
+                     WHERE code_digest = ?1 AND (uses_left IS NULL OR uses_left > 0)
+                       AND (expires_ms IS NULL OR expires_ms > ?2)",
+                    params![code, now_ms],
+                )?;
+                if spent == 0 {
+                    return Err(AccountError::InviteRequired);
+                }
+            }
+            let role = if new.admin || existing == 0 { ServerRole::Admin } else { ServerRole::Member };
+            tx.execute(
+                "INSERT INTO users (username, username_key, display_name, display_key, password, role, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    new.username.as_str(),
+                    new.username_key,
+                    new.display_name,
+                    new.display_key,
+                    new.password_phc,
+                    role.as_str(),
+                    now_ms
+                ],
+            )?;
+            Ok(Account {
+                id: tx.last_insert_rowid(),
+                username: new.username,
+                display_name: new.display_name,
+                role,
+                active: true,
+                created_ms: now_ms,
+            })
+        })
+    }
+
+    fn account(&self, id: UserId) -> Result<Option<Account>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE id = ?1"))?
+                .query_row(params![id], |r| row_to_account(r, 0))
+                .optional()
+        })
+    }
+
+    fn account_by_username(&self, username: &Username) -> Result<Option<(Account, String)>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS}, password FROM users WHERE username = ?1"))?
+                .query_row(params![username.as_str()], |r| Ok((row_to_account(r, 0)?, r.get(6)?)))
+                .optional()
+        })
+    }
+
+    fn name_key_taken(&self, key: &str) -> Result<bool, AccountError> {
+        self.read(|c| key_taken(c, key, None))
+    }
+
+    fn accounts(&self, limit: usize) -> Result<Vec<Account>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM users ORDER BY username LIMIT ?1"))?
+                .query_map(params![limit as i64], |r| row_to_account(r, 0))?
+                .collect()
+        })
+    }
+
+    fn count_accounts(&self) -> Result<i64, AccountError> {
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)))
+    }
+
+    fn set_password(&self, user: UserId, phc: &str, keep: Option<&str>) -> Result<Vec<String>, AccountError> {
+        self.write(|tx| {
+            if tx.execute("UPDATE users SET password = ?2 WHERE id = ?1", params![user, phc])? == 0 {
+                return Err(AccountError::NoSuchUser);
+            }
+            let ended: Vec<String> = tx
+                .prepare("SELECT id FROM auth_sessions WHERE user_id = ?1 AND id IS NOT ?2")?
+                .query_map(params![user, keep], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            tx.execute("DELETE FROM auth_sessions WHERE user_id = ?1 AND id IS NOT ?2", params![user, keep])?;
+            Ok(ended)
+        })
+    }
+
+    fn set_display_name(&self, user: UserId, display_name: &str, key: &str) -> Result<(), AccountError> {
+        self.write(|tx| {
+            if key_taken(tx, key, Some(user))? {
+                return Err(AccountError::DisplayNameTaken);
+            }
+            let own_username: bool = tx
+                .query_row("SELECT username_key = ?2 FROM users WHERE id = ?1", params![user, key], |r| r.get(0))
+                .optional()?
+                .ok_or(AccountError::NoSuchUser)?;
+            let _ = own_username;
+            tx.execute(
+                "UPDATE users SET display_name = ?2, display_key = ?3 WHERE id = ?1",
+                params![user, display_name, key],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn set_server_role(&self, user: UserId, role: ServerRole) -> Result<(), AccountError> {
+        self.write(|tx| {
+            match tx.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![user, role.as_str()])? {
+                0 => Err(AccountError::NoSuchUser),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn set_active(&self, user: UserId, active: bool) -> Result<(), AccountError> {
+        self.write(|tx| {
+            if tx.execute("UPDATE users SET active = ?2 WHERE id = ?1", params![user, active])? == 0 {
+                return Err(AccountError::NoSuchUser);
+            }
+            if !active {
+                tx.execute("DELETE FROM auth_sessions WHERE user_id = ?1", params![user])?;
+                tx.execute("DELETE FROM api_tokens WHERE user_id = ?1", params![user])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn create_session(&self, row: &SessionRow, token_digest: &str) -> Result<(), AccountError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO auth_sessions (id, token_digest, user_id, created_ms, last_seen_ms, user_agent, address)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    row.id,
+                    token_digest,
+                    row.user_id,
+                    row.created_ms,
+                    row.last_seen_ms,
+                    row.user_agent,
+                    row.address
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn session_by_digest(&self, digest: &str) -> Result<Option<(SessionRow, Account)>, AccountError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS}, {} FROM auth_sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_digest = ?1 AND u.active = 1",
+            account_prefixed()
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_row(params![digest], |r| Ok((row_to_session(r)?, row_to_account(r, 6)?)))
+                .optional()
+        })
+    }
+
+    fn touch_session(&self, id: &str, now_ms: i64) -> Result<(), AccountError> {
+        self.write(|tx| {
+            tx.execute("UPDATE auth_sessions SET last_seen_ms = ?2 WHERE id = ?1", params![id, now_ms])?;
+            Ok(())
+        })
+    }
+
+    fn sessions(&self, user: UserId) -> Result<Vec<SessionRow>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM auth_sessions s WHERE s.user_id = ?1 ORDER BY s.last_seen_ms DESC"
+            ))?
+            .query_map(params![user], row_to_session)?
+            .collect()
+        })
+    }
+
+    fn delete_session(&self, user: UserId, id: &str) -> Result<bool, AccountError> {
+        self.write(|tx| {
+            Ok(tx.execute("DELETE FROM auth_sessions WHERE id = ?1 AND user_id = ?2", params![id, user])? > 0)
+        })
+    }
+
+    fn create_token(&self, row: &TokenRow, token_digest: &str) -> Result<(), AccountError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO api_tokens (id, token_digest, user_id, name, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.id, token_digest, row.user_id, row.name, row.created_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn token_by_digest(&self, digest: &str) -> Result<Option<(TokenRow, Account)>, AccountError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS}, {} FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_digest = ?1 AND u.active = 1",
+            account_prefixed()
+        );
+        self.read(|c| {
+            c.prepare_cached(&sql)?
+                .query_row(params![digest], |r| Ok((row_to_token(r)?, row_to_account(r, 5)?)))
+                .optional()
+        })
+    }
+
+    fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), AccountError> {
+        self.write(|tx| {
+            tx.execute("UPDATE api_tokens SET last_used_ms = ?2 WHERE id = ?1", params![id, now_ms])?;
+            Ok(())
+        })
+    }
+
+    fn tokens(&self, user: UserId) -> Result<Vec<TokenRow>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.user_id = ?1 ORDER BY t.created_ms"
+            ))?
+            .query_map(params![user], row_to_token)?
+            .collect()
+        })
+    }
+
+    fn delete_token(&self, user: UserId, id: &str) -> Result<bool, AccountError> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM api_tokens WHERE id = ?1 AND user_id = ?2", params![id, user])? > 0))
+    }
+
+    fn create_invite(&self, row: &InviteRow, code_digest: &str) -> Result<(), AccountError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO invites (id, code_digest, created_by, uses_left, expires_ms, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![row.id, code_digest, row.created_by, row.uses_left, row.expires_ms, row.created_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn invites(&self) -> Result<Vec<InviteRow>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT id, created_by, uses_left, expires_ms, created_ms FROM invites ORDER BY created_ms DESC LIMIT 1000",
+            )?
+            .query_map([], |r| {
+                Ok(InviteRow {
+                    id: r.get(0)?,
+                    created_by: r.get(1)?,
+                    uses_left: r.get(2)?,
+                    expires_ms: r.get(3)?,
+                    created_ms: r.get(4)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn delete_invite(&self, id: &str) -> Result<bool, AccountError> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM invites WHERE id = ?1", params![id])? > 0))
+    }
+
+    fn create_room(&self, name: &str, meta: &RoomMeta, owner: Option<UserId>, now_ms: i64) -> Result<(), AccountError> {
+        self.write(|tx| {
+            let visibility = if meta.visibility.is_public() { "public" } else { "private" };
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO rooms (name, created_ms, visibility, dm, topic) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, now_ms, visibility, meta.dm, meta.topic],
+            )?;
+            if inserted == 0 {
+                // Stored already: by its first message (a public room anyone could have
+                // made by joining), or by an earlier creation.
+                let has_settings: bool = tx.query_row(
+                    "SELECT visibility <> 'public' OR topic <> '' OR EXISTS (SELECT 1 FROM room_members WHERE room = ?1)
+                        OR EXISTS (SELECT 1 FROM messages WHERE room = ?1)
+                     FROM rooms WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )?;
+                if has_settings {
+                    return Err(AccountError::RoomExists);
+                }
+                tx.execute(
+                    "UPDATE rooms SET visibility = ?2, dm = ?3, topic = ?4 WHERE name = ?1",
+                    params![name, visibility, meta.dm, meta.topic],
+                )?;
+            }
+            if let Some(owner) = owner {
+                tx.execute(
+                    "INSERT OR REPLACE INTO room_members (room, user_id, role, banned, muted, since_ms)
+                     VALUES (?1, ?2, 'owner', 0, 0, ?3)",
+                    params![name, owner, now_ms],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn set_topic(&self, room: &str, topic: &str) -> Result<(), AccountError> {
+        self.write(|tx| {
+            tx.execute("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)", params![room, crate::server::unix_ms()])?;
+            tx.execute("UPDATE rooms SET topic = ?2 WHERE name = ?1", params![room, topic])?;
+            Ok(())
+        })
+    }
+
+    fn room_metas(&self) -> Result<Vec<(String, RoomMeta)>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT name, visibility, dm, topic FROM rooms")?
+                .query_map([], |r| {
+                    let visibility: String = r.get(1)?;
+                    Ok((
+                        r.get(0)?,
+                        RoomMeta {
+                            visibility: if visibility == "private" { Visibility::Private } else { Visibility::Public },
+                            dm: r.get(2)?,
+                            topic: r.get(3)?,
+                        },
+                    ))
+                })?
+                .collect()
+        })
+    }
+
+    fn set_membership(&self, m: &Membership, now_ms: i64) -> Result<(), AccountError> {
+        self.write(|tx| {
+            // A room with standing recorded is kept (and loaded at start).
+            tx.execute("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)", params![m.room, now_ms])?;
+            tx.execute(
+                "INSERT INTO room_members (room, user_id, role, banned, muted, since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (room, user_id) DO UPDATE SET role = ?3, banned = ?4, muted = ?5",
+                params![m.room, m.user_id, m.role.as_str(), m.banned, m.muted, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn remove_membership(&self, room: &str, user: UserId) -> Result<(), AccountError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM room_members WHERE room = ?1 AND user_id = ?2", params![room, user])?;
+            Ok(())
+        })
+    }
+
+    fn memberships_of(&self, room: Option<&str>) -> Result<Vec<Membership>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT m.room, m.user_id, u.username, u.display_name, m.role, m.banned, m.muted
+                 FROM room_members m JOIN users u ON u.id = m.user_id
+                 WHERE ?1 IS NULL OR m.room = ?1 ORDER BY m.room, u.username",
+            )?
+            .query_map(params![room], |r| {
+                let username: String = r.get(2)?;
+                let role: String = r.get(4)?;
+                Ok(Membership {
+                    room: r.get(0)?,
+                    user_id: r.get(1)?,
+                    username: Username::parse(&username).unwrap_or_else(|| Username::parse("invalid").expect("valid")),
+                    display_name: r.get(3)?,
+                    role: RoomRole::parse(&role).unwrap_or(RoomRole::Member),
+                    banned: r.get(5)?,
+                    muted: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+}
