@@ -39,11 +39,15 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    seed::provide_seed();
+    let page_seed = seed::provide_seed();
     #[cfg(feature = "ssr")]
     set_content_security_policy();
     let nav = provide_nav();
     let chat = Chat::new();
+    // A signed-in page is its account from the start (its socket says `hello {}`).
+    if let Some(user) = page_seed.user.clone() {
+        chat.model.update_untracked(|m| m.sign_in(user));
+    }
     provide_context(chat);
     // Browser only: effects never run on the server.
     Effect::new(move |_| {

@@ -4,6 +4,9 @@
 //! docs/PROTOCOL.md is the human-readable contract; the types here are the
 //! machine-checked one. Field names are fixed: tools outside the project speak them.
 //!
+//! The browser decodes server frames with `ui::wire`, not with this enum's derive (which
+//! would cost the bundle far more); `ui::wire`'s tests keep the two in step.
+//!
 //! Values that arrive from the wire are plain `String`s here so that decoding never fails
 //! on content; they become the validated newtypes ([`Nick`], [`RoomName`], [`MessageText`])
 //! at the server's edge, and after that the type proves the value is valid.
@@ -950,7 +953,8 @@ mod tests {
             nick: "ann".into(),
             text: "hi <b>".into(),
             ts: 1_700_000_000_000,
-            client_id: "c-1".into(), ..Default::default() 
+            client_id: "c-1".into(),
+            ..Default::default()
         }
     }
 
@@ -993,7 +997,11 @@ mod tests {
     fn protocol_2_messages_round_trip_with_fixed_field_names() {
         round_trip_client(ClientMsg::Hello { nick: None, session: None }, json!({"type": "hello"}));
         round_trip_client(
-            ClientMsg::CreateRoom { room: "r".into(), visibility: Visibility::Private, topic: Some("t".into()) },
+            ClientMsg::CreateRoom {
+                room: "r".into(),
+                visibility: Visibility::Private,
+                topic: Some("t".into()),
+            },
             json!({"type": "create_room", "room": "r", "visibility": "private", "topic": "t"}),
         );
         assert_eq!(
@@ -1018,7 +1026,10 @@ mod tests {
             ClientMsg::SetTopic { room: "r".into(), topic: "t".into() },
             json!({"type": "set_topic", "room": "r", "topic": "t"}),
         );
-        round_trip_client(ClientMsg::OpenDm { username: "u".into() }, json!({"type": "open_dm", "username": "u"}));
+        round_trip_client(
+            ClientMsg::OpenDm { username: "u".into() },
+            json!({"type": "open_dm", "username": "u"}),
+        );
         round_trip_server(
             ServerMsg::Invited { room: "r".into(), by: "ann".into() },
             json!({"type": "invited", "room": "r", "by": "ann"}),
@@ -1112,7 +1123,8 @@ mod tests {
                 nick: "ann".into(),
                 limits: limits.clone(),
                 protocol: PROTOCOL_VERSION,
-                reference: None, user: None, 
+                reference: None,
+                user: None,
             },
             json!({"type": "welcome", "session": "tok", "nick": "ann", "protocol": 2, "limits": {
                 "max_text_chars": 4000, "max_nick_chars": 32, "max_room_chars": 64,
@@ -1126,7 +1138,13 @@ mod tests {
                 member_count: 1,
                 head: 4,
                 truncated: false,
-                reference: Some("j1".into()), guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
+                reference: Some("j1".into()),
+                guests: Vec::new(),
+                visibility: Default::default(),
+                dm: false,
+                topic: String::new(),
+                role: None,
+                muted: false,
             },
             json!({"type": "joined", "room": "r", "members": ["ann"], "member_count": 1, "head": 4, "ref": "j1"}),
         );
@@ -1137,7 +1155,13 @@ mod tests {
                 member_count: 0,
                 head: 900,
                 truncated: true,
-                reference: None, guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
+                reference: None,
+                guests: Vec::new(),
+                visibility: Default::default(),
+                dm: false,
+                topic: String::new(),
+                role: None,
+                muted: false,
             },
             json!({"type": "joined", "room": "r", "members": [], "member_count": 0, "head": 900, "truncated": true}),
         );
@@ -1167,7 +1191,13 @@ mod tests {
         );
         round_trip_server(
             ServerMsg::Rooms {
-                rooms: vec![RoomInfo { name: "r".into(), members: 2, head: 9, last_active: 5, ..Default::default()  }],
+                rooms: vec![RoomInfo {
+                    name: "r".into(),
+                    members: 2,
+                    head: 9,
+                    last_active: 5,
+                    ..Default::default()
+                }],
                 has_more: true,
                 next: Some("5.r".into()),
                 reference: None,
@@ -1180,7 +1210,8 @@ mod tests {
                 room: "r".into(),
                 nick: "bob".into(),
                 state: PresenceState::Left,
-                member_count: Some(3), guest: false, 
+                member_count: Some(3),
+                guest: false,
             },
             json!({"type": "presence", "room": "r", "nick": "bob", "state": "left", "member_count": 3}),
         );

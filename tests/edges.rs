@@ -29,7 +29,15 @@ use tokio_tungstenite::{MaybeTlsStream, tungstenite::Message};
 const TS: i64 = 1_700_000_000_000;
 
 fn chat(room: &str, seq: u64, text: String, ts: i64) -> ChatMessage {
-    ChatMessage { room: room.into(), seq, nick: "ann".into(), text, ts, client_id: format!("c-{seq}"), ..Default::default()  }
+    ChatMessage {
+        room: room.into(),
+        seq,
+        nick: "ann".into(),
+        text,
+        ts,
+        client_id: format!("c-{seq}"),
+        ..Default::default()
+    }
 }
 
 /// A database file holding `messages`, written before any server runs on it.

@@ -187,10 +187,12 @@ fn arb_client_msg() -> BoxedStrategy<ClientMsg> {
             limit
         }),
         Just(ClientMsg::ListRooms { cursor: None, limit: None }),
-        (s(), any::<bool>(), proptest::option::of(s())).prop_map(|(room, private, topic)| ClientMsg::CreateRoom {
-            room,
-            visibility: if private { Visibility::Private } else { Visibility::Public },
-            topic
+        (s(), any::<bool>(), proptest::option::of(s())).prop_map(|(room, private, topic)| {
+            ClientMsg::CreateRoom {
+                room,
+                visibility: if private { Visibility::Private } else { Visibility::Public },
+                topic,
+            }
         }),
         (s(), s()).prop_map(|(room, username)| ClientMsg::Invite { room, username }),
         (s(), s()).prop_map(|(room, username)| ClientMsg::Kick { room, username }),

@@ -124,7 +124,8 @@ async fn presence_follows_people_not_tabs() {
             room: "r".into(),
             nick: "bob".into(),
             state: PresenceState::Joined,
-            member_count: Some(2), guest: true, 
+            member_count: Some(2),
+            guest: true,
         }
     );
     // A second tab of bob's session: no new presence.
@@ -142,7 +143,8 @@ async fn presence_follows_people_not_tabs() {
             room: "r".into(),
             nick: "bob".into(),
             state: PresenceState::Left,
-            member_count: Some(1), guest: true, 
+            member_count: Some(1),
+            guest: true,
         }
     );
 }
@@ -378,7 +380,8 @@ async fn a_silent_client_is_reaped_and_its_presence_removed() {
             room: "r".into(),
             nick: "ghost".into(),
             state: PresenceState::Left,
-            member_count: Some(1), guest: true, 
+            member_count: Some(1),
+            guest: true,
         }
     );
     // The ghost's client has pongs queued for the pings it never read; writing them can hit

@@ -4,7 +4,7 @@
 //! protocol's rules (resume, replay, gaps, outbox pacing, errors) are all in `ui::sync`.
 
 use super::storage;
-use crate::protocol::{Request, ServerMsg};
+use crate::protocol::Request;
 use crate::ui::{
     chat::{Chat, Command},
     state::{ChatModel, ConnStatus},
@@ -24,6 +24,8 @@ use leptos::prelude::*;
 /// First retry delay; doubles per failed attempt up to `MAX_BACKOFF_MS`.
 const BASE_BACKOFF_MS: f64 = 500.0;
 const MAX_BACKOFF_MS: f64 = 10_000.0;
+/// The close code of a revoked sign-in (sign-out elsewhere, a deactivated account).
+const SIGNED_OUT: u16 = 4001;
 
 enum Ended {
     /// The connection was lost (or never opened).
@@ -32,6 +34,8 @@ enum Ended {
     Rehello,
     /// The page is going away.
     Shutdown,
+    /// The server ended this sign-in (4001): no reconnecting.
+    SignedOut,
 }
 
 pub async fn run(chat: Chat, mut commands: UnboundedReceiver<Command>) {
@@ -56,6 +60,11 @@ pub async fn run(chat: Chat, mut commands: UnboundedReceiver<Command>) {
         chat.model.update(|m| syncer.disconnected(m, delay));
         match ended {
             Ended::Shutdown => return,
+            // The page asks for a guest name again; a new one connects as a guest.
+            Ended::SignedOut => {
+                chat.model.update(|m| m.status = ConnStatus::Idle);
+                continue;
+            }
             Ended::Rehello => {
                 chat.model.update(|m| m.status = ConnStatus::Idle);
                 continue;
@@ -238,9 +247,13 @@ async fn connect(chat: Chat, syncer: &mut Syncer, commands: &mut UnboundedReceiv
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Bytes(_))) => continue,
+                    Some(Err(gloo_net::websocket::WebSocketError::ConnectionClose(close))) if close.code == SIGNED_OUT => {
+                        chat.model.update(|m| m.sign_out(&close.reason));
+                        return Ended::SignedOut;
+                    }
                     Some(Err(_)) | None => return Ended::Lost { was_online: syncer.online() },
                 };
-                let Ok(msg) = serde_json::from_str::<ServerMsg>(&text) else { continue };
+                let Some(msg) = crate::ui::wire::decode(&text) else { continue };
                 let now = now();
                 with_model(chat, syncer, Box::new(move |s, m| s.on_frame(m, msg, now)))
             }

@@ -15,8 +15,11 @@ pub fn start(chat: Chat) {
     let session = storage::get(storage::SESSION);
     let rooms = storage::rooms();
     chat.model.update(|m| {
-        m.nick = nick;
-        m.session = session;
+        // A signed-in page is its account; the remembered guest nick is for guest pages.
+        if m.account.is_none() {
+            m.nick = nick;
+            m.session = session;
+        }
         for room in rooms {
             m.rooms.entry(room).or_default();
         }

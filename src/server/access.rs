@@ -5,7 +5,10 @@
 //! matrix is unit-tested here; the handlers only ask and act. A private room is
 //! `not_found` to anyone who may not see it, never `forbidden`: that would say it exists.
 
-use super::{auth::Identity, store::accounts::{Membership, RoomMeta, UserId}};
+use super::{
+    auth::Identity,
+    store::accounts::{Membership, RoomMeta, UserId},
+};
 use crate::protocol::{ErrorCode, RoomRole, ServerRole, Visibility};
 use std::collections::{HashMap, HashSet};
 
@@ -123,9 +126,7 @@ impl Access {
 
     /// Whether `who` may know the room exists (see it listed, read it, open its page).
     pub fn can_see(&self, who: &Identity) -> bool {
-        self.visibility.is_public()
-            || who.is_admin()
-            || self.standing(who).is_some_and(|s| !s.banned)
+        self.visibility.is_public() || who.is_admin() || self.standing(who).is_some_and(|s| !s.banned)
     }
 
     /// May `who` read the room's history (HTTP, pages, `history`)?
@@ -260,7 +261,9 @@ mod tests {
         assert_eq!(private.check_send(&who(OUTSIDER)), Err(Denied::NotFound));
         assert_eq!(private.check_read(&guest()), Err(Denied::NotFound));
         assert_eq!(private.check_join(&who(BANNED)), Err(Denied::Banned));
-        assert!(!private.can_see(&who(OUTSIDER)) && !private.can_see(&guest()) && !private.can_see(&who(BANNED)));
+        assert!(
+            !private.can_see(&who(OUTSIDER)) && !private.can_see(&guest()) && !private.can_see(&who(BANNED))
+        );
         // Moderation of a room one cannot see is not found either, not forbidden.
         assert_eq!(private.check_moderate(&who(OUTSIDER), Moderation::Kick, None), Err(Denied::NotFound));
     }
@@ -296,7 +299,11 @@ mod tests {
         for action in actions {
             // Members, outsiders and guests may not moderate at all.
             for id in [MEMBER, OUTSIDER, MUTED] {
-                assert_eq!(public.check_moderate(&who(id), action, member), Err(Denied::Forbidden), "{id} {action:?}");
+                assert_eq!(
+                    public.check_moderate(&who(id), action, member),
+                    Err(Denied::Forbidden),
+                    "{id} {action:?}"
+                );
             }
             assert_eq!(public.check_moderate(&guest(), action, member), Err(Denied::Forbidden));
             // Moderators, owners and admins may act on members.
@@ -313,7 +320,10 @@ mod tests {
             assert_eq!(public.check_moderate(&who(ADMIN), action, owner), Ok(()));
         }
         // Roles: owners (and admins) give them; moderators do not.
-        assert_eq!(public.check_moderate(&who(MODERATOR), SetRole(RoomRole::Moderator), member), Err(Denied::Forbidden));
+        assert_eq!(
+            public.check_moderate(&who(MODERATOR), SetRole(RoomRole::Moderator), member),
+            Err(Denied::Forbidden)
+        );
         assert_eq!(public.check_moderate(&who(OWNER), SetRole(RoomRole::Moderator), member), Ok(()));
         assert_eq!(public.check_moderate(&who(OWNER), SetRole(RoomRole::Owner), member), Ok(()));
         assert_eq!(public.check_moderate(&who(ADMIN), SetRole(RoomRole::Owner), member), Ok(()));

@@ -19,8 +19,8 @@ use super::{
     unix_ms,
 };
 use crate::protocol::{
-    ChatMessage, ErrorCode, MessageText, Nick, RoomInfo, RoomName, RoomRole, ServerRole, UserInfo, Visibility,
-    check_client_id,
+    ChatMessage, ErrorCode, MessageText, Nick, RoomInfo, RoomName, RoomRole, ServerRole, UserInfo,
+    Visibility, check_client_id,
 };
 use axum::{
     Json, Router,
@@ -68,7 +68,9 @@ impl From<HubError> for ApiError {
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many new rooms")
             },
             HubError::Exists => ApiError::new(StatusCode::CONFLICT, ErrorCode::RoomExists, err.to_string()),
-            HubError::TooManyRooms => ApiError::new(StatusCode::FORBIDDEN, ErrorCode::TooManyRooms, err.to_string()),
+            HubError::TooManyRooms => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::TooManyRooms, err.to_string())
+            }
             HubError::Invalid(why) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRoom, why),
             HubError::Store(_) | HubError::Accounts(_) => {
                 tracing::error!(%err, "request failed");
@@ -94,11 +96,11 @@ pub async fn reader(hub: &Hub, headers: &HeaderMap) -> Result<Identity, ApiError
 
 /// The routes of this module, behind `limit` (the per-address allowance of every API
 /// route); sign-in and sign-up also behind a stricter per-address limit.
-pub fn routes(hub: &Arc<Hub>, limit: &HttpRateLimit) -> Router<Arc<Hub>> {
+pub fn routes(limit: &HttpRateLimit, auth_limit: &HttpRateLimit) -> Router<Arc<Hub>> {
     let auth = Router::new()
         .route("/api/auth/signup", post(signup))
         .route("/api/auth/login", post(login))
-        .layer(auth_limit(&hub.config));
+        .layer(auth_limit.clone());
     Router::new()
         .merge(auth)
         .route("/api/auth/logout", post(logout))
@@ -122,8 +124,8 @@ pub fn routes(hub: &Arc<Hub>, limit: &HttpRateLimit) -> Router<Arc<Hub>> {
 }
 
 /// Sign-in and sign-up attempts per address (`--auth-rate`, `--auth-burst`); the same
-/// quota applies per username inside `Auth`.
-fn auth_limit(config: &super::config::Config) -> HttpRateLimit {
+/// quota applies per username inside `Auth`. Build it once: clones share the limiter.
+pub fn auth_limit(config: &super::config::Config) -> HttpRateLimit {
     let quota = auth_quota(config);
     let governor = GovernorConfigBuilder::default()
         .period(quota.replenish_interval())
@@ -296,7 +298,10 @@ pub struct SessionBody {
     pub current: bool,
 }
 
-async fn sessions(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<Json<Vec<SessionBody>>, ApiError> {
+async fn sessions(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SessionBody>>, ApiError> {
     let p = hub.auth.require(&headers).await?;
     let current = match &p.via {
         Via::Session(id) => Some(id.clone()),
@@ -369,7 +374,13 @@ async fn tokens(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<Json<
     let rows = hub.auth.db(move |s| s.tokens(id)).await?;
     Ok(Json(
         rows.into_iter()
-            .map(|r| TokenBody { id: r.id, name: r.name, created_ms: r.created_ms, last_used_ms: r.last_used_ms, token: None })
+            .map(|r| TokenBody {
+                id: r.id,
+                name: r.name,
+                created_ms: r.created_ms,
+                last_used_ms: r.last_used_ms,
+                token: None,
+            })
             .collect(),
     ))
 }
@@ -466,7 +477,13 @@ async fn invites(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<Json
     let rows = hub.auth.db(|s| s.invites()).await?;
     Ok(Json(
         rows.into_iter()
-            .map(|r| InviteBody { id: r.id, uses_left: r.uses_left, expires_ms: r.expires_ms, created_ms: r.created_ms, code: None })
+            .map(|r| InviteBody {
+                id: r.id,
+                uses_left: r.uses_left,
+                expires_ms: r.expires_ms,
+                created_ms: r.created_ms,
+                code: None,
+            })
             .collect(),
     ))
 }
@@ -494,7 +511,10 @@ pub struct AdminUser {
 /// Users listed at most on the admin page and API.
 pub const ADMIN_USERS: usize = 1000;
 
-async fn admin_users(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Result<Json<Vec<AdminUser>>, ApiError> {
+async fn admin_users(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<AdminUser>>, ApiError> {
     require_admin(&hub, &headers).await?;
     let rows = hub.auth.db(|s| s.accounts(ADMIN_USERS)).await?;
     Ok(Json(
@@ -513,10 +533,18 @@ pub struct AdminUpdate {
 }
 
 /// Applies an admin's change to an account: role, deactivation (sockets close at once).
-pub async fn admin_update(hub: &Hub, admin: &Principal, username: &str, change: AdminUpdate) -> Result<(), ApiError> {
+pub async fn admin_update(
+    hub: &Hub,
+    admin: &Principal,
+    username: &str,
+    change: AdminUpdate,
+) -> Result<(), ApiError> {
     let username = crate::protocol::Username::parse(username).ok_or(AuthError::NotFound)?;
-    let (account, _) = hub.auth.db(move |s| s.account_by_username(&username)).await?.ok_or(AuthError::NotFound)?;
-    if account.id == admin.account.id && (change.active == Some(false) || change.role.is_some_and(|r| r != ServerRole::Admin)) {
+    let (account, _) =
+        hub.auth.db(move |s| s.account_by_username(&username)).await?.ok_or(AuthError::NotFound)?;
+    if account.id == admin.account.id
+        && (change.active == Some(false) || change.role.is_some_and(|r| r != ServerRole::Admin))
+    {
         return Err(AuthError::Invalid("an admin cannot deactivate or demote themselves".into()).into());
     }
     let id = account.id;
@@ -562,7 +590,8 @@ async fn create_room(
     Json(body): Json<CreateRoom>,
 ) -> Result<(StatusCode, Json<RoomInfo>), ApiError> {
     let p = hub.auth.require(&headers).await?;
-    let name = RoomName::parse(&body.room).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    let name = RoomName::parse(&body.room)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let room = hub.create_room(&p.identity(), peer.ip(), &name, body.visibility, body.topic).await?;
     Ok((StatusCode::CREATED, Json(room.info())))
 }
@@ -598,7 +627,13 @@ pub struct MemberBody {
 
 pub fn member_bodies(rows: Vec<(String, String, Standing)>) -> Vec<MemberBody> {
     rows.into_iter()
-        .map(|(username, display_name, s)| MemberBody { username, display_name, role: s.role, banned: s.banned, muted: s.muted })
+        .map(|(username, display_name, s)| MemberBody {
+            username,
+            display_name,
+            role: s.role,
+            banned: s.banned,
+            muted: s.muted,
+        })
         .collect()
 }
 
@@ -630,7 +665,11 @@ async fn moderate(
     let p = hub.auth.require(&headers).await?;
     let name = RoomName::parse(&room).map_err(|_| ApiError::from(Denied::NotFound))?;
     let action = Action::parse(&body.action, body.role).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadFrame, "action is invite, kick, ban, unban, mute, unmute or role (with role)")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadFrame,
+            "action is invite, kick, ban, unban, mute, unmute or role (with role)",
+        )
     })?;
     hub.moderate(&p.identity(), &name, action, &body.username).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -673,7 +712,8 @@ async fn post_message(
     let name = RoomName::parse(&room).map_err(|_| ApiError::from(Denied::NotFound))?;
     let room = hub.find_room(&name).ok_or(Denied::NotFound)?;
     room.access().check_send(&who)?;
-    let bad = |e: crate::protocol::ValidationError| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string());
+    let bad =
+        |e: crate::protocol::ValidationError| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string());
     check_client_id(&body.client_id).map_err(bad)?;
     let text = MessageText::parse(body.text, hub.config.text_limit()).map_err(bad)?;
     let session = hub.sessions.attach_account(p.account.id, who.nick.clone());
@@ -700,12 +740,22 @@ async fn store_post(
         SendState::New => {}
         SendState::InFlight => {
             let message = "a message with this client_id is being stored; retry shortly";
-            return Err(ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::CONFLICT, ErrorCode::RateLimited, message) });
+            return Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::CONFLICT, ErrorCode::RateLimited, message)
+            });
         }
         SendState::Stored(stored_in, seq) => {
             check().map_err(rate_limited)?;
-            let page = hub.messages_after(&stored_in.name, seq - 1, seq, 1).await.map_err(|_| ApiError::internal("could not load the stored message"))?;
-            let msg = page.messages.into_iter().next().ok_or_else(|| ApiError::internal("the stored message is missing"))?;
+            let page = hub
+                .messages_after(&stored_in.name, seq - 1, seq, 1)
+                .await
+                .map_err(|_| ApiError::internal("could not load the stored message"))?;
+            let msg = page
+                .messages
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::internal("the stored message is missing"))?;
             return Ok((StatusCode::OK, Json(msg)).into_response());
         }
     }
@@ -750,6 +800,8 @@ async fn store_post(
     }
     match rx.await {
         Ok(Ok(msg)) => Ok((StatusCode::CREATED, Json(msg)).into_response()),
-        _ => Err(ApiError::internal("the message could not be stored; send it again with the same client_id")),
+        _ => {
+            Err(ApiError::internal("the message could not be stored; send it again with the same client_id"))
+        }
     }
 }

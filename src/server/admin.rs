@@ -69,7 +69,11 @@ pub async fn run(config: &Config, command: &AdminCommand) -> Result<String, Admi
             let valid_for = (*expires_hours > 0).then(|| Duration::from_secs(expires_hours * 3600));
             let (row, code) = auth.create_invite(None, uses, valid_for).await?;
             let uses = row.uses_left.map_or("unlimited uses".to_owned(), |n| format!("{n} use(s)"));
-            let expires = if *expires_hours > 0 { format!("expires in {expires_hours} h") } else { "never expires".into() };
+            let expires = if *expires_hours > 0 {
+                format!("expires in {expires_hours} h")
+            } else {
+                "never expires".into()
+            };
             Ok(format!("{code}\n(invite {}: {uses}, {expires})", row.id))
         }
     }

@@ -40,7 +40,12 @@ fn close_patience(reason: CloseReason) -> Duration {
 }
 
 /// Runs a connection to its end.
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>, peer: IpAddr, principal: Option<super::auth::Principal>) {
+pub async fn serve(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    peer: IpAddr,
+    principal: Option<super::auth::Principal>,
+) {
     let (sink, mut stream) = socket.split();
     let conn = ConnHandle::new(hub.next_conn_id(), hub.config.outbound_queue_bytes);
     hub.metrics.connections.fetch_add(1, Ordering::Relaxed);

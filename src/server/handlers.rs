@@ -135,19 +135,27 @@ impl Reader {
             }
             ClientMsg::Join { room, since } => self.join(&who, &room, since).await,
             ClientMsg::Leave { room } => self.leave(&room).await,
-            ClientMsg::Send { room, text, client_id } => self.send(&session, &who, &room, text, client_id).await,
+            ClientMsg::Send { room, text, client_id } => {
+                self.send(&session, &who, &room, text, client_id).await
+            }
             ClientMsg::Typing { room } => self.typing(&session, &room).await,
             ClientMsg::History { room, before, limit } => self.history(&who, &room, before, limit).await,
             ClientMsg::ListRooms { cursor, limit } => self.list_rooms(&who, cursor, limit).await,
-            ClientMsg::CreateRoom { room, visibility, topic } => self.create_room(&who, &room, visibility, topic).await,
+            ClientMsg::CreateRoom { room, visibility, topic } => {
+                self.create_room(&who, &room, visibility, topic).await
+            }
             ClientMsg::OpenDm { username } => self.open_dm(&who, &username).await,
             ClientMsg::SetTopic { room, topic } => self.set_topic(&who, &room, topic).await,
-            ClientMsg::Invite { room, username } => self.moderate(&who, &room, Action::Invite, &username).await,
+            ClientMsg::Invite { room, username } => {
+                self.moderate(&who, &room, Action::Invite, &username).await
+            }
             ClientMsg::Kick { room, username } => self.moderate(&who, &room, Action::Kick, &username).await,
             ClientMsg::Ban { room, username } => self.moderate(&who, &room, Action::Ban, &username).await,
             ClientMsg::Unban { room, username } => self.moderate(&who, &room, Action::Unban, &username).await,
             ClientMsg::Mute { room, username } => self.moderate(&who, &room, Action::Mute, &username).await,
-            ClientMsg::Unmute { room, username } => self.moderate(&who, &room, Action::Unmute, &username).await,
+            ClientMsg::Unmute { room, username } => {
+                self.moderate(&who, &room, Action::Unmute, &username).await
+            }
             ClientMsg::SetRole { room, username, role } => {
                 self.moderate(&who, &room, Action::SetRole(role), &username).await
             }
@@ -166,10 +174,14 @@ impl Reader {
             }
             None => {
                 if !self.hub.auth.guests {
-                    return self.error(ErrorCode::Unauthenticated, "this server has no guests: sign in first").await;
+                    return self
+                        .error(ErrorCode::Unauthenticated, "this server has no guests: sign in first")
+                        .await;
                 }
                 let Some(nick) = nick else {
-                    return self.error(ErrorCode::Unauthenticated, "sign in, or say hello with a nick as a guest").await;
+                    return self
+                        .error(ErrorCode::Unauthenticated, "sign in, or say hello with a nick as a guest")
+                        .await;
                 };
                 let nick = match Nick::parse(nick) {
                     Ok(nick) => nick,
@@ -216,7 +228,13 @@ impl Reader {
         Ok(())
     }
 
-    async fn create_room(&mut self, who: &Identity, room: &str, visibility: Visibility, topic: Option<String>) {
+    async fn create_room(
+        &mut self,
+        who: &Identity,
+        room: &str,
+        visibility: Visibility,
+        topic: Option<String>,
+    ) {
         let name = match RoomName::parse(room) {
             Ok(name) => name,
             Err(err) => return self.invalid(err).await,
@@ -412,7 +430,14 @@ impl Reader {
         }
     }
 
-    async fn send(&mut self, session: &Arc<Session>, who: &Identity, room: &str, text: String, client_id: String) {
+    async fn send(
+        &mut self,
+        session: &Arc<Session>,
+        who: &Identity,
+        room: &str,
+        text: String,
+        client_id: String,
+    ) {
         if let Err(err) = check_client_id(&client_id) {
             return self.error(err.code(), err.to_string()).await;
         }

@@ -25,11 +25,11 @@ use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuild
 
 /// The JSON API (behind the per-address `limit`) and the health and metrics endpoints
 /// (cheap, polled by monitors, not limited).
-pub fn routes(hub: &Arc<Hub>, limit: &HttpRateLimit) -> Router<Arc<Hub>> {
+pub fn routes(hub: &Arc<Hub>, limit: &HttpRateLimit, auth_limit: &HttpRateLimit) -> Router<Arc<Hub>> {
     let api =
         Router::new().route("/api/rooms", get(rooms)).route("/api/rooms/{room}/messages", get(messages));
     api.layer(limit.clone())
-        .merge(super::account_api::routes(hub, limit))
+        .merge(super::account_api::routes(limit, auth_limit))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), super::account_api::check_origin))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -168,13 +168,15 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
     // Pages read the store (a room's history, the directory): the per-address rate
     // limit comes first, then the seed is loaded. Static assets are not limited. Every
     // page, the "not found" one included, gets where its socket may connect (its CSP).
+    // One limiter for pages and the API: a client address has one allowance.
+    let limit = http::rate_limit(&hub.config);
+    // Sign-in and sign-up attempts, by page or API, share one stricter allowance.
+    let auth_limit = account_api::auth_limit(&hub.config);
     let page_routes = Router::new()
         .route("/", get(render.clone()))
         .route("/r/{room}", get(render))
         .route_layer(axum::middleware::from_fn_with_state(hub.clone(), pages::seed_page))
-        .merge(account_pages::routes().with_state(hub.clone()));
-    // One limiter for pages and the API: a client address has one allowance.
-    let limit = http::rate_limit(&hub.config);
+        .merge(account_pages::routes(&hub, &auth_limit).with_state(hub.clone()));
     let pages = page_routes
         .layer(limit.clone())
         .fallback(leptos_axum::file_and_error_handler(shell))
@@ -183,7 +185,7 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
         // Pages and assets only: the WebSocket upgrade below stays uncompressed.
         .layer(CompressionLayer::new());
     let timeout = Duration::from_secs(hub.config.http_timeout_secs.max(1));
-    let api = http::routes(&hub, &limit);
+    let api = http::routes(&hub, &limit, &auth_limit);
     let http = pages
         .merge(api.with_state(hub.clone()))
         // A slow request is cut (408) rather than held open; not the WebSocket, whose

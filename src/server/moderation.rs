@@ -15,7 +15,8 @@ use super::{
     unix_ms,
 };
 use crate::protocol::{
-    MAX_TOPIC_CHARS, RoomName, RoomRole, ServerMsg, ServerRole, Username, Visibility, dm_room_name, is_dm_name,
+    MAX_TOPIC_CHARS, RoomName, RoomRole, ServerMsg, ServerRole, Username, Visibility, dm_room_name,
+    is_dm_name,
 };
 use std::{net::IpAddr, sync::Arc};
 
@@ -108,6 +109,16 @@ impl Hub {
         Ok(found.map(|(a, _)| a).filter(|a| a.active))
     }
 
+    /// The username of the active account called `name` (its username or display name).
+    pub async fn username_for(&self, name: &str) -> Option<String> {
+        if let Ok(Some(account)) = self.account_named(name).await {
+            return Some(account.username.to_string());
+        }
+        let key = crate::protocol::Nick::parse(name).ok()?.key();
+        let found = self.auth.db(move |s| s.account_by_display_key(&key)).await.ok()??;
+        found.active.then(|| found.username.to_string())
+    }
+
     async fn target(&self, room: &Room, name: &str) -> Result<Target, HubError> {
         if let Some(account) = self.account_named(name).await? {
             return Ok(Target::Account(account));
@@ -141,10 +152,12 @@ impl Hub {
         let meta = RoomMeta { visibility, dm: false, topic };
         let owner = who.user_id();
         let (room_name, stored) = (name.as_str().to_owned(), meta.clone());
-        self.auth.db(move |s| s.create_room(&room_name, &stored, owner, unix_ms())).await.map_err(|e| match e {
-            super::auth::AuthError::Invalid(_) => HubError::Exists,
-            _ => HubError::Invalid("the room could not be stored"),
-        })?;
+        self.auth.db(move |s| s.create_room(&room_name, &stored, owner, unix_ms())).await.map_err(
+            |e| match e {
+                super::auth::AuthError::Invalid(_) => HubError::Exists,
+                _ => HubError::Invalid("the room could not be stored"),
+            },
+        )?;
         let mut access = Access::from_meta(&meta);
         if let Some(owner) = owner {
             access.accounts.insert(owner, Standing { role: RoomRole::Owner, banned: false, muted: false });
@@ -158,7 +171,8 @@ impl Hub {
     pub async fn open_dm(&self, who: &Identity, username: &str) -> Result<RoomName, HubError> {
         let Some(me) = who.user_id() else { return Err(Denied::Forbidden.into()) };
         let other = self.account_named(username).await?.ok_or(Denied::NotFound)?;
-        let name = RoomName::parse(&dm_room_name(me, other.id)).map_err(|_| HubError::Invalid("bad dm name"))?;
+        let name =
+            RoomName::parse(&dm_room_name(me, other.id)).map_err(|_| HubError::Invalid("bad dm name"))?;
         if self.find_room(&name).is_some() {
             return Ok(name);
         }
@@ -166,7 +180,9 @@ impl Hub {
         if self.find_room(&name).is_some() {
             return Ok(name);
         }
-        let meta = RoomMeta { visibility: Visibility::Private, dm: true, topic: String::new() };
+        // The topic names the two: what the sidebar shows for the conversation.
+        let topic = format!("{} & {}", who.nick, other.display_name);
+        let meta = RoomMeta { visibility: Visibility::Private, dm: true, topic };
         let (room_name, stored, other_id) = (name.as_str().to_owned(), meta.clone(), other.id);
         self.auth
             .db(move |s| {
@@ -191,7 +207,8 @@ impl Hub {
         access.accounts.insert(me, Standing::MEMBER);
         access.accounts.insert(other.id, Standing::MEMBER);
         self.register_room(&name, access)?;
-        let invited = encode(&ServerMsg::Invited { room: name.as_str().to_owned(), by: who.nick.as_str().to_owned() });
+        let invited =
+            encode(&ServerMsg::Invited { room: name.as_str().to_owned(), by: who.nick.as_str().to_owned() });
         for conn in self.auth.live_conns(other.id) {
             conn.push(Outbound::Frame(invited.clone()));
         }
@@ -217,13 +234,14 @@ impl Hub {
         let by = actor.nick.as_str().to_owned();
         let private = !room.access().visibility.is_public();
         let username = target.name();
-        let update = |role: Option<RoomRole>, banned: Option<bool>, muted: Option<bool>| ServerMsg::MemberUpdate {
-            room: name.as_str().to_owned(),
-            username: username.clone(),
-            role,
-            banned,
-            muted,
-        };
+        let update =
+            |role: Option<RoomRole>, banned: Option<bool>, muted: Option<bool>| ServerMsg::MemberUpdate {
+                room: name.as_str().to_owned(),
+                username: username.clone(),
+                role,
+                banned,
+                muted,
+            };
         match (&target, action) {
             (Target::Guest(..), Action::Invite | Action::SetRole(_)) => return Err(Denied::Forbidden.into()),
             (Target::Guest(id, _), Action::Kick) => eject(&room, room.remove_user(id), &by, false),
@@ -292,7 +310,8 @@ impl Hub {
                 let id = target.id();
                 match action {
                     Action::Invite => {
-                        let invited = encode(&ServerMsg::Invited { room: name.as_str().to_owned(), by: by.clone() });
+                        let invited =
+                            encode(&ServerMsg::Invited { room: name.as_str().to_owned(), by: by.clone() });
                         for conn in self.auth.live_conns(account.id) {
                             conn.push(Outbound::Frame(invited.clone()));
                         }
@@ -303,7 +322,9 @@ impl Hub {
                         room.broadcast(&update(None, Some(true), None));
                     }
                     Action::Unban => room.broadcast(&update(None, Some(false), None)),
-                    Action::Mute | Action::Unmute => room.broadcast(&update(None, None, Some(action == Action::Mute))),
+                    Action::Mute | Action::Unmute => {
+                        room.broadcast(&update(None, None, Some(action == Action::Mute)))
+                    }
                     Action::SetRole(role) => room.broadcast(&update(Some(role), None, None)),
                 }
             }
@@ -312,7 +333,12 @@ impl Hub {
         Ok(())
     }
 
-    async fn store_standing(&self, room: &RoomName, account: &Account, standing: Option<Standing>) -> Result<(), HubError> {
+    async fn store_standing(
+        &self,
+        room: &RoomName,
+        account: &Account,
+        standing: Option<Standing>,
+    ) -> Result<(), HubError> {
         let (room, user) = (room.as_str().to_owned(), account.id);
         let username = account.username.clone();
         let result = self
@@ -374,7 +400,9 @@ impl Hub {
         let access = room.access();
         Ok(all
             .into_iter()
-            .filter_map(|m| access.accounts.get(&m.user_id).map(|s| (m.username.to_string(), m.display_name, *s)))
+            .filter_map(|m| {
+                access.accounts.get(&m.user_id).map(|s| (m.username.to_string(), m.display_name, *s))
+            })
             .filter(|(_, _, s)| moderator || !(s.banned || s.muted))
             .collect())
     }

@@ -390,7 +390,8 @@ mod tests {
             nick: "n".into(),
             text: "\u{1}".repeat(4000),
             ts: 0,
-            client_id: "c".into(), ..Default::default() 
+            client_id: "c".into(),
+            ..Default::default()
         };
         let encoded = crate::server::room::encode(&ServerMsg::Message(msg));
         assert!(encoded.len() > 24_000, "{}", encoded.len());

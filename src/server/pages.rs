@@ -60,8 +60,12 @@ pub async fn seed_page(State(hub): State<Arc<Hub>>, mut request: Request, next: 
         let to = format!("/login?next={}", request.uri().path());
         return axum::response::Redirect::to(&to).into_response();
     }
+    let user = viewer.as_ref().map(Identity::info);
     let viewer = viewer.unwrap_or_else(super::account_api::anonymous);
     let (seed, not_found) = load(&hub, &viewer, request.uri().path()).await;
+    let seed = seed
+        .map(|seed| PageSeed { user: user.clone(), ..seed })
+        .or(user.map(|u| PageSeed { user: Some(u), ..PageSeed::default() }));
     if let Some(seed) = seed {
         request.extensions_mut().insert(seed);
     }
@@ -106,5 +110,11 @@ async fn load(hub: &Hub, viewer: &Identity, path: &str) -> (Option<PageSeed>, bo
             Vec::new()
         }
     };
-    (Some(PageSeed { room: Some(RoomSeed { name: name.as_str().to_owned(), messages }), ..PageSeed::default() }), false)
+    (
+        Some(PageSeed {
+            room: Some(RoomSeed { name: name.as_str().to_owned(), messages }),
+            ..PageSeed::default()
+        }),
+        false,
+    )
 }

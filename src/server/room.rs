@@ -172,7 +172,8 @@ impl Room {
             state.members.insert(conn.id, Member { nick, conn: conn.clone(), user: Arc::from(user) });
         }
         let members = state.named.iter().map(|n| n.to_string()).collect();
-        let guests = state.named.iter().filter(|n| state.guests.contains(*n)).map(|n| n.to_string()).collect();
+        let guests =
+            state.named.iter().filter(|n| state.guests.contains(*n)).map(|n| n.to_string()).collect();
         Subscription { head: state.head, members, member_count: state.nicks.len(), guests }
     }
 

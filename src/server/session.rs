@@ -164,8 +164,10 @@ impl Sessions {
         }
         let connections = reg.by_account.get(&account).map_or(0, |e| e.connections);
         let session = Arc::new(Session { account: Some(account), ..Session::new(nick) });
-        reg.by_account
-            .insert(account, Entry { session: session.clone(), connections: connections + 1, idle_since: None });
+        reg.by_account.insert(
+            account,
+            Entry { session: session.clone(), connections: connections + 1, idle_since: None },
+        );
         session
     }
 

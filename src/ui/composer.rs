@@ -19,7 +19,8 @@ pub fn Composer(room: Memo<String>) -> impl IntoView {
     });
     let count = Memo::new(move |_| text.with(|t| t.chars().count()));
     let left = move || limit.get() as i64 - count.get() as i64;
-    let can_send = move || chat.mounted.get() && chat.model.with(|m| m.nick.is_some());
+    let muted = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.muted));
+    let can_send = move || chat.mounted.get() && chat.model.with(|m| m.nick.is_some()) && !muted();
 
     let send = move || {
         let body = text.get_untracked();
@@ -54,7 +55,7 @@ pub fn Composer(room: Memo<String>) -> impl IntoView {
             <textarea
                 id="composer-text"
                 rows="2"
-                placeholder=move || format!("Message #{}", room.get())
+                placeholder=move || if muted() { "You are muted in this room".to_owned() } else { format!("Message #{}", room.get()) }
                 bind:value=text
                 on:keydown=on_keydown
                 on:input=on_input

@@ -3,6 +3,21 @@
 use super::chat::use_chat;
 use leptos::prelude::*;
 
+/// Percent-encodes a name for a query string.
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[(b >> 4) as usize]));
+            out.push(char::from(b"0123456789ABCDEF"[(b & 15) as usize]));
+        }
+    }
+    out
+}
+
 #[component]
 pub fn Members(room: Memo<String>) -> impl IntoView {
     let chat = use_chat();
@@ -10,13 +25,14 @@ pub fn Members(room: Memo<String>) -> impl IntoView {
         chat.model.with(|m| {
             m.rooms
                 .get(&room.get())
-                .map(|v| v.members.iter().cloned().collect::<Vec<_>>())
+                .map(|v| v.members.iter().map(|n| (n.clone(), v.guests.contains(n))).collect::<Vec<_>>())
                 .unwrap_or_default()
         })
     });
     // In a room of more than 256 people the server names only 256: count the rest.
     let people = Memo::new(move |_| chat.model.with(|m| m.rooms.get(&room.get()).map_or(0, |v| v.people())));
     let unnamed = move || people.get().saturating_sub(members.with(|m| m.len()));
+    let signed_in = move || chat.model.with(|m| m.account.is_some());
     view! {
         <aside class="members" aria-labelledby="members-title">
             <h2 id="members-title">{move || format!("Online — {}", people.get())}</h2>
@@ -24,8 +40,15 @@ pub fn Members(room: Memo<String>) -> impl IntoView {
                 <For
                     each=move || members.get()
                     key=|n| n.clone()
-                    children=|nick| view! {
-                        <li><span class="dot" aria-hidden="true"></span>{nick}</li>
+                    children=move |(nick, guest)| {
+                        let dm = (!guest && signed_in()).then(|| format!("/dm?to={}", url_encode(&nick)));
+                        view! {
+                            <li>
+                                <span class="dot" aria-hidden="true"></span>
+                                // Without an href (a guest, or me a guest) it is plain text.
+                                <a href=dm class:guest=guest>{nick.clone()}</a>
+                            </li>
+                        }
                     }
                 />
             </ul>

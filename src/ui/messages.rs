@@ -36,7 +36,8 @@ fn rows(messages: &[ChatMessage]) -> Vec<Row> {
     messages
         .iter()
         .map(|m| {
-            let head = prev.is_none_or(|p| p.nick != m.nick || m.ts - p.ts > GROUP_GAP_MS);
+            let head =
+                prev.is_none_or(|p| p.nick != m.nick || p.user != m.user || m.ts - p.ts > GROUP_GAP_MS);
             prev = Some(m);
             Row { msg: m.clone(), head }
         })
@@ -54,7 +55,7 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     // (first seq, last seq, joined) at the last render: tells appends from prepends, and
     // when the join was answered.
     let last_render = StoredValue::new((0u64, 0u64, false));
-    let my_nick = Memo::new(move |_| chat.model.with(|m| m.nick.clone()));
+    let my_id = Memo::new(move |_| chat.model.with(|m| m.user.as_ref().map(|u| u.id.clone())));
     // The room's unacknowledged messages: (client_id, text, waiting out a refusal).
     let pending = Memo::new(move |_| {
         let room = room.get();
@@ -179,9 +180,10 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                         children=move |row| {
                             let Row { msg, head } = row;
                             let nick = msg.nick.clone();
+                            let guest = msg.guest;
                             let mine = {
-                                let nick = nick.clone();
-                                move || my_nick.with(|me| me.as_deref() == Some(nick.as_str()))
+                                let user = msg.user.clone();
+                                move || !user.is_empty() && my_id.with(|me| me.as_deref() == Some(user.as_str()))
                             };
                             let ts = msg.ts;
                             let time = move || clock_time(ts, chat.mounted.get());
@@ -189,7 +191,7 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                                 <li class="message" class:mine=mine class:grouped=!head data-seq=msg.seq>
                                     {head.then(|| view! {
                                         <div class="message-head">
-                                            <span class="author">{nick.clone()}</span>
+                                            <span class="author" class:guest=guest>{nick.clone()}</span>
                                             <time class="time">{time}</time>
                                         </div>
                                     })}
@@ -237,7 +239,8 @@ mod tests {
             nick: nick.into(),
             text: String::new(),
             ts,
-            client_id: String::new(), ..Default::default() 
+            client_id: String::new(),
+            ..Default::default()
         }
     }
 

@@ -16,3 +16,4 @@ pub mod sidebar;
 pub mod state;
 pub mod sync;
 pub mod text;
+pub mod wire;

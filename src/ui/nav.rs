@@ -49,6 +49,14 @@ impl Nav {
     }
 
     /// Shows the page at `path` and records it in the browser's history.
+    /// The path of the page shown.
+    pub fn path(&self) -> String {
+        self.page.with(|p| match p {
+            Page::Room(room) => format!("/r/{room}"),
+            _ => "/".to_owned(),
+        })
+    }
+
     pub fn navigate(&self, path: &str) {
         #[cfg(feature = "hydrate")]
         if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {

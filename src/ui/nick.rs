@@ -18,6 +18,8 @@ fn NickDialog() -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     let input: NodeRef<html::Input> = NodeRef::new();
     let rejected = move || chat.model.with(|m| m.nick_rejected.clone());
+    let nav = super::nav::use_nav();
+    let sign_in = move || format!("/login?next={}", nav.path());
     Effect::new(move |_| {
         if let Some(el) = input.get() {
             let _ = el.focus();
@@ -48,7 +50,8 @@ fn NickDialog() -> impl IntoView {
                     aria-describedby="nick-error"
                 />
                 <p id="nick-error" class="field-error" role="alert">{move || error.get().or_else(rejected)}</p>
-                <button type="submit">"Start chatting"</button>
+                <button type="submit">"Start chatting as a guest"</button>
+                <p class="hint"><a href=sign_in>"Sign in or create an account"</a></p>
             </form>
         </div>
     }

@@ -46,6 +46,8 @@ pub fn RoomPage() -> impl IntoView {
     });
     // "true" once this connection's join was answered: a hook for tests and styling.
     let live = move || chat.model.with(|m| m.rooms.get(&room.get()).is_some_and(|v| v.live)).to_string();
+    let topic =
+        move || chat.model.with(|m| m.rooms.get(&room.get()).map(|v| v.topic.clone()).unwrap_or_default());
     let leave = move |_| {
         chat.send(Command::Leave(room.get_untracked()));
         nav.navigate("/");
@@ -62,6 +64,8 @@ pub fn RoomPage() -> impl IntoView {
             <section class="room" aria-labelledby="room-title" data-live=live>
                 <header class="room-header">
                     <h1 id="room-title"><span aria-hidden="true">"#"</span>{move || room.get()}</h1>
+                    <p class="topic">{topic}</p>
+                    <a class="settings-link" href=move || format!("/r/{}/settings", room.get())>"Settings"</a>
                     <button type="button" class="leave" on:click=leave>"Leave"</button>
                 </header>
                 <Notice />

@@ -6,7 +6,7 @@
 //! both sides build the same view without a second request. That keeps Leptos's async
 //! machinery (resources, suspense, server functions) out of the WASM bundle.
 
-use crate::protocol::{ChatMessage, RoomInfo};
+use crate::protocol::{ChatMessage, RoomInfo, UserInfo};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -22,6 +22,9 @@ pub struct PageSeed {
     /// Every room, for the lobby.
     #[serde(default)]
     pub directory: Option<Vec<RoomInfo>>,
+    /// The signed-in user the page was rendered for (none for a guest).
+    #[serde(default)]
+    pub user: Option<UserInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,10 +105,24 @@ mod tests {
                     nick: "ann".into(),
                     text: "</script><script>alert(1)</script> & <!--".into(),
                     ts: 0,
-                    client_id: "c".into(), ..Default::default() 
+                    client_id: "c".into(),
+                    ..Default::default()
                 }],
             }),
-            directory: Some(vec![RoomInfo { name: "r".into(), members: 1, head: 1, last_active: 0, ..Default::default()  }]),
+            directory: Some(vec![RoomInfo {
+                name: "r".into(),
+                members: 1,
+                head: 1,
+                last_active: 0,
+                ..Default::default()
+            }]),
+            user: Some(crate::protocol::UserInfo {
+                id: "1".into(),
+                username: Some("ann".into()),
+                display_name: "</script>".into(),
+                role: crate::protocol::ServerRole::Member,
+                guest: false,
+            }),
         };
         let json = seed.to_script_json();
         assert!(!json.contains('<'));

@@ -7,29 +7,80 @@ use leptos::prelude::*;
 #[component]
 pub fn Sidebar() -> impl IntoView {
     let chat = use_chat();
-    let rooms = Memo::new(move |_| {
+    // (name, label, unread, current, dm): rooms I am in, and the direct messages I have.
+    let all = Memo::new(move |_| {
         chat.model.with(|m| {
-            m.rooms
+            let mut list: Vec<(String, String, u32, bool, bool)> = m
+                .rooms
                 .iter()
-                .map(|(name, v)| (name.clone(), v.unread, m.current.as_deref() == Some(name.as_str())))
-                .collect::<Vec<_>>()
+                .map(|(name, v)| {
+                    let label = if v.dm && !v.topic.is_empty() { v.topic.clone() } else { name.clone() };
+                    (name.clone(), label, v.unread, m.current.as_deref() == Some(name.as_str()), v.dm)
+                })
+                .collect();
+            for r in m.directory.iter().filter(|r| r.dm && !m.rooms.contains_key(&r.name)) {
+                let label = if r.topic.is_empty() { r.name.clone() } else { r.topic.clone() };
+                list.push((r.name.clone(), label, 0, false, true));
+            }
+            list
         })
     });
+    let rooms = Memo::new(move |_| all.with(|l| l.iter().filter(|r| !r.4).cloned().collect::<Vec<_>>()));
+    let dms = Memo::new(move |_| all.with(|l| l.iter().filter(|r| r.4).cloned().collect::<Vec<_>>()));
     view! {
         <nav class="sidebar" aria-label="Rooms">
             <header class="brand">
                 <a href="/" class="logo">"Confab"</a>
                 <Status />
             </header>
+            <Account />
             <JoinForm />
             <h2 class="sidebar-title">"Your rooms"</h2>
+            <RoomList rooms=rooms />
+            {move || rooms.with(|r| r.is_empty()).then(|| view! { <p class="hint">"Join a room to start."</p> })}
+            <div hidden=move || dms.with(|d| d.is_empty())>
+                <h2 class="sidebar-title">"Direct messages"</h2>
+                <RoomList rooms=dms />
+            </div>
+        </nav>
+    }
+}
+
+/// Who I am, and where to manage it (or sign in).
+#[component]
+fn Account() -> impl IntoView {
+    let chat = use_chat();
+    // One shape for both cases (a signed-in page never becomes a guest's): less view code.
+    let account = chat.model.with_untracked(|m| m.account.clone());
+    let signed_in = account.is_some();
+    let admin = account.as_ref().is_some_and(|u| u.role == crate::protocol::ServerRole::Admin);
+    let (href, text) = match &account {
+        Some(user) => ("/account", format!("Signed in as {}", user.display_name)),
+        None => ("/login", "Sign in (you are a guest)".to_owned()),
+    };
+    view! {
+        <div class="account">
+            <p class="whoami"><a href=href>{text}</a></p>
+            <p class="account-actions" hidden=!signed_in>
+                <a href="/rooms/new">"New room"</a>" · "<a href="/dm">"Message someone"</a>
+                <span hidden=!admin>" · "<a href="/admin">"Admin"</a></span>
+            </p>
+        </div>
+    }
+}
+
+type RoomRow = (String, String, u32, bool, bool);
+
+#[component]
+fn RoomList(rooms: Memo<Vec<RoomRow>>) -> impl IntoView {
+    view! {
             <ul class="room-list">
                 <For
                     each=move || rooms.get()
                     key=|r| r.clone()
-                    children=move |(name, unread, current)| {
+                    children=move |(name, label_text, unread, current, _)| {
                         let href = format!("/r/{name}");
-                        let label = if unread > 0 { format!("{name}, {unread} unread") } else { name.clone() };
+                        let label = if unread > 0 { format!("{label_text}, {unread} unread") } else { label_text.clone() };
                         view! {
                             <li>
                                 <a
@@ -41,7 +92,7 @@ pub fn Sidebar() -> impl IntoView {
                                     data-room=name.clone()
                                 >
                                     <span class="hash" aria-hidden="true">"#"</span>
-                                    <span class="room-name">{name.clone()}</span>
+                                    <span class="room-name">{label_text.clone()}</span>
                                     {(unread > 0).then(|| view! { <span class="badge" data-testid="unread">{unread}</span> })}
                                 </a>
                             </li>
@@ -49,8 +100,6 @@ pub fn Sidebar() -> impl IntoView {
                     }
                 />
             </ul>
-            {move || rooms.with(|r| r.is_empty()).then(|| view! { <p class="hint">"Join a room to start."</p> })}
-        </nav>
     }
 }
 

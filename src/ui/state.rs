@@ -267,6 +267,18 @@ impl ChatModel {
         self.user.as_ref().is_some_and(|u| !m.user.is_empty() && u.id == m.user)
     }
 
+    /// The server ended this page's sign-in: it becomes a guest page that asks for a
+    /// name again (with a way to sign in), saying why.
+    pub fn sign_out(&mut self, reason: &str) {
+        self.account = None;
+        self.user = None;
+        self.nick = None;
+        self.session = None;
+        let why = if reason.is_empty() { "this session was ended".to_owned() } else { reason.to_owned() };
+        self.signed_out = Some(why.clone());
+        self.nick_rejected = Some(format!("You were signed out ({why}). Sign in again, or chat as a guest."));
+    }
+
     /// Signs this page in as `account` (from the page's seed).
     pub fn sign_in(&mut self, account: UserInfo) {
         self.nick = Some(account.display_name.clone());
@@ -383,7 +395,10 @@ impl ChatModel {
             ServerMsg::Kicked { room, by, banned } => {
                 self.close(&room);
                 let what = if banned { "banned from" } else { "removed from" };
-                self.notify(if banned { "banned" } else { "kicked" }, format!("You were {what} #{room} by {by}."));
+                self.notify(
+                    if banned { "banned" } else { "kicked" },
+                    format!("You were {what} #{room} by {by}."),
+                );
             }
             ServerMsg::Invited { room, by } => {
                 self.notify("invited", format!("{by} invited you to #{room}."));
@@ -443,7 +458,13 @@ mod tests {
             member_count: 1,
             head,
             truncated: false,
-            reference: None, guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
+            reference: None,
+            guests: Vec::new(),
+            visibility: Default::default(),
+            dm: false,
+            topic: String::new(),
+            role: None,
+            muted: false,
         }
     }
 
@@ -524,8 +545,13 @@ mod tests {
     #[test]
     fn presence_and_typing() {
         let mut m = model();
-        let presence =
-            |state| ServerMsg::Presence { room: "a".into(), nick: "bob".into(), state, member_count: None, guest: false,  };
+        let presence = |state| ServerMsg::Presence {
+            room: "a".into(),
+            nick: "bob".into(),
+            state,
+            member_count: None,
+            guest: false,
+        };
         m.apply(presence(PresenceState::Joined), 0.0);
         m.apply(ServerMsg::Typing { room: "a".into(), nick: "bob".into() }, 1000.0);
         assert_eq!(m.rooms["a"].typing_now(1500.0), vec!["bob".to_owned()]);
@@ -552,7 +578,13 @@ mod tests {
                 member_count: 1000,
                 head: 0,
                 truncated: false,
-                reference: None, guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
+                reference: None,
+                guests: Vec::new(),
+                visibility: Default::default(),
+                dm: false,
+                topic: String::new(),
+                role: None,
+                muted: false,
             },
             0.0,
         );
@@ -562,7 +594,8 @@ mod tests {
             room: "a".into(),
             nick: nick.into(),
             state,
-            member_count: None, guest: false, 
+            member_count: None,
+            guest: false,
         };
         m.apply(presence("bob", PresenceState::Joined), 0.0);
         m.apply(presence("bob", PresenceState::Joined), 0.0);

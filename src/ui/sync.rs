@@ -181,7 +181,10 @@ impl Syncer {
             return Request { msg: ClientMsg::Hello { nick: None, session: None }, reference: None };
         }
         let nick = model.nick.clone().unwrap_or_default();
-        Request { msg: ClientMsg::Hello { nick: Some(nick), session: model.session.clone() }, reference: None }
+        Request {
+            msg: ClientMsg::Hello { nick: Some(nick), session: model.session.clone() },
+            reference: None,
+        }
     }
 
     /// True between `welcome` and the connection's loss.
@@ -247,10 +250,18 @@ impl Syncer {
             ServerMsg::Ack { ref reference } => {
                 self.take_request(reference.as_deref());
             }
+            ServerMsg::Invited { .. } => {
+                model.apply(msg, now as f64);
+                // A new private room or conversation: the directory now lists it.
+                self.request(
+                    ClientMsg::ListRooms { cursor: None, limit: None },
+                    Req::ListRooms { attempt: 0 },
+                    &mut out,
+                );
+            }
             ServerMsg::Typing { .. }
             | ServerMsg::Kicked { .. }
             | ServerMsg::Presence { .. }
-            | ServerMsg::Invited { .. }
             | ServerMsg::MemberUpdate { .. }
             | ServerMsg::Topic { .. } => model.apply(msg, now as f64),
         }
@@ -746,7 +757,13 @@ mod tests {
             member_count: 1,
             head,
             truncated,
-            reference: Some(reference.into()), guests: Vec::new(), visibility: Default::default(), dm: false, topic: String::new(), role: None, muted: false, 
+            reference: Some(reference.into()),
+            guests: Vec::new(),
+            visibility: Default::default(),
+            dm: false,
+            topic: String::new(),
+            role: None,
+            muted: false,
         }
     }
 
@@ -839,7 +856,8 @@ mod tests {
             nick: "me".into(),
             limits,
             protocol: 1,
-            reference: None, user: Some(me()), 
+            reference: None,
+            user: Some(me()),
         };
         let actions = sync.on_frame(&mut model, welcome, 0);
         let join_ref = frames(&actions)
@@ -866,7 +884,8 @@ mod tests {
             nick: "me".into(),
             limits: limits(500, 20, 40),
             protocol: 1,
-            reference: None, user: Some(me()), 
+            reference: None,
+            user: Some(me()),
         };
         let actions = sync.on_frame(&mut model, welcome, 0);
         assert_eq!(actions[0], Action::Welcomed);
@@ -1081,7 +1100,8 @@ mod tests {
             nick: "me".into(),
             limits: limits(10, 20, 40),
             protocol: 1,
-            reference: None, user: Some(me()), 
+            reference: None,
+            user: Some(me()),
         };
         let actions = sync.on_frame(&mut model, welcome, 1000);
         let (ClientMsg::Join { since: Some(40), .. }, Some(join)) = frames(&actions)[0].clone() else {

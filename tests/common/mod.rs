@@ -270,6 +270,29 @@ pub async fn connect(port: u16, nick: &str) -> Client {
     c
 }
 
+/// A WebSocket client whose upgrade request carries `headers` (a session `Cookie`, an
+/// `Authorization: Bearer` token); it has not said hello yet.
+pub async fn connect_with(port: u16, headers: &[(&str, &str)]) -> Client {
+    try_connect_with(port, headers).await.expect("ws connects")
+}
+
+/// As `connect_with`, but a refused upgrade is returned (its HTTP response is in the
+/// error) rather than a panic.
+pub async fn try_connect_with(
+    port: u16,
+    headers: &[(&str, &str)],
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request().expect("a valid ws URL");
+    for (name, value) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+            .expect("a header name");
+        request.headers_mut().insert(name, HeaderValue::from_str(value).expect("a header value"));
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(Client { ws })
+}
+
 /// Everything stored in a room, via the HTTP API, oldest first.
 pub async fn stored(port: u16, room: &str) -> Vec<ChatMessage> {
     let mut all = Vec::new();

@@ -175,7 +175,9 @@ impl AuthError {
             | AuthError::WeakPassword(_)
             | AuthError::Invalid(_) => StatusCode::BAD_REQUEST,
             AuthError::UsernameTaken | AuthError::DisplayNameTaken => StatusCode::CONFLICT,
-            AuthError::InviteRequired | AuthError::SignupClosed | AuthError::Forbidden => StatusCode::FORBIDDEN,
+            AuthError::InviteRequired | AuthError::SignupClosed | AuthError::Forbidden => {
+                StatusCode::FORBIDDEN
+            }
             AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AuthError::NotFound => StatusCode::NOT_FOUND,
             AuthError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -209,7 +211,10 @@ pub struct ClientMeta {
 impl ClientMeta {
     pub fn of(headers: &HeaderMap, address: std::net::IpAddr) -> Self {
         let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        ClientMeta { user_agent: user_agent.chars().take(MAX_LABEL_CHARS).collect(), address: address.to_string() }
+        ClientMeta {
+            user_agent: user_agent.chars().take(MAX_LABEL_CHARS).collect(),
+            address: address.to_string(),
+        }
     }
 }
 
@@ -320,7 +325,8 @@ impl Auth {
     pub async fn new_account(&self, req: &SignupRequest, admin: bool) -> Result<NewAccount, AuthError> {
         let username = Username::parse(&req.username).ok_or(AuthError::InvalidUsername)?;
         let display = req.display_name.as_deref().map(str::trim).filter(|d| !d.is_empty());
-        let display_name = Nick::parse(display.unwrap_or(username.as_str())).map_err(|_| AuthError::InvalidDisplayName)?;
+        let display_name =
+            Nick::parse(display.unwrap_or(username.as_str())).map_err(|_| AuthError::InvalidDisplayName)?;
         check_password(&req.password, username.as_str())?;
         let password_phc =
             self.hasher.hash(req.password.clone()).await.map_err(|e| AuthError::Internal(e.to_string()))?;
@@ -341,9 +347,9 @@ impl Auth {
         self.limit_username(username.as_str())?;
         let invite = match self.signup {
             SignupMode::Open => InviteUse::NotNeeded,
-            SignupMode::Invite => {
-                InviteUse::Required(req.invite.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(token::digest))
-            }
+            SignupMode::Invite => InviteUse::Required(
+                req.invite.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(token::digest),
+            ),
             SignupMode::Closed => {
                 // Closed, except for the very first account of an empty server.
                 if self.db(|s| s.count_accounts()).await? > 0 {
@@ -367,7 +373,12 @@ impl Auth {
 
     /// Sign-in: a new session (a new id every time) and its cookie token. A wrong
     /// password and an unknown username take the same time and give the same answer.
-    pub async fn login(&self, username: &str, password: &str, meta: ClientMeta) -> Result<(Account, String), AuthError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        meta: ClientMeta,
+    ) -> Result<(Account, String), AuthError> {
         let Some(username) = Username::parse(username) else {
             // Still costs a hash: an invalid name must not answer faster than a wrong one.
             let _ = self.hasher.verify(password.to_owned(), None).await;
@@ -383,7 +394,11 @@ impl Auth {
             Some((account, phc)) if account.active => (Some(account), Some(phc)),
             _ => (None, None),
         };
-        let ok = self.hasher.verify(password.to_owned(), phc).await.map_err(|e| AuthError::Internal(e.to_string()))?;
+        let ok = self
+            .hasher
+            .verify(password.to_owned(), phc)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
         match (ok, account) {
             (true, Some(account)) => {
                 let token = self.start_session(&account, meta).await?;
@@ -432,18 +447,34 @@ impl Auth {
         let username = who.account.username.clone();
         let found = self.db(move |s| s.account_by_username(&username)).await?;
         let phc = found.map(|(_, phc)| phc);
-        if !self.hasher.verify(current.to_owned(), phc).await.map_err(|e| AuthError::Internal(e.to_string()))? {
+        if !self
+            .hasher
+            .verify(current.to_owned(), phc)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?
+        {
             return Err(AuthError::BadCredentials);
         }
-        self.set_password(who.account.id, who.account.username.as_str(), new, match &who.via {
-            Via::Session(id) => Some(id.clone()),
-            Via::Token(_) => None,
-        })
+        self.set_password(
+            who.account.id,
+            who.account.username.as_str(),
+            new,
+            match &who.via {
+                Via::Session(id) => Some(id.clone()),
+                Via::Token(_) => None,
+            },
+        )
         .await
     }
 
     /// Sets a password (checked against the rules) and ends every session but `keep`.
-    pub async fn set_password(&self, user: UserId, username: &str, new: &str, keep: Option<String>) -> Result<(), AuthError> {
+    pub async fn set_password(
+        &self,
+        user: UserId,
+        username: &str,
+        new: &str,
+        keep: Option<String>,
+    ) -> Result<(), AuthError> {
         check_password(new, username)?;
         let phc = self.hasher.hash(new.to_owned()).await.map_err(|e| AuthError::Internal(e.to_string()))?;
         let keep_id = keep.clone();
@@ -473,7 +504,13 @@ impl Auth {
             return Err(AuthError::Invalid(format!("an account may hold at most {MAX_TOKENS} tokens")));
         }
         let secret = format!("confab_{}", token::random_token());
-        let row = TokenRow { id: token::random_id(), user_id: user, name, created_ms: unix_ms(), last_used_ms: None };
+        let row = TokenRow {
+            id: token::random_id(),
+            user_id: user,
+            name,
+            created_ms: unix_ms(),
+            last_used_ms: None,
+        };
         let digest = token::digest(&secret);
         let stored = row.clone();
         self.db(move |s| s.create_token(&stored, &digest)).await?;

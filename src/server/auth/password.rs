@@ -84,7 +84,10 @@ pub fn hash_blocking(password: &str) -> Result<String, HashError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| HashError::Hash(e.to_string()))?;
     let salt = SaltString::encode_b64(&bytes).map_err(|e| HashError::Hash(e.to_string()))?;
-    argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| HashError::Hash(e.to_string()))
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Hash(e.to_string()))
 }
 
 /// Checks a password against a PHC string (blocking). A malformed string never matches.

@@ -112,10 +112,17 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Creates an account in one transaction: checks both names against every account's
     /// username and display name keys, spends the invite when one is needed, and makes
     /// the first account on an empty server an admin.
-    fn create_account(&self, new: NewAccount, invite: InviteUse, now_ms: i64) -> Result<Account, AccountError>;
+    fn create_account(
+        &self,
+        new: NewAccount,
+        invite: InviteUse,
+        now_ms: i64,
+    ) -> Result<Account, AccountError>;
     fn account(&self, id: UserId) -> Result<Option<Account>, AccountError>;
     /// The account and its PHC string.
     fn account_by_username(&self, username: &Username) -> Result<Option<(Account, String)>, AccountError>;
+    /// The account whose display name has this collision key.
+    fn account_by_display_key(&self, key: &str) -> Result<Option<Account>, AccountError>;
     /// Whether any account's username or display name has this collision key.
     fn name_key_taken(&self, key: &str) -> Result<bool, AccountError>;
     fn accounts(&self, limit: usize) -> Result<Vec<Account>, AccountError>;
@@ -146,7 +153,13 @@ pub trait AccountStore: Send + Sync + 'static {
     fn delete_invite(&self, id: &str) -> Result<bool, AccountError>;
 
     /// Records a room with its settings (private rooms and DMs are stored at creation).
-    fn create_room(&self, name: &str, meta: &RoomMeta, owner: Option<UserId>, now_ms: i64) -> Result<(), AccountError>;
+    fn create_room(
+        &self,
+        name: &str,
+        meta: &RoomMeta,
+        owner: Option<UserId>,
+        now_ms: i64,
+    ) -> Result<(), AccountError>;
     fn set_topic(&self, room: &str, topic: &str) -> Result<(), AccountError>;
     /// Every room's settings (rooms without a row are public with no topic).
     fn room_metas(&self) -> Result<Vec<(String, RoomMeta)>, AccountError>;

@@ -309,7 +309,8 @@ mod tests {
             nick: "n".into(),
             text: "t".into(),
             ts: 0,
-            client_id: format!("c{seq}"), ..Default::default() 
+            client_id: format!("c{seq}"),
+            ..Default::default()
         }
     }
 
@@ -322,7 +323,8 @@ mod tests {
                 epoch,
                 session: Weak::new(),
                 sender: Arc::downgrade(sender),
-                permit, done: None, 
+                permit,
+                done: None,
             })
         })
         .map_err(|_| ())

@@ -347,7 +347,16 @@ impl MessageStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for m in batch {
-                insert.execute(params![m.room, m.seq as i64, m.nick, m.text, m.ts, m.client_id, m.user, m.guest])?;
+                insert.execute(params![
+                    m.room,
+                    m.seq as i64,
+                    m.nick,
+                    m.text,
+                    m.ts,
+                    m.client_id,
+                    m.user,
+                    m.guest
+                ])?;
             }
         }
         tx.commit()?;
@@ -408,7 +417,8 @@ mod tests {
             nick: "ann".into(),
             text: format!("m{seq}"),
             ts: 1,
-            client_id: format!("c{seq}"), ..Default::default() 
+            client_id: format!("c{seq}"),
+            ..Default::default()
         }
     }
 

@@ -26,7 +26,10 @@ impl SqliteAccounts {
         Ok(SqliteAccounts { writer: Mutex::new(writer), reader: Mutex::new(reader) })
     }
 
-    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, AccountError>) -> Result<T, AccountError> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, AccountError>,
+    ) -> Result<T, AccountError> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
@@ -95,7 +98,12 @@ fn key_taken(tx: &Connection, key: &str, except: Option<UserId>) -> rusqlite::Re
 }
 
 impl AccountStore for SqliteAccounts {
-    fn create_account(&self, new: NewAccount, invite: InviteUse, now_ms: i64) -> Result<Account, AccountError> {
+    fn create_account(
+        &self,
+        new: NewAccount,
+        invite: InviteUse,
+        now_ms: i64,
+    ) -> Result<Account, AccountError> {
         self.write(|tx| {
             let existing: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
             if key_taken(tx, &new.username_key, None)? {
@@ -160,6 +168,14 @@ impl AccountStore for SqliteAccounts {
         })
     }
 
+    fn account_by_display_key(&self, key: &str) -> Result<Option<Account>, AccountError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE display_key = ?1"))?
+                .query_row(params![key], |r| row_to_account(r, 0))
+                .optional()
+        })
+    }
+
     fn name_key_taken(&self, key: &str) -> Result<bool, AccountError> {
         self.read(|c| key_taken(c, key, None))
     }
@@ -195,15 +211,13 @@ impl AccountStore for SqliteAccounts {
             if key_taken(tx, key, Some(user))? {
                 return Err(AccountError::DisplayNameTaken);
             }
-            let own_username: bool = tx
-                .query_row("SELECT username_key = ?2 FROM users WHERE id = ?1", params![user, key], |r| r.get(0))
-                .optional()?
-                .ok_or(AccountError::NoSuchUser)?;
-            let _ = own_username;
-            tx.execute(
+            let updated = tx.execute(
                 "UPDATE users SET display_name = ?2, display_key = ?3 WHERE id = ?1",
                 params![user, display_name, key],
             )?;
+            if updated == 0 {
+                return Err(AccountError::NoSuchUser);
+            }
             Ok(())
         })
     }
@@ -326,7 +340,9 @@ impl AccountStore for SqliteAccounts {
     }
 
     fn delete_token(&self, user: UserId, id: &str) -> Result<bool, AccountError> {
-        self.write(|tx| Ok(tx.execute("DELETE FROM api_tokens WHERE id = ?1 AND user_id = ?2", params![id, user])? > 0))
+        self.write(|tx| {
+            Ok(tx.execute("DELETE FROM api_tokens WHERE id = ?1 AND user_id = ?2", params![id, user])? > 0)
+        })
     }
 
     fn create_invite(&self, row: &InviteRow, code_digest: &str) -> Result<(), AccountError> {
@@ -362,7 +378,13 @@ impl AccountStore for SqliteAccounts {
         self.write(|tx| Ok(tx.execute("DELETE FROM invites WHERE id = ?1", params![id])? > 0))
     }
 
-    fn create_room(&self, name: &str, meta: &RoomMeta, owner: Option<UserId>, now_ms: i64) -> Result<(), AccountError> {
+    fn create_room(
+        &self,
+        name: &str,
+        meta: &RoomMeta,
+        owner: Option<UserId>,
+        now_ms: i64,
+    ) -> Result<(), AccountError> {
         self.write(|tx| {
             let visibility = if meta.visibility.is_public() { "public" } else { "private" };
             let inserted = tx.execute(
@@ -400,7 +422,10 @@ impl AccountStore for SqliteAccounts {
 
     fn set_topic(&self, room: &str, topic: &str) -> Result<(), AccountError> {
         self.write(|tx| {
-            tx.execute("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)", params![room, crate::server::unix_ms()])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)",
+                params![room, crate::server::unix_ms()],
+            )?;
             tx.execute("UPDATE rooms SET topic = ?2 WHERE name = ?1", params![room, topic])?;
             Ok(())
         })
@@ -414,7 +439,11 @@ impl AccountStore for SqliteAccounts {
                     Ok((
                         r.get(0)?,
                         RoomMeta {
-                            visibility: if visibility == "private" { Visibility::Private } else { Visibility::Public },
+                            visibility: if visibility == "private" {
+                                Visibility::Private
+                            } else {
+                                Visibility::Public
+                            },
                             dm: r.get(2)?,
                             topic: r.get(3)?,
                         },
@@ -457,7 +486,8 @@ impl AccountStore for SqliteAccounts {
                 Ok(Membership {
                     room: r.get(0)?,
                     user_id: r.get(1)?,
-                    username: Username::parse(&username).unwrap_or_else(|| Username::parse("invalid").expect("valid")),
+                    username: Username::parse(&username)
+                        .unwrap_or_else(|| Username::parse("invalid").expect("valid")),
                     display_name: r.get(3)?,
                     role: RoomRole::parse(&role).unwrap_or(RoomRole::Member),
                     banned: r.get(5)?,
