@@ -23,6 +23,8 @@ fn message(seq: u64) -> ChatMessage {
         text: "LG:1:2:1700000000000000000;xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".into(),
         ts: 1_700_000_000_000,
         client_id: format!("c-{seq}"),
+        user: "g-0123456789abcdef".into(),
+        guest: true,
     }
 }
 

@@ -750,9 +750,12 @@ impl Nick {
         use unicode_normalization::UnicodeNormalization;
         // Skeleton, fold, twice: many skeleton prototypes are capitals ("I" stands for
         // "l"), so the skeleton comes before folding, and folding can make new capitals.
+        // Upper case first: "ALICE" must be "alice", but the skeleton of capital I is l
+        // while small i is its own, so case is taken out before the skeleton sees it
+        // (i, I, l and 1 are then one letter: "bill" and "bili" collide, on purpose).
         let pass =
             |s: &str| caseless::default_case_fold_str(&unicode_security::skeleton(s).collect::<String>());
-        pass(&pass(&self.0.nfkc().collect::<String>()))
+        pass(&pass(&pass(&self.0.nfkc().collect::<String>()).to_uppercase()))
     }
 }
 
@@ -1066,6 +1069,16 @@ mod tests {
         for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         }
+    }
+
+    #[test]
+    fn names_in_capitals_collide_with_their_small_letters() {
+        let key = |s: &str| Nick::parse(s).unwrap().key();
+        assert_eq!(key("ALICE"), key("alice"));
+        assert_eq!(key("COLIN"), key("colin"));
+        assert_eq!(key("AIice"), key("alice"), "capital I for small l");
+        assert_eq!(key("аlice"), key("alice"), "Cyrillic а");
+        assert_ne!(key("alice"), key("alicia"));
     }
 
     #[test]

@@ -315,14 +315,6 @@ async fn try_join(c: &mut Client, room: &str) -> String {
 }
 
 impl Client {
-    /// Waits for the next frame matching `pred`, panicking with what came instead if the
-    /// socket closes first.
-    async fn expect(&mut self, what: &str, pred: impl FnMut(&ServerMsg) -> bool) -> ServerMsg {
-        let msg = self.recv_until(pred).await;
-        assert!(!matches!(msg, ServerMsg::Error { .. }), "{what}: got {msg:?}");
-        msg
-    }
-
     /// Sends and waits for its own echo, skipping other people's messages.
     async fn say_acked_skipping(&mut self, room: &str, text: &str, client_id: &str) -> ChatMessage {
         self.say(room, text, client_id).await;
@@ -836,9 +828,9 @@ async fn api_tokens_sign_in_until_revoked() {
     assert_upgrade_refused(&app, &bearer, 401).await;
     delete(&app, &format!("/api/tokens/{id}"), ann.auth()).await.expect_error(404, "not_found");
 
-    let bad = "Bearer confab_0000000000000000000000000000000000000000000000000000000000000000";
-    get(&app, "/api/me", As::Bearer(&bad[7..])).await.expect_error(401, "unauthenticated");
-    assert_upgrade_refused(&app, bad, 401).await;
+    let bad = format!("confab_{}", "0".repeat(64));
+    get(&app, "/api/me", As::Bearer(&bad)).await.expect_error(401, "unauthenticated");
+    assert_upgrade_refused(&app, &format!("Bearer {bad}"), 401).await;
     // A bad token is refused even beside a good cookie.
     call(&app, Method::GET, "/api/me")
         .who(As::Bearer("confab_nope"))
@@ -1593,7 +1585,7 @@ async fn a_banned_user_stays_out_until_unbanned() {
     );
     let mut target = socket_of(&app, &carol).await;
     assert_eq!(try_join(&mut target, "arena").await, "joined");
-    owner.expect("presence joined", |m| matches!(m, ServerMsg::Presence { nick, state: PresenceState::Joined, .. } if nick == "carol")).await;
+    owner.recv_until(|m| matches!(m, ServerMsg::Presence { nick, state: PresenceState::Joined, .. } if nick == "carol")).await;
     // The owner acts from another tab, so this one sees the room's events in order.
     let mut desk = socket_of(&app, &bob).await;
 
@@ -1606,8 +1598,7 @@ async fn a_banned_user_stays_out_until_unbanned() {
         _ => unreachable!(),
     }
     owner
-        .expect(
-            "presence left",
+        .recv_until(
             |m| matches!(m, ServerMsg::Presence { nick, state: PresenceState::Left, .. } if nick == "carol"),
         )
         .await;
@@ -1648,7 +1639,7 @@ async fn a_kicked_user_may_rejoin_a_public_room_but_not_a_private_one() {
 
     for room in ["arena", "vault"] {
         assert_eq!(try_join(&mut target, room).await, "joined");
-        owner.expect("presence joined", |m| matches!(m, ServerMsg::Presence { room: r, nick, state: PresenceState::Joined, .. } if r == room && nick == "carol")).await;
+        owner.recv_until(|m| matches!(m, ServerMsg::Presence { room: r, nick, state: PresenceState::Joined, .. } if r == room && nick == "carol")).await;
         let kick = json!({"type": "kick", "room": room, "username": "carol"});
         assert_eq!(outcome(&ask(&mut desk, kick, &format!("k-{room}")).await), "ack");
         match target.recv_until(|m| matches!(m, ServerMsg::Kicked { .. })).await {
@@ -1657,14 +1648,14 @@ async fn a_kicked_user_may_rejoin_a_public_room_but_not_a_private_one() {
             }
             _ => unreachable!(),
         }
-        owner.expect("presence left", |m| matches!(m, ServerMsg::Presence { room: r, nick, state: PresenceState::Left, .. } if r == room && nick == "carol")).await;
+        owner.recv_until(|m| matches!(m, ServerMsg::Presence { room: r, nick, state: PresenceState::Left, .. } if r == room && nick == "carol")).await;
         target.say(room, "still here?", &format!("s-{room}")).await;
         target.expect_error("not_joined").await;
     }
     assert_eq!(try_join(&mut target, "arena").await, "joined", "back in the public room");
     assert_eq!(try_join(&mut target, "vault").await, "not_found", "a private room needs a new invite");
     assert_eq!(outcome(&ask(&mut desk, invite, "i2").await), "ack");
-    target.expect("invited", |m| matches!(m, ServerMsg::Invited { room, .. } if room == "vault")).await;
+    target.recv_until(|m| matches!(m, ServerMsg::Invited { room, .. } if room == "vault")).await;
     assert_eq!(try_join(&mut target, "vault").await, "joined");
 }
 
@@ -1706,7 +1697,7 @@ async fn a_muted_user_reads_but_cannot_send() {
 
     let unmute = json!({"type": "unmute", "room": "arena", "username": "carol"});
     assert_eq!(outcome(&ask(&mut owner, unmute, "u").await), "ack");
-    target.expect("unmuted", |m| matches!(m, ServerMsg::MemberUpdate { muted: Some(false), .. })).await;
+    target.recv_until(|m| matches!(m, ServerMsg::MemberUpdate { muted: Some(false), .. })).await;
     assert_eq!(target.say_acked("arena", "thanks", "q2").await.text, "thanks");
 }
 
@@ -1900,6 +1891,7 @@ async fn admin_cli_reset_password_ends_the_accounts_sessions() {
     let app = server(|_| {}).await;
     let ann = signup(&app, "ann").await;
     let other = new_session(&app, "ann").await;
+    let mut tab = socket(&app, &ann.cookie).await;
     let new_password = "reset by the admin today";
     confab_cli(
         &["--db", db_arg(&app.db), "admin", "reset-password", "--username", "ann"],
@@ -1911,6 +1903,10 @@ async fn admin_cli_reset_password_ends_the_accounts_sessions() {
     get(&app, "/api/me", As::Cookie(&other)).await.expect_error(401, "unauthenticated");
     login(&app, "ann", PASSWORD).await.expect_error(401, "bad_credentials");
     login(&app, "ann", new_password).await.expect(200);
+    // Another process ended the session: the server's periodic check (run here instead
+    // of waiting for its tick) closes the socket that signed in with it.
+    app.hub.auth.revalidate().await;
+    assert_eq!(tab.expect_close().await, 4001);
 }
 
 /// `confab admin invite` prints a code on its first line that signs up in invite mode,

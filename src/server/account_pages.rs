@@ -407,6 +407,9 @@ async fn account_view(
     page(status, "Your account", &body)
 }
 
+/// What an account form did: the message to show, and a secret to show once.
+type Outcome = (&'static str, Option<(&'static str, String)>);
+
 #[derive(Debug, Default, Deserialize)]
 struct AccountForm {
     display_name: Option<String>,
@@ -425,7 +428,7 @@ async fn account_post(
         Ok(p) => p,
         Err(to_login) => return to_login,
     };
-    let result: Result<(&str, Option<(&str, String)>), ApiError> = async {
+    let result: Result<Outcome, ApiError> = async {
         match action.as_str() {
             "display-name" => {
                 hub.auth.set_display_name(p.account.id, form.display_name.as_deref().unwrap_or("")).await?;

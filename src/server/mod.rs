@@ -285,6 +285,7 @@ async fn sweep_sessions(hub: Arc<Hub>) {
         hub.sweep_creations();
         hub.sweep_send_buckets();
         hub.auth.sweep();
+        hub.auth.revalidate().await;
         let n = hub.sessions.sweep();
         if n > 0 {
             tracing::debug!(expired = n, "sessions expired");

@@ -565,6 +565,31 @@ impl Auth {
         Ok(!self.db(move |s| s.name_key_taken(&key)).await?)
     }
 
+    /// Closes the sockets whose session or token no longer exists, or whose account was
+    /// deactivated, by another process (`confab admin reset-password` on the same
+    /// database): this server's own revocations close them at once; these within a
+    /// sweep. Called periodically.
+    pub async fn revalidate(&self) {
+        let users: Vec<UserId> =
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        for user in users {
+            let found = self.db(move |s| Ok((s.account(user)?, s.sessions(user)?, s.tokens(user)?))).await;
+            let Ok((account, sessions, tokens)) = found else { continue };
+            if !account.is_some_and(|a| a.active) {
+                self.close_live(user, |_| true, CloseReason::DEACTIVATED);
+                continue;
+            }
+            self.close_live(
+                user,
+                |via| match via {
+                    Via::Session(id) => !sessions.iter().any(|s| &s.id == id),
+                    Via::Token(id) => !tokens.iter().any(|t| &t.id == id),
+                },
+                CloseReason::SIGNED_OUT,
+            );
+        }
+    }
+
     /// Tracks a signed-in socket so revoking its access closes it.
     pub fn register_live(&self, user: UserId, via: Via, conn: &Arc<ConnHandle>) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
