@@ -39,7 +39,8 @@ fn read_password() -> Result<String, AdminError> {
 
 /// Runs one admin command; returns what to print.
 pub async fn run(config: &Config, command: &AdminCommand) -> Result<String, AdminError> {
-    let store: Arc<dyn AccountStore> = Arc::new(SqliteAccounts::open(&config.db)?);
+    let store: Arc<dyn AccountStore> =
+        Arc::new(SqliteAccounts::open(&config.db, config.sync == super::config::SyncMode::Full)?);
     let auth = Auth::new(store.clone(), config);
     match command {
         AdminCommand::CreateUser { username, display_name, admin } => {

@@ -75,7 +75,7 @@ impl Server {
         config.validate().map_err(StartError::Config)?;
         let fsync = config.sync == config::SyncMode::Full;
         let store = Arc::new(SqliteStore::open_with(&config.db, fsync, config.read_connections as usize)?);
-        let accounts = Arc::new(SqliteAccounts::open(&config.db)?);
+        let accounts = Arc::new(SqliteAccounts::open(&config.db, fsync)?);
         let listener = TcpListener::bind(config.listen_addr()).await?;
         let options = leptos_options(&config, listener.local_addr()?);
         let (hub, committer) = Hub::start(config, store, accounts)?;

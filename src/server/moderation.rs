@@ -155,7 +155,7 @@ impl Hub {
         self.auth.db(move |s| s.create_room(&room_name, &stored, owner, unix_ms())).await.map_err(
             |e| match e {
                 super::auth::AuthError::Invalid(_) => HubError::Exists,
-                _ => HubError::Invalid("the room could not be stored"),
+                e => store_failed("the room could not be stored", e),
             },
         )?;
         let mut access = Access::from_meta(&meta);
@@ -202,7 +202,7 @@ impl Hub {
                 Ok(())
             })
             .await
-            .map_err(|_| HubError::Invalid("the conversation could not be stored"))?;
+            .map_err(|e| store_failed("the conversation could not be stored", e))?;
         let mut access = Access::from_meta(&meta);
         access.accounts.insert(me, Standing::MEMBER);
         access.accounts.insert(other.id, Standing::MEMBER);
@@ -359,7 +359,7 @@ impl Hub {
                 None => s.remove_membership(&room, user),
             })
             .await;
-        result.map_err(|_| HubError::Invalid("the change could not be stored"))
+        result.map_err(|e| store_failed("the change could not be stored", e))
     }
 
     /// Sets a room's topic (owners and moderators; admins anywhere).
@@ -371,7 +371,7 @@ impl Hub {
         self.auth
             .db(move |s| s.set_topic(&room_name, &stored))
             .await
-            .map_err(|_| HubError::Invalid("the topic could not be stored"))?;
+            .map_err(|e| store_failed("the topic could not be stored", e))?;
         room.access().topic = topic.clone();
         room.broadcast(&ServerMsg::Topic {
             room: name.as_str().to_owned(),
@@ -396,7 +396,7 @@ impl Hub {
             .auth
             .db(move |s| s.memberships_of(Some(&room_name)))
             .await
-            .map_err(|_| HubError::Invalid("members could not be loaded"))?;
+            .map_err(|e| store_failed("members could not be loaded", e))?;
         let access = room.access();
         Ok(all
             .into_iter()
@@ -406,6 +406,11 @@ impl Hub {
             .filter(|(_, _, s)| moderator || !(s.banned || s.muted))
             .collect())
     }
+}
+
+/// A failed store call, reported as `internal` (never as the client's fault).
+fn store_failed(what: &str, err: super::auth::AuthError) -> HubError {
+    HubError::Store(super::store::StoreError::Task(format!("{what}: {err}")))
 }
 
 /// A topic: at most 200 characters, no control characters (trimmed).

@@ -16,13 +16,13 @@ pub struct SqliteAccounts {
 
 impl SqliteAccounts {
     /// Opens (creating and migrating) the database at `path`. Takes no server lock: it is
-    /// safe beside a running server.
-    pub fn open(path: &Path) -> Result<Self, AccountError> {
+    /// safe beside a running server. `fsync_every_commit` as for the message store.
+    pub fn open(path: &Path, fsync_every_commit: bool) -> Result<Self, AccountError> {
         let mut writer = Connection::open(path)?;
-        configure(&writer, false)?;
+        configure(&writer, fsync_every_commit)?;
         migrate(&mut writer)?;
         let reader = Connection::open(path)?;
-        configure(&reader, false)?;
+        configure(&reader, fsync_every_commit)?;
         Ok(SqliteAccounts { writer: Mutex::new(writer), reader: Mutex::new(reader) })
     }
 
@@ -496,5 +496,131 @@ impl AccountStore for SqliteAccounts {
             })?
             .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteAccounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteAccounts::open(&dir.path().join("a.db"), false).unwrap();
+        (dir, store)
+    }
+
+    fn new(username: &str, display: &str) -> NewAccount {
+        NewAccount {
+            username: Username::parse(username).unwrap(),
+            username_key: format!("k:{username}"),
+            display_name: display.to_owned(),
+            display_key: format!("k:{}", display.to_lowercase()),
+            password_phc: "$argon2id$stub".to_owned(),
+            admin: false,
+        }
+    }
+
+    #[test]
+    fn the_first_account_is_admin_and_names_collide_across_usernames_and_display_names() {
+        let (_dir, s) = store();
+        let ann = s.create_account(new("ann", "Ann"), InviteUse::NotNeeded, 1).unwrap();
+        assert_eq!(ann.role, ServerRole::Admin);
+        let bob = s.create_account(new("bob", "Bob"), InviteUse::NotNeeded, 2).unwrap();
+        assert_eq!(bob.role, ServerRole::Member);
+        assert!(matches!(
+            s.create_account(new("ann", "X"), InviteUse::NotNeeded, 3),
+            Err(AccountError::UsernameTaken)
+        ));
+        // A display name that is someone's username, and a username that is someone's
+        // display name, both collide.
+        assert!(matches!(
+            s.create_account(new("carl", "bob"), InviteUse::NotNeeded, 3),
+            Err(AccountError::DisplayNameTaken)
+        ));
+        let mut dan = new("dan", "Dan");
+        dan.username_key = "k:ann".into();
+        assert!(matches!(s.create_account(dan, InviteUse::NotNeeded, 3), Err(AccountError::UsernameTaken)));
+        assert!(s.name_key_taken("k:bob").unwrap() && !s.name_key_taken("k:zed").unwrap());
+        assert_eq!(s.count_accounts().unwrap(), 2);
+    }
+
+    #[test]
+    fn an_invite_is_spent_once_per_use_and_never_after_it_expires() {
+        let (_dir, s) = store();
+        s.create_account(new("ann", "Ann"), InviteUse::Required(None), 1).unwrap();
+        let invite = |id: &str, uses, expires| InviteRow {
+            id: id.into(),
+            created_by: Some(1),
+            uses_left: uses,
+            expires_ms: expires,
+            created_ms: 0,
+        };
+        s.create_invite(&invite("once", Some(1), None), "d-once").unwrap();
+        s.create_invite(&invite("old", None, Some(50)), "d-old").unwrap();
+        let with = |code: &str| InviteUse::Required(Some(code.to_owned()));
+        assert!(matches!(
+            s.create_account(new("bob", "Bob"), InviteUse::Required(None), 100),
+            Err(AccountError::InviteRequired)
+        ));
+        s.create_account(new("bob", "Bob"), with("d-once"), 100).unwrap();
+        assert!(matches!(
+            s.create_account(new("cy", "Cy"), with("d-once"), 100),
+            Err(AccountError::InviteRequired)
+        ));
+        assert!(matches!(
+            s.create_account(new("cy", "Cy"), with("d-old"), 100),
+            Err(AccountError::InviteRequired)
+        ));
+        assert!(matches!(
+            s.create_account(new("cy", "Cy"), with("nope"), 100),
+            Err(AccountError::InviteRequired)
+        ));
+        assert_eq!(s.invites().unwrap().iter().find(|i| i.id == "once").unwrap().uses_left, Some(0));
+    }
+
+    #[test]
+    fn sessions_end_with_a_password_change_but_the_kept_one_and_with_deactivation() {
+        let (_dir, s) = store();
+        let ann = s.create_account(new("ann", "Ann"), InviteUse::NotNeeded, 1).unwrap();
+        let session = |id: &str| SessionRow {
+            id: id.into(),
+            user_id: ann.id,
+            created_ms: 1,
+            last_seen_ms: 1,
+            user_agent: "ua".into(),
+            address: "127.0.0.1".into(),
+        };
+        for id in ["a", "b", "c"] {
+            s.create_session(&session(id), &format!("digest-{id}")).unwrap();
+        }
+        let mut ended = s.set_password(ann.id, "$argon2id$new", Some("b")).unwrap();
+        ended.sort();
+        assert_eq!(ended, ["a", "c"]);
+        assert!(s.session_by_digest("digest-a").unwrap().is_none());
+        assert_eq!(s.session_by_digest("digest-b").unwrap().unwrap().0.id, "b");
+        assert!(!s.delete_session(ann.id + 1, "b").unwrap(), "another user's session is not found");
+        s.set_active(ann.id, false).unwrap();
+        assert!(s.session_by_digest("digest-b").unwrap().is_none());
+        let (account, phc) = s.account_by_username(&Username::parse("ANN").unwrap()).unwrap().unwrap();
+        assert!(!account.active);
+        assert_eq!(phc, "$argon2id$new");
+    }
+
+    #[test]
+    fn room_settings_and_standings_are_kept() {
+        let (_dir, s) = store();
+        let ann = s.create_account(new("ann", "Ann"), InviteUse::NotNeeded, 1).unwrap();
+        let meta = RoomMeta { visibility: Visibility::Private, dm: false, topic: "t".into() };
+        s.create_room("plans", &meta, Some(ann.id), 5).unwrap();
+        assert!(matches!(s.create_room("plans", &meta, None, 6), Err(AccountError::RoomExists)));
+        assert_eq!(s.room_metas().unwrap(), vec![("plans".to_owned(), meta)]);
+        let members = s.memberships_of(Some("plans")).unwrap();
+        assert_eq!((members.len(), members[0].role), (1, RoomRole::Owner));
+        let mut m = members[0].clone();
+        m.muted = true;
+        s.set_membership(&m, 7).unwrap();
+        assert!(s.memberships().unwrap()[0].muted);
+        s.remove_membership("plans", ann.id).unwrap();
+        assert!(s.memberships_of(Some("plans")).unwrap().is_empty());
     }
 }
