@@ -102,7 +102,7 @@ async fn pages_carry_a_nonce_csp_and_security_headers() {
         let h = resp.headers().clone();
         let csp = h["content-security-policy"].to_str().unwrap().to_owned();
         assert_eq!(h["x-content-type-options"], "nosniff");
-        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["referrer-policy"], "same-origin");
         assert_eq!(h["x-frame-options"], "DENY");
         let html = resp.text().await.unwrap();
         let nonce =

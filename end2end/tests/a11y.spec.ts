@@ -1,11 +1,20 @@
 import AxeBuilder from '@axe-core/playwright';
 import type { Page } from '@playwright/test';
 import {
+  adminUnavailable,
+  createAdmin,
+  createRoom,
   expect,
   HYDRATION_TIMEOUT,
+  inviteToRoom,
   openAs,
+  openAsUser,
+  openSettings,
+  PASSWORD,
   postMessages,
   sendMessage,
+  signIn,
+  signUp,
   test,
   uniqueName,
 } from './helpers';
@@ -49,5 +58,68 @@ test('room with older messages to load', async ({ browser }) => {
   const page = await openAs(browser, uniqueName('ada'), room);
   // The fallback button at the top of the list, with the latest 50 below it.
   await expect(page.getByTestId('messages').getByRole('button', { name: 'Load older messages' })).toBeAttached();
+  await expectNoSeriousViolations(page);
+});
+
+// The server-rendered account pages.
+
+test('sign-in page', async ({ page }) => {
+  await page.goto('/login');
+  await expect(page.getByRole('heading', { name: 'Create an account' })).toBeVisible();
+  await expectNoSeriousViolations(page);
+});
+
+test('sign-in page at 360 px', async ({ page }) => {
+  await page.setViewportSize({ width: 360, height: 740 });
+  await page.goto('/login');
+  await expect(page.getByRole('heading', { name: 'Create an account' })).toBeVisible();
+  // Nothing wider than the screen: no sideways scrolling on a phone.
+  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(360);
+  await expectNoSeriousViolations(page);
+});
+
+test('sign-in page showing an error', async ({ page }) => {
+  await page.goto('/login');
+  await page.locator('#login-username').fill(uniqueName('nobody'));
+  await page.locator('#login-password').fill(`${PASSWORD} wrong`);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await expect(page.getByRole('alert')).toHaveText('wrong username or password');
+  await expectNoSeriousViolations(page);
+});
+
+test('account page with a new API token', async ({ page }) => {
+  await signUp(page, uniqueName('ada'));
+  await page.goto('/account');
+  await page.locator('#token-name').fill('a11y bot');
+  await page.getByRole('button', { name: 'Create token' }).click();
+  await expect(page.getByRole('region', { name: 'Your new API token' }).locator('pre code')).not.toBeEmpty();
+  await expect(page.getByRole('button', { name: 'Revoke the token a11y bot' })).toBeVisible();
+  await expectNoSeriousViolations(page);
+});
+
+test('room settings as its owner', async ({ browser }) => {
+  const room = uniqueName('a11y-set');
+  const member = uniqueName('mel');
+  // Someone to invite, so the members table has a row with actions.
+  await (await openAsUser(browser, member)).context().close();
+  const page = await openAsUser(browser, uniqueName('owen'));
+  await createRoom(page, room, { visibility: 'private', topic: 'Settings under test' });
+  await inviteToRoom(page, room, member);
+  await openSettings(page, room);
+  await expect(page.getByRole('button', { name: `Make ${member} moderator` })).toBeVisible();
+  await expectNoSeriousViolations(page);
+});
+
+test('admin page as an admin', async ({ page }) => {
+  const unavailable = adminUnavailable();
+  test.skip(unavailable !== null, unavailable ?? '');
+  const admin = uniqueName('root');
+  await createAdmin(admin);
+  await signIn(page, admin, PASSWORD, '/admin');
+  await expect(page.getByRole('heading', { name: 'Admin', level: 1 })).toBeVisible();
+  await expect(page.getByRole('row').filter({ hasText: admin })).toContainText('You');
+  // With a new invite code on show, as on the account page's token.
+  await page.getByRole('button', { name: 'Make an invite' }).click();
+  await expect(page.getByRole('heading', { name: 'New invite code' })).toBeVisible();
   await expectNoSeriousViolations(page);
 });

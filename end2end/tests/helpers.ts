@@ -4,6 +4,10 @@
  * The database lives for the whole run, so every test makes its own rooms and nicks with
  * `uniqueName()`. Message texts must be unique within a room (locators match them exactly).
  */
+import { execFile } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
 import {
   test as base,
   expect,
@@ -15,6 +19,8 @@ import {
 } from '@playwright/test';
 
 export { expect };
+
+const execFileAsync = promisify(execFile);
 
 /** First paint to hydrated page: a debug WASM bundle can take a while to compile. */
 export const HYDRATION_TIMEOUT = 20_000;
@@ -440,4 +446,211 @@ export class SocketRelay {
   static ofType(frames: Frame[], type: string): Frame[] {
     return frames.filter((frame) => frame.type === type);
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounts
+//
+// The sign-in, account, settings, new-room and DM pages are plain server-rendered forms:
+// each step submits one and waits for the page it leads to. The first account of a fresh
+// database becomes its admin, and the database lives for the whole run, so no journey may
+// count on being (or not being) the first to sign up.
+
+/** A password the server accepts: 12 characters or more and not on its common list. */
+export const PASSWORD = 'plum kettle orbit 42';
+
+/** The path (and query) of a page's URL, for `toHaveURL` checks of where a form led. */
+function pathOf(url: URL): string {
+  return url.pathname + url.search;
+}
+
+/** The sign-in page that comes back to `next`. */
+function loginPath(next: string): string {
+  return `/login?next=${encodeURIComponent(next)}`;
+}
+
+/** The sign-in page's error (wrong password, a taken username, …), and the other forms'. */
+export function formError(page: Page): Locator {
+  return page.locator('.form-error[role="alert"]');
+}
+
+/** Waits until a submitted form led to `next`; fails with the form's error if it showed one. */
+async function expectLedTo(page: Page, next: string): Promise<void> {
+  try {
+    await expect(page).toHaveURL((url) => pathOf(url) === next);
+  } catch (err) {
+    const shown = await formError(page).allTextContents().catch(() => []);
+    if (shown.length) throw new Error(`the form at ${page.url()} said: ${shown.join('; ')}`);
+    // Not a page of ours at all (an API error such as bad_origin): say what it was.
+    const body = (await page.locator('body').innerText().catch(() => '')).slice(0, 300);
+    throw new Error(`the form led to ${page.url()} instead of ${next}, showing: ${body}`, { cause: err });
+  }
+}
+
+/** The confirmation a server-rendered form shows once it did what was asked. */
+export function formDone(page: Page): Locator {
+  return page.locator('.form-done[role="status"]');
+}
+
+/** The sidebar's "Signed in as …" (a link to /account), or "Sign in (you are a guest)". */
+export function whoAmI(page: Page): Locator {
+  return page.locator('nav.sidebar .whoami');
+}
+
+/**
+ * Creates the account `username` with the sign-in page's "Create an account" form and
+ * waits until the server has sent the browser on to `next` (the lobby by default).
+ */
+export async function signUp(
+  page: Page,
+  username: string,
+  password: string = PASSWORD,
+  options: { displayName?: string; next?: string } = {},
+): Promise<void> {
+  const next = options.next ?? '/';
+  await page.goto(loginPath(next));
+  await page.locator('#signup-username').fill(username);
+  if (options.displayName !== undefined) await page.locator('#signup-display').fill(options.displayName);
+  await page.locator('#signup-password').fill(password);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await expectLedTo(page, next);
+}
+
+/** Signs in as `username` with the sign-in page's form and waits until it led to `next`. */
+export async function signIn(
+  page: Page,
+  username: string,
+  password: string = PASSWORD,
+  next = '/',
+): Promise<void> {
+  await page.goto(loginPath(next));
+  await page.locator('#login-username').fill(username);
+  await page.locator('#login-password').fill(password);
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+  await expectLedTo(page, next);
+}
+
+/** Signs out with the account page's "Sign out" button, which leads to the sign-in page. */
+export async function signOut(page: Page): Promise<void> {
+  await page.goto('/account');
+  // Exactly: the sessions table's buttons are "Sign out the session from …".
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+  await expect(page).toHaveURL((url) => url.pathname === '/login');
+}
+
+/** Waits until the chat page shows it is signed in as `name`, online, with no nickname dialog. */
+export async function expectSignedInChat(page: Page, name: string): Promise<void> {
+  await expect(whoAmI(page)).toHaveText(`Signed in as ${name}`);
+  await expectOnline(page);
+  await expect(page.locator('#nick-input')).toHaveCount(0);
+}
+
+/**
+ * A fresh browser signed up as `username` (display name = username unless given), online
+ * in `room`, or in the lobby when no room is given.
+ */
+export async function openAsUser(
+  browser: Browser,
+  username: string,
+  room?: string,
+  options: { displayName?: string } = {},
+): Promise<Page> {
+  const page = await newUserPage(browser);
+  await signUp(page, username, PASSWORD, { ...options, next: room ? `/r/${room}` : '/' });
+  await expectSignedInChat(page, options.displayName ?? username);
+  if (room) await expectInRoom(page, room);
+  return page;
+}
+
+/** Makes `room` with the "New room" page and waits until its owner is in it. */
+export async function createRoom(
+  page: Page,
+  room: string,
+  options: { visibility?: 'public' | 'private'; topic?: string } = {},
+): Promise<void> {
+  await page.goto('/rooms/new');
+  await page.locator('#room-name').fill(room);
+  await page.locator(`input[name="visibility"][value="${options.visibility ?? 'public'}"]`).check();
+  if (options.topic) await page.locator('#room-topic').fill(options.topic);
+  await page.getByRole('button', { name: 'Create room' }).click();
+  await expectInRoom(page, room);
+}
+
+/** Opens `room`'s settings page (in the page's browser, so with its sign-in). */
+export async function openSettings(page: Page, room: string): Promise<void> {
+  await page.goto(`/r/${room}/settings`);
+  await expect(page.getByRole('heading', { level: 1 })).toHaveText(`#${room} settings`);
+}
+
+/** A row of the settings page's Members table. */
+export function memberRow(page: Page, username: string): Locator {
+  return page.locator(`tr[data-member="${username}"]`);
+}
+
+/** Invites `username` to `room` with its settings page's "Invite" form. */
+export async function inviteToRoom(page: Page, room: string, username: string): Promise<void> {
+  await openSettings(page, room);
+  await page.locator('#invite-username').fill(username);
+  await page.getByRole('button', { name: 'Invite', exact: true }).click();
+  await expect(formDone(page)).toHaveText('Done.');
+}
+
+/** Applies `action` to `username` in `room` with its settings page's "Moderate someone" form. */
+export async function moderate(
+  page: Page,
+  room: string,
+  username: string,
+  action: 'kick' | 'ban' | 'unban' | 'mute' | 'unmute',
+): Promise<void> {
+  await openSettings(page, room);
+  await page.locator('#moderate-username').fill(username);
+  await page.locator('#moderate-action').selectOption(action);
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await expect(formDone(page)).toHaveText('Done.');
+}
+
+/** The room's notice ("You were removed from #…", a refused join, …). */
+export function notice(page: Page): Locator {
+  return page.getByTestId('notice');
+}
+
+/** The repository's root: the server's working directory under `cargo leptos`. */
+const REPO_ROOT = resolve(__dirname, '..', '..');
+
+/**
+ * The server's admin CLI and database, when this run can reach them: the suite is not
+ * pointed at another server (CONFAB_BASE_URL) and a built binary is there. The database
+ * is CONFAB_DB (which `cargo leptos end-to-end` passes to the server and to Playwright
+ * alike), else the server's default, relative to the repository's root.
+ */
+function adminCli(): { binary: string; db: string } | null {
+  if (process.env.CONFAB_BASE_URL) return null;
+  const built = ['debug', 'release']
+    .map((profile) => resolve(REPO_ROOT, 'target', profile, 'confab'))
+    .filter((path) => existsSync(path))
+    // The newest build is the one the server runs.
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  const db = resolve(REPO_ROOT, process.env.CONFAB_DB ?? 'confab.db');
+  // A missing file is not the running server's database (and the CLI would make one).
+  if (built.length === 0 || !existsSync(db)) return null;
+  return { binary: built[0], db };
+}
+
+/** Why `createAdmin` cannot work in this run, or null when it can. */
+export function adminUnavailable(): string | null {
+  return adminCli() ? null : 'needs the server\'s own database and admin CLI (not with CONFAB_BASE_URL)';
+}
+
+/**
+ * Makes the admin account `username` with the server's CLI (`confab admin create-user
+ * --admin`, which works on a running server's database): a known admin whichever
+ * journey signed up first. Sign in with `signIn` afterwards.
+ */
+export async function createAdmin(username: string, password: string = PASSWORD): Promise<void> {
+  const cli = adminCli();
+  if (!cli) throw new Error(`createAdmin: ${adminUnavailable()}`);
+  await execFileAsync(cli.binary, ['admin', 'create-user', '--username', username, '--admin'], {
+    env: { ...process.env, CONFAB_DB: cli.db, CONFAB_PASSWORD: password, CONFAB_LOG: 'warn' },
+    timeout: 20_000,
+  });
 }

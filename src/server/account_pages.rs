@@ -314,7 +314,7 @@ async fn account_view(
         let _ = write!(
             body,
             "<section class=\"secret\" aria-labelledby=\"secret-title\"><h2 id=\"secret-title\">Your new {}</h2>\
-             <p>Copy it now: it is shown only once.</p><pre><code>{}</code></pre></section>",
+             <p>Copy it now: it is shown only once.</p><pre tabindex=\"0\"><code>{}</code></pre></section>",
             esc(what),
             esc(value)
         );
@@ -538,7 +538,7 @@ async fn admin_view(
     if let Some(code) = code {
         let _ = write!(
             body,
-            "<section class=\"secret\"><h2>New invite code</h2><p>Shown only once.</p><pre><code>{}</code></pre></section>",
+            "<section class=\"secret\"><h2>New invite code</h2><p>Shown only once.</p><pre tabindex=\"0\"><code>{}</code></pre></section>",
             esc(code)
         );
     }

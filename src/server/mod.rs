@@ -198,7 +198,10 @@ pub fn router(hub: Arc<Hub>, options: LeptosOptions) -> Router {
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            // Not `no-referrer`: under it browsers send `Origin: null` with a form post,
+            // and the account pages' forms are checked by their Origin. `same-origin`
+            // still tells other sites nothing.
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("x-frame-options"),

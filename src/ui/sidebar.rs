@@ -50,20 +50,22 @@ pub fn Sidebar() -> impl IntoView {
 #[component]
 fn Account() -> impl IntoView {
     let chat = use_chat();
-    // One shape for both cases (a signed-in page never becomes a guest's): less view code.
-    let account = chat.model.with_untracked(|m| m.account.clone());
-    let signed_in = account.is_some();
-    let admin = account.as_ref().is_some_and(|u| u.role == crate::protocol::ServerRole::Admin);
-    let (href, text) = match &account {
-        Some(user) => ("/account", format!("Signed in as {}", user.display_name)),
-        None => ("/login", "Sign in (you are a guest)".to_owned()),
+    // One shape for both cases (a sign-out turns the page into a guest's), less view code.
+    let account = Memo::new(move |_| chat.model.with(|m| m.account.clone()));
+    let signed_in = move || account.with(Option::is_some);
+    let admin =
+        move || account.with(|a| a.as_ref().is_some_and(|u| u.role == crate::protocol::ServerRole::Admin));
+    let href = move || if signed_in() { "/account" } else { "/login" };
+    let text = move || match account.get() {
+        Some(user) => format!("Signed in as {}", user.display_name),
+        None => "Sign in (you are a guest)".to_owned(),
     };
     view! {
         <div class="account">
             <p class="whoami"><a href=href>{text}</a></p>
-            <p class="account-actions" hidden=!signed_in>
+            <p class="account-actions" hidden=move || !signed_in()>
                 <a href="/rooms/new">"New room"</a>" · "<a href="/dm">"Message someone"</a>
-                <span hidden=!admin>" · "<a href="/admin">"Admin"</a></span>
+                <span hidden=move || !admin()>" · "<a href="/admin">"Admin"</a></span>
             </p>
         </div>
     }
