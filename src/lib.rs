@@ -16,6 +16,9 @@ pub mod server;
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
+    // Panics are reported to the console in debug builds; the release bundle leaves the
+    // hook out (its formatting code weighs on the 300 KB budget).
+    #[cfg(debug_assertions)]
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(app::App);
 }

@@ -3,19 +3,19 @@
 use super::chat::use_chat;
 use leptos::prelude::*;
 
-/// Percent-encodes a name for a query string.
+/// Percent-encodes a name for a query string (the browser's own encoder; on the server,
+/// which renders the list before anyone is in it, a plain fallback).
 fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(char::from(b"0123456789ABCDEF"[(b >> 4) as usize]));
-            out.push(char::from(b"0123456789ABCDEF"[(b & 15) as usize]));
-        }
+    #[cfg(feature = "hydrate")]
+    {
+        js_sys::encode_uri_component(s).into()
     }
-    out
+    #[cfg(not(feature = "hydrate"))]
+    {
+        s.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect()
+    }
 }
 
 #[component]

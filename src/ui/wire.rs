@@ -50,17 +50,14 @@ struct Frame {
     retry_after_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct Kind<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
-}
+/// How every `message` frame starts: serde writes an internally tagged enum's tag first.
+const MESSAGE_PREFIX: &str = r#"{"type":"message","#;
 
 /// Decodes one text frame from the server; None for anything else.
 pub fn decode(text: &str) -> Option<ServerMsg> {
     // Messages are most of the traffic: straight into `ChatMessage` (whose `user` is an
     // id, where `welcome`'s is an object).
-    if serde_json::from_str::<Kind<'_>>(text).ok()?.kind == "message" {
+    if text.starts_with(MESSAGE_PREFIX) {
         return serde_json::from_str(text).ok().map(ServerMsg::Message);
     }
     let f: Frame = serde_json::from_str(text).ok()?;
@@ -263,5 +260,8 @@ mod tests {
         assert_eq!(decode(r#"{"type":"dance"}"#), None);
         assert_eq!(decode("not json"), None);
         assert_eq!(decode(r#"{"type":"message","room":"r"}"#), None, "missing fields");
+        // The server's encoder writes the tag first, which the fast path relies on.
+        let m = ServerMsg::Message(ChatMessage::default());
+        assert!(serde_json::to_string(&m).unwrap().starts_with(MESSAGE_PREFIX));
     }
 }
