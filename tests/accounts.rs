@@ -1930,3 +1930,86 @@ async fn admin_cli_invite_prints_a_code_that_signs_up() {
     );
     post(&app, "/api/auth/signup", As::Nobody, body("carol")).await.expect_error(403, "invite_required");
 }
+
+// --- Found in review: each reproduced here first ---
+
+/// A room owner's invites are bounded (1-10 sign-ups, at most a week): any member can own
+/// a room, so an unlimited, never-expiring invite would make invite-only sign-up open.
+/// Admins' are not.
+#[tokio::test]
+async fn a_room_owners_invites_are_bounded_and_an_admins_are_not() {
+    let app = server(|_| {}).await;
+    let admin = signup(&app, "ann").await;
+    let bob = signup(&app, "bob").await;
+    create_room(&app, &bob, "bobs-room", "public").await;
+    for body in
+        [json!({"uses": 0}), json!({"uses": 11}), json!({"expires_hours": 0}), json!({"expires_hours": 169})]
+    {
+        post(&app, "/api/invites", bob.auth(), body).await.expect_error(403, "forbidden");
+    }
+    post(&app, "/api/invites", bob.auth(), json!({"uses": 10, "expires_hours": 168})).await.expect(201);
+    let unlimited =
+        post(&app, "/api/invites", admin.auth(), json!({"uses": 0, "expires_hours": 0})).await.expect(201);
+    assert!(unlimited.body.get("uses_left").is_none() && unlimited.body.get("expires_ms").is_none());
+}
+
+/// An admin made member loses admin powers at once on the sockets already open: they are
+/// closed with 4002 and reconnect with the new role.
+#[tokio::test]
+async fn a_demoted_admin_s_open_sockets_reconnect_with_the_new_role() {
+    let app = server(|_| {}).await;
+    let ann = signup(&app, "ann").await;
+    let bob = signup(&app, "bob").await;
+    post(&app, "/api/admin/users/bob", ann.auth(), json!({"role": "admin"})).await.expect(204);
+    let (mut tab, info) = signed_in_with(&app, &[("cookie", &bob.cookie)]).await;
+    assert_eq!(info.role, ServerRole::Admin);
+    post(&app, "/api/admin/users/bob", ann.auth(), json!({"role": "member"})).await.expect(204);
+    assert_eq!(tab.expect_close().await, 4002);
+    let (_, info) = signed_in_with(&app, &[("cookie", &bob.cookie)]).await;
+    assert_eq!(info.role, ServerRole::Member);
+}
+
+/// A socket opened with a cookie is closed when the session ends even if it never said
+/// hello (it must not wait out the revocation and then use the sign-in).
+#[tokio::test]
+async fn a_socket_that_has_not_said_hello_is_closed_when_its_session_ends() {
+    let app = server(|_| {}).await;
+    let ann = signup(&app, "ann").await;
+    let mut waiting = connect_with(app.addr.port(), &[("cookie", &ann.cookie)]).await;
+    post(&app, "/api/auth/logout", ann.auth(), json!({})).await.expect(204);
+    assert_eq!(waiting.expect_close().await, 4001);
+}
+
+/// An account cannot take a name a guest is chatting under (sign-up or rename): the
+/// guest would otherwise be shown, and moderated, as someone else.
+#[tokio::test]
+async fn an_account_cannot_take_a_live_guests_name() {
+    let app = server(|_| {}).await;
+    let _ann = signup(&app, "ann").await;
+    let (_visitor, _) = guest(&app, "Visitor").await;
+    post(&app, "/api/auth/signup", As::Nobody, json!({"username": "visitor", "password": PASSWORD}))
+        .await
+        .expect_error(409, "nick_taken");
+    post(
+        &app,
+        "/api/auth/signup",
+        As::Nobody,
+        json!({"username": "vis", "password": PASSWORD, "display_name": "VISITOR"}),
+    )
+    .await
+    .expect_error(409, "nick_taken");
+    let cy = signup(&app, "cy").await;
+    put(&app, "/api/me", cy.auth(), json!({"display_name": "visitor"})).await.expect_error(409, "nick_taken");
+}
+
+/// A banned account reads a public room no more than it joins it: history over the
+/// socket and HTTP is `banned` / 403.
+#[tokio::test]
+async fn a_banned_account_cannot_read_a_public_room() {
+    let app = server(|_| {}).await;
+    let ann = signup(&app, "ann").await;
+    let bob = signup(&app, "bob").await;
+    create_room(&app, &ann, "town", "public").await;
+    moderate(&app, &ann, "town", "ban", "bob").await.expect(204);
+    get(&app, "/api/rooms/town/messages", bob.auth()).await.expect_error(403, "banned");
+}

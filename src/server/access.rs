@@ -131,6 +131,9 @@ impl Access {
 
     /// May `who` read the room's history (HTTP, pages, `history`)?
     pub fn check_read(&self, who: &Identity) -> Result<(), Denied> {
+        if self.is_banned(who) && !who.is_admin() {
+            return Err(Denied::Banned);
+        }
         if !self.can_see(who) {
             // A banned member of a private room knew it existed; they hear why.
             return Err(if self.is_banned(who) { Denied::Banned } else { Denied::NotFound });
@@ -278,6 +281,7 @@ mod tests {
         assert_eq!(public.check_join(&who(BANNED)), Err(Denied::Banned));
         assert_eq!(public.check_send(&who(MUTED)), Err(Denied::Muted));
         assert_eq!(public.check_read(&who(MUTED)), Ok(()), "muted people still read");
+        assert_eq!(public.check_read(&who(BANNED)), Err(Denied::Banned), "banned people do not");
         let mut with_guest_rules = public.clone();
         with_guest_rules.banned_guests.insert(guest().id.to_string());
         assert_eq!(with_guest_rules.check_join(&guest()), Err(Denied::Banned));

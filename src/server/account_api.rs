@@ -207,6 +207,7 @@ async fn signup(
     headers: HeaderMap,
     Json(body): Json<SignupBody>,
 ) -> Result<Response, ApiError> {
+    hub.check_not_held_by_guest(&[Some(&body.username), body.display_name.as_deref()])?;
     let req = SignupRequest {
         username: body.username,
         password: body.password,
@@ -264,6 +265,7 @@ async fn update_me(
     Json(body): Json<UpdateMe>,
 ) -> Result<Json<UserInfo>, ApiError> {
     let p = hub.auth.require(&headers).await?;
+    hub.check_not_held_by_guest(&[Some(&body.display_name)])?;
     hub.auth.set_display_name(p.account.id, &body.display_name).await?;
     let id = p.account.id;
     let account = hub.auth.db(move |s| s.account(id)).await?.ok_or(AuthError::NotFound)?;
@@ -430,9 +432,25 @@ pub async fn may_invite(hub: &Hub, p: &Principal) -> Result<bool, ApiError> {
     Ok(all.iter().any(|m| m.user_id == id && m.role == RoomRole::Owner && !m.banned))
 }
 
+/// Invites a room owner (not an admin) may make at most: so many sign-ups, so long.
+const OWNER_INVITE_USES: i64 = 10;
+const OWNER_INVITE_HOURS: u64 = 7 * 24;
+
 pub async fn make_invite(hub: &Hub, p: &Principal, req: InviteRequest) -> Result<InviteBody, ApiError> {
     if !may_invite(hub, p).await? {
         return Err(AuthError::Forbidden.into());
+    }
+    // Any member can own a room, so an owner's invites are bounded: otherwise one
+    // unlimited, never-expiring invite would make `--signup invite` open.
+    if p.account.role != ServerRole::Admin {
+        let uses_ok = req.uses.is_none_or(|u| (1..=OWNER_INVITE_USES).contains(&u));
+        let hours_ok = req.expires_hours.is_none_or(|h| (1..=OWNER_INVITE_HOURS).contains(&h));
+        if !uses_ok || !hours_ok {
+            let message = format!(
+                "a room owner's invite allows 1-{OWNER_INVITE_USES} sign-ups for at most {OWNER_INVITE_HOURS} hours"
+            );
+            return Err(ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message));
+        }
     }
     let uses = match req.uses {
         None => Some(1),
@@ -553,6 +571,8 @@ pub async fn admin_update(
             return Err(AuthError::Invalid("an account's role is admin or member".into()).into());
         }
         hub.auth.db(move |s| s.set_server_role(id, role)).await?;
+        // Open sockets act with the role they signed in with: they reconnect (4002).
+        hub.auth.close_other_roles(id, role);
     }
     match change.active {
         Some(false) => hub.auth.deactivate(id).await?,

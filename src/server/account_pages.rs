@@ -68,7 +68,15 @@ fn esc(s: &str) -> String {
 /// Only a local path may be a `next`: never another site ("//evil", "https://…").
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 512 => {
+        // A plain path of this site: no "//host", no backslash, no white space or control
+        // character (browsers strip tabs and newlines from a Location, so "/\t/evil" would
+        // become "//evil").
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.len() < 512
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_.-~?=&%+".contains(&b)) =>
+        {
             n.to_owned()
         }
         _ => "/".to_owned(),
@@ -252,6 +260,10 @@ async fn signup_post(
     Form(form): Form<SignupForm>,
 ) -> Response {
     let next = safe_next(q.next.as_deref());
+    if let Err(err) = hub.check_not_held_by_guest(&[Some(&form.username), form.display_name.as_deref()]) {
+        let err = ApiError::from(err);
+        return login_form(&hub, &next, Some(&err.message), status_of(&err)).await;
+    }
     let req = SignupRequest {
         username: form.username,
         password: form.password,
@@ -431,7 +443,9 @@ async fn account_post(
     let result: Result<Outcome, ApiError> = async {
         match action.as_str() {
             "display-name" => {
-                hub.auth.set_display_name(p.account.id, form.display_name.as_deref().unwrap_or("")).await?;
+                let name = form.display_name.as_deref().unwrap_or("");
+                hub.check_not_held_by_guest(&[Some(name)])?;
+                hub.auth.set_display_name(p.account.id, name).await?;
                 Ok(("Display name saved (it shows on your next connection).", None))
             }
             "password" => {
@@ -760,7 +774,11 @@ async fn settings_page(
     Path(room): Path<String>,
     Query(flash): Query<Flash>,
 ) -> Response {
-    let (who, _) = viewer(&hub, &headers).await;
+    let (who, principal) = viewer(&hub, &headers).await;
+    if principal.is_none() && !hub.auth.guests {
+        return Redirect::to(&format!("/login?next={}", safe_next(Some(&format!("/r/{room}/settings")))))
+            .into_response();
+    }
     settings_view(&hub, &who, &room, flash.done.as_deref(), flash.error.as_deref(), StatusCode::OK).await
 }
 
@@ -943,6 +961,9 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
+        assert_eq!(safe_next(Some("/r/lobby?x=1")), "/r/lobby?x=1");
         assert_eq!(safe_next(None), "/");
     }
 

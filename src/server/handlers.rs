@@ -69,6 +69,11 @@ impl Reader {
     pub fn new(hub: Arc<Hub>, conn: Arc<ConnHandle>, peer: IpAddr, principal: Option<Principal>) -> Self {
         let cfg = &hub.config;
         let strikes = TokenBucket::new(1.0, cfg.abuse_strikes as f64);
+        // Tracked from the upgrade on, not from `hello`: a socket that waits to say hello
+        // must not outlive the revocation of the sign-in it was opened with.
+        if let Some(p) = &principal {
+            hub.auth.register_live(p.account.id, p.via.clone(), p.account.role, &conn);
+        }
         Reader {
             hub,
             conn,
@@ -169,7 +174,6 @@ impl Reader {
             Some(principal) => {
                 let identity = principal.identity();
                 let session = self.hub.sessions.attach_account(principal.account.id, identity.nick.clone());
-                self.hub.auth.register_live(principal.account.id, principal.via.clone(), &self.conn);
                 (session, identity)
             }
             None => {

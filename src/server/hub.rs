@@ -214,10 +214,7 @@ impl Hub {
     ) -> Result<(Arc<Room>, Subscription), HubError> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         let room = match rooms.get(name) {
-            Some(room) => {
-                room.access().check_join(who)?;
-                room.clone()
-            }
+            Some(room) => room.clone(),
             // Direct-message rooms are made by `open_dm` only.
             None if crate::protocol::is_dm_name(name.as_str()) => return Err(Denied::NotFound.into()),
             None => {
@@ -230,7 +227,12 @@ impl Hub {
                 room
             }
         };
+        // The access lock is held while subscribing: a ban that lands between the check
+        // and the subscription would otherwise miss this connection.
+        let access = room.access();
+        access.check_join(who)?;
         let sub = room.subscribe_as(&who.nick, &who.id, who.is_guest(), conn);
+        drop(access);
         Ok((room, sub))
     }
 
@@ -253,16 +255,34 @@ impl Hub {
         Ok(room)
     }
 
-    /// Whether a new room may be made now (count and the address's creation rate).
-    pub(super) fn check_new_room(&self, name: &RoomName, from: IpAddr) -> Result<(), HubError> {
-        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+    /// Registers a new room with its access, checking the count and the address's
+    /// creation rate under the registry lock: `Exists` when the name is taken.
+    pub(super) fn reserve_room(
+        &self,
+        name: &RoomName,
+        from: IpAddr,
+        access: Access,
+    ) -> Result<Arc<Room>, HubError> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if rooms.contains_key(name) {
             return Err(HubError::Exists);
         }
         if rooms.len() >= self.config.max_rooms {
             return Err(HubError::TooManyRooms);
         }
-        self.creation_allowed(from).map_err(HubError::CreationRate)
+        self.creation_allowed(from).map_err(HubError::CreationRate)?;
+        let room = Arc::new(Room::new(name.clone(), 0, super::unix_ms(), self.metrics.clone()));
+        *room.access() = access;
+        rooms.insert(name.clone(), room.clone());
+        Ok(room)
+    }
+
+    /// Takes back a room `reserve_room` registered whose creation failed.
+    pub(super) fn forget_room(&self, room: &Arc<Room>) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
+            rooms.remove(&room.name);
+        }
     }
 
     /// May `who` read `name`'s history? A room that does not exist, and a private room
@@ -271,6 +291,19 @@ impl Hub {
         let room = self.find_room(name).ok_or(Denied::NotFound)?;
         room.access().check_read(who)?;
         Ok(room)
+    }
+
+    /// Refuses names a live guest holds now (`nick_taken`): an account signing up or
+    /// renaming itself must not take a name from under someone in the chat.
+    pub fn check_not_held_by_guest(&self, names: &[Option<&str>]) -> Result<(), super::auth::AuthError> {
+        for name in names.iter().flatten() {
+            if let Ok(nick) = crate::protocol::Nick::parse(name)
+                && self.sessions.guest_holds(&nick.key())
+            {
+                return Err(super::auth::AuthError::DisplayNameTaken);
+            }
+        }
+        Ok(())
     }
 
     /// The `send` allowance of `key` (an account, guest session or guest address).

@@ -148,22 +148,26 @@ impl Hub {
         }
         let topic = check_topic(topic.unwrap_or_default())?;
         let _one_at_a_time = self.creating.lock().await;
-        self.check_new_room(name, from)?;
         let meta = RoomMeta { visibility, dm: false, topic };
         let owner = who.user_id();
-        let (room_name, stored) = (name.as_str().to_owned(), meta.clone());
-        self.auth.db(move |s| s.create_room(&room_name, &stored, owner, unix_ms())).await.map_err(
-            |e| match e {
-                super::auth::AuthError::Invalid(_) => HubError::Exists,
-                e => store_failed("the room could not be stored", e),
-            },
-        )?;
         let mut access = Access::from_meta(&meta);
         if let Some(owner) = owner {
             access.accounts.insert(owner, Standing { role: RoomRole::Owner, banned: false, muted: false });
         }
+        // In the registry with its access before the store is written: a `join` that
+        // arrives meanwhile meets the private room, not a fresh public one.
+        let room = self.reserve_room(name, from, access)?;
+        let (room_name, stored) = (name.as_str().to_owned(), meta.clone());
+        let written = self.auth.db(move |s| s.create_room(&room_name, &stored, owner, unix_ms())).await;
+        if let Err(e) = written {
+            self.forget_room(&room);
+            return Err(match e {
+                super::auth::AuthError::Invalid(_) => HubError::Exists,
+                e => store_failed("the room could not be stored", e),
+            });
+        }
         tracing::info!(room = %name, visibility = ?visibility, by = %who.id, "room created");
-        self.register_room(name, access)
+        Ok(room)
     }
 
     /// The direct-message room of `who` and `username`, made on first use; the other
@@ -225,6 +229,10 @@ impl Hub {
         target_name: &str,
     ) -> Result<(), HubError> {
         let room = self.visible_room(name, actor)?;
+        // One change at a time per room: each reads the standing it changes after the
+        // last one was written (a ban and a mute at once must not undo each other).
+        let _one_at_a_time = room.moderation.lock().await;
+        room.access().check_read(actor)?;
         let target = self.target(&room, target_name).await?;
         let (target_role, target_standing) = match &target {
             Target::Account(a) => (a.role, room.access().accounts.get(&a.id).copied()),
@@ -365,6 +373,7 @@ impl Hub {
     /// Sets a room's topic (owners and moderators; admins anywhere).
     pub async fn set_topic(&self, actor: &Identity, name: &RoomName, topic: String) -> Result<(), HubError> {
         let room = self.visible_room(name, actor)?;
+        let _one_at_a_time = room.moderation.lock().await;
         room.access().check_moderate(actor, Moderation::SetTopic, None)?;
         let topic = check_topic(topic)?;
         let (room_name, stored) = (name.as_str().to_owned(), topic.clone());

@@ -72,6 +72,9 @@ impl CloseReason {
     /// The session or token the socket signed in with was revoked (sign-out, a password
     /// change, `DELETE /api/sessions/{id}`).
     pub const SIGNED_OUT: CloseReason = CloseReason { code: 4001, reason: "signed out" };
+    /// The account's role changed (an admin made it admin or member): reconnect, and the
+    /// new connection has the new role.
+    pub const ACCOUNT_CHANGED: CloseReason = CloseReason { code: 4002, reason: "account changed" };
     /// The account was deactivated by an admin.
     pub const DEACTIVATED: CloseReason = CloseReason { code: 4001, reason: "account deactivated" };
 }

@@ -101,8 +101,12 @@ pub struct Room {
     /// The name as shared bytes, cheap to clone into every queued item.
     pub key: Arc<str>,
     state: Mutex<RoomState>,
-    /// Who may see and do what here. Its own lock, never held with `state`'s.
+    /// Who may see and do what here. Its own lock; when both are held (a join's check
+    /// and subscription), it is taken first.
     access: Mutex<Access>,
+    /// Moderation changes one at a time (each awaits the store between its read and
+    /// its write).
+    pub moderation: tokio::sync::Mutex<()>,
 }
 
 /// What a new member learns when it subscribes.
@@ -133,6 +137,7 @@ impl Room {
                 guests: HashSet::new(),
             }),
             access: Mutex::default(),
+            moderation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -204,7 +209,12 @@ impl Room {
         state
             .members
             .values()
-            .find(|m| state.guests.contains(&m.nick) && Nick::parse(&m.nick).is_ok_and(|n| n.key() == key))
+            .find(|m| {
+                // A guest's id, not only a guest's nick: an account can never be taken for one.
+                m.user.starts_with("g-")
+                    && state.guests.contains(&m.nick)
+                    && Nick::parse(&m.nick).is_ok_and(|n| n.key() == key)
+            })
             .map(|m| m.user.clone())
     }
 
@@ -488,6 +498,11 @@ mod tests {
         assert!(frames(&rw)[0].contains(r#""guest":true"#));
         assert_eq!(room.guest_named(&Nick::parse("BOB").unwrap()).as_deref(), Some("g-b0b"));
         assert_eq!(room.guest_named(&Nick::parse("zed").unwrap()), None, "not a guest");
+        // An account's socket is never taken for a guest, even under a guest's nick.
+        let (acct, _) = member(4);
+        room.subscribe_as(&bob, "7", false, &acct);
+        assert_eq!(room.guest_named(&bob).as_deref(), Some("g-b0b"));
+        room.unsubscribe(4);
         let gone = room.remove_user("g-b0b");
         assert_eq!(gone.len(), 2);
         assert!(!room.is_member(2) && !room.is_member(3) && room.is_member(1));

@@ -171,6 +171,14 @@ impl Sessions {
         session
     }
 
+    /// Whether a live guest session (connected, or within its grace period) holds a nick
+    /// with this key: an account may not take it from under them.
+    pub fn guest_holds(&self, key: &str) -> bool {
+        let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        reg.by_nick.get(key).and_then(|token| reg.by_token.get(token)).is_some_and(|e| self.is_live(e, now))
+    }
+
     /// Detaches a connection; the session (and nick) stays for the grace period.
     pub fn detach(&self, session: &Session) {
         let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -192,6 +192,7 @@ impl From<AccountError> for AuthError {
             AccountError::DisplayNameTaken => AuthError::DisplayNameTaken,
             AccountError::InviteRequired => AuthError::InviteRequired,
             AccountError::NoSuchUser => AuthError::NotFound,
+            AccountError::SignupClosed => AuthError::SignupClosed,
             AccountError::RoomExists => AuthError::Invalid("a room with that name exists".into()),
             err @ (AccountError::Sqlite(_) | AccountError::Task(_)) => {
                 tracing::error!(%err, "account store failed");
@@ -230,6 +231,8 @@ pub struct SignupRequest {
 struct LiveConn {
     conn: Weak<ConnHandle>,
     via: Via,
+    /// The server role the socket acts with (fixed when it signed in).
+    role: ServerRole,
 }
 
 pub struct Auth {
@@ -350,13 +353,9 @@ impl Auth {
             SignupMode::Invite => InviteUse::Required(
                 req.invite.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(token::digest),
             ),
-            SignupMode::Closed => {
-                // Closed, except for the very first account of an empty server.
-                if self.db(|s| s.count_accounts()).await? > 0 {
-                    return Err(AuthError::SignupClosed);
-                }
-                InviteUse::NotNeeded
-            }
+            // Closed, except for the very first account of an empty server (checked in
+            // the transaction that creates it, so two at once cannot both be first).
+            SignupMode::Closed => InviteUse::FirstOnly,
         };
         if let InviteUse::Required(None) = invite
             && self.db(|s| s.count_accounts()).await? > 0
@@ -575,10 +574,11 @@ impl Auth {
         for user in users {
             let found = self.db(move |s| Ok((s.account(user)?, s.sessions(user)?, s.tokens(user)?))).await;
             let Ok((account, sessions, tokens)) = found else { continue };
-            if !account.is_some_and(|a| a.active) {
+            let Some(account) = account.filter(|a| a.active) else {
                 self.close_live(user, |_| true, CloseReason::DEACTIVATED);
                 continue;
-            }
+            };
+            self.close_other_roles(user, account.role);
             self.close_live(
                 user,
                 |via| match via {
@@ -591,11 +591,28 @@ impl Auth {
     }
 
     /// Tracks a signed-in socket so revoking its access closes it.
-    pub fn register_live(&self, user: UserId, via: Via, conn: &Arc<ConnHandle>) {
+    pub fn register_live(&self, user: UserId, via: Via, role: ServerRole, conn: &Arc<ConnHandle>) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let conns = live.entry(user).or_default();
         conns.retain(|c| c.conn.strong_count() > 0);
-        conns.push(LiveConn { conn: Arc::downgrade(conn), via });
+        conns.push(LiveConn { conn: Arc::downgrade(conn), via, role });
+    }
+
+    /// Closes every socket of `user` that acts with another role than `role` (after an
+    /// admin changed it): they reconnect with the new one.
+    pub fn close_other_roles(&self, user: UserId, role: ServerRole) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(conns) = live.get_mut(&user) {
+            conns.retain(|c| {
+                if c.role == role {
+                    return c.conn.strong_count() > 0;
+                }
+                if let Some(conn) = c.conn.upgrade() {
+                    conn.close(CloseReason::ACCOUNT_CHANGED);
+                }
+                false
+            });
+        }
     }
 
     /// The open sockets of `user` (for `invited`, `kicked`).

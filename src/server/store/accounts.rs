@@ -19,6 +19,8 @@ pub enum AccountError {
     InviteRequired,
     #[error("no such account")]
     NoSuchUser,
+    #[error("sign-up is closed")]
+    SignupClosed,
     #[error("a room with that name exists")]
     RoomExists,
     #[error("sqlite: {0}")]
@@ -55,6 +57,8 @@ pub enum InviteUse {
     NotNeeded,
     /// This code's digest (or none given): needed unless the server has no account yet.
     Required(Option<String>),
+    /// Only the first account of an empty server (closed sign-up).
+    FirstOnly,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,6 +112,9 @@ impl AccountStore for SqliteAccounts {
             if new.display_key != new.username_key && key_taken(tx, &new.display_key, None)? {
                 return Err(AccountError::DisplayNameTaken);
             }
+            if invite == InviteUse::FirstOnly && existing > 0 {
+                return Err(AccountError::SignupClosed);
+            }
             // The first account needs no invite: nobody could have made one yet.
             if let InviteUse::Required(code) = &invite
                 && existing > 0
@@ -541,6 +544,11 @@ mod tests {
         dan.username_key = "k:ann".into();
         assert!(matches!(s.create_account(dan, InviteUse::NotNeeded, 3), Err(AccountError::UsernameTaken)));
         assert!(s.name_key_taken("k:bob").unwrap() && !s.name_key_taken("k:zed").unwrap());
+        // Closed sign-up admits the first account only, checked in the same transaction.
+        assert!(matches!(
+            s.create_account(new("eve", "Eve"), InviteUse::FirstOnly, 4),
+            Err(AccountError::SignupClosed)
+        ));
         assert_eq!(s.count_accounts().unwrap(), 2);
     }
 
