@@ -33,7 +33,8 @@ pub fn Lobby() -> impl IntoView {
                         view! {
                             <li>
                                 <a href=href class="directory-room">
-                                    <span class="room-name">"#" {r.name.clone()}</span>
+                                    // A direct message by who is in it ("A & B"), not its dm- name.
+                                    <span class="room-name">"#" {if r.dm && !r.topic.is_empty() { r.topic.clone() } else { r.name.clone() }}</span>
                                     <span class="meta">{people} " · " {messages}</span>
                                 </a>
                             </li>

@@ -193,6 +193,9 @@ impl From<AccountError> for AuthError {
             AccountError::InviteRequired => AuthError::InviteRequired,
             AccountError::NoSuchUser => AuthError::NotFound,
             AccountError::SignupClosed => AuthError::SignupClosed,
+            AccountError::TooManyTokens => {
+                AuthError::Invalid(format!("an account may hold at most {MAX_TOKENS} API tokens"))
+            }
             AccountError::RoomExists => AuthError::Invalid("a room with that name exists".into()),
             err @ (AccountError::Sqlite(_) | AccountError::Task(_)) => {
                 tracing::error!(%err, "account store failed");
@@ -499,9 +502,6 @@ impl Auth {
         if name.is_empty() || name.chars().any(char::is_control) {
             return Err(AuthError::Invalid("a token needs a name (1-100 characters)".into()));
         }
-        if self.db(move |s| s.tokens(user)).await?.len() >= MAX_TOKENS {
-            return Err(AuthError::Invalid(format!("an account may hold at most {MAX_TOKENS} tokens")));
-        }
         let secret = format!("confab_{}", token::random_token());
         let row = TokenRow {
             id: token::random_id(),
@@ -512,7 +512,7 @@ impl Auth {
         };
         let digest = token::digest(&secret);
         let stored = row.clone();
-        self.db(move |s| s.create_token(&stored, &digest)).await?;
+        self.db(move |s| s.create_token(&stored, &digest, MAX_TOKENS)).await?;
         Ok((row, secret))
     }
 

@@ -21,6 +21,8 @@ pub enum AccountError {
     NoSuchUser,
     #[error("sign-up is closed")]
     SignupClosed,
+    #[error("the account holds its maximum number of API tokens")]
+    TooManyTokens,
     #[error("a room with that name exists")]
     RoomExists,
     #[error("sqlite: {0}")]
@@ -146,7 +148,9 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Ends one of the user's sessions; false when it has no such session.
     fn delete_session(&self, user: UserId, id: &str) -> Result<bool, AccountError>;
 
-    fn create_token(&self, row: &TokenRow, token_digest: &str) -> Result<(), AccountError>;
+    /// Stores a token unless its account already holds `max` (counted in the same
+    /// transaction, so concurrent creations cannot pass the cap).
+    fn create_token(&self, row: &TokenRow, token_digest: &str, max: usize) -> Result<(), AccountError>;
     fn token_by_digest(&self, digest: &str) -> Result<Option<(TokenRow, Account)>, AccountError>;
     fn touch_token(&self, id: &str, now_ms: i64) -> Result<(), AccountError>;
     fn tokens(&self, user: UserId) -> Result<Vec<TokenRow>, AccountError>;

@@ -302,8 +302,13 @@ impl AccountStore for SqliteAccounts {
         })
     }
 
-    fn create_token(&self, row: &TokenRow, token_digest: &str) -> Result<(), AccountError> {
+    fn create_token(&self, row: &TokenRow, token_digest: &str, max: usize) -> Result<(), AccountError> {
         self.write(|tx| {
+            let held: i64 =
+                tx.query_row("SELECT COUNT(*) FROM api_tokens WHERE user_id = ?1", params![row.user_id], |r| r.get(0))?;
+            if held as usize >= max {
+                return Err(AccountError::TooManyTokens);
+            }
             tx.execute(
                 "INSERT INTO api_tokens (id, token_digest, user_id, name, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![row.id, token_digest, row.user_id, row.name, row.created_ms],
@@ -612,6 +617,25 @@ mod tests {
         let (account, phc) = s.account_by_username(&Username::parse("ANN").unwrap()).unwrap().unwrap();
         assert!(!account.active);
         assert_eq!(phc, "$argon2id$new");
+    }
+
+    #[test]
+    fn an_account_holds_at_most_max_tokens() {
+        let (_dir, s) = store();
+        let ann = s.create_account(new("ann", "Ann"), InviteUse::NotNeeded, 1).unwrap();
+        let token = |id: &str| TokenRow {
+            id: id.into(),
+            user_id: ann.id,
+            name: id.into(),
+            created_ms: 1,
+            last_used_ms: None,
+        };
+        s.create_token(&token("a"), "da", 2).unwrap();
+        s.create_token(&token("b"), "db", 2).unwrap();
+        assert!(matches!(s.create_token(&token("c"), "dc", 2), Err(AccountError::TooManyTokens)));
+        assert!(s.delete_token(ann.id, "a").unwrap());
+        s.create_token(&token("c"), "dc", 2).unwrap();
+        assert_eq!(s.tokens(ann.id).unwrap().len(), 2);
     }
 
     #[test]
