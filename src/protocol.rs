@@ -241,7 +241,7 @@ pub struct DecodeError {
 }
 
 /// Every `type` a client may send.
-const CLIENT_TYPES: [&str; 17] = [
+pub const CLIENT_TYPES: [&str; 17] = [
     "hello",
     "join",
     "leave",

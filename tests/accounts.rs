@@ -284,6 +284,16 @@ async fn guest(app: &TestApp, nick: &str) -> (Client, UserInfo) {
     }
 }
 
+/// `owner` creates `room` over a socket (and owns it), `member` joins it: both sockets.
+async fn owner_and_member(app: &TestApp, owner: &User, member: &User, room: &str) -> (Client, Client) {
+    let mut owning = socket_of(app, owner).await;
+    let made = ask(&mut owning, json!({"type": "create_room", "room": room}), "c").await;
+    assert_eq!(outcome(&made), "joined");
+    let mut joining = socket_of(app, member).await;
+    assert_eq!(try_join(&mut joining, room).await, "joined");
+    (owning, joining)
+}
+
 /// Sends `frame` with `ref` set and returns the reply that carries it back.
 async fn ask(c: &mut Client, mut frame: Value, reference: &str) -> ServerMsg {
     frame["ref"] = json!(reference);
@@ -1578,13 +1588,7 @@ async fn a_banned_user_stays_out_until_unbanned() {
     let app = server(|_| {}).await;
     let bob = signup(&app, "bob").await;
     let carol = signup(&app, "carol").await;
-    let mut owner = socket_of(&app, &bob).await;
-    assert_eq!(
-        outcome(&ask(&mut owner, json!({"type": "create_room", "room": "arena"}), "c").await),
-        "joined"
-    );
-    let mut target = socket_of(&app, &carol).await;
-    assert_eq!(try_join(&mut target, "arena").await, "joined");
+    let (mut owner, mut target) = owner_and_member(&app, &bob, &carol, "arena").await;
     owner.recv_until(|m| matches!(m, ServerMsg::Presence { nick, state: PresenceState::Joined, .. } if nick == "carol")).await;
     // The owner acts from another tab, so this one sees the room's events in order.
     let mut desk = socket_of(&app, &bob).await;
@@ -1666,13 +1670,7 @@ async fn a_muted_user_reads_but_cannot_send() {
     let app = server(|_| {}).await;
     let bob = signup(&app, "bob").await;
     let carol = signup(&app, "carol").await;
-    let mut owner = socket_of(&app, &bob).await;
-    assert_eq!(
-        outcome(&ask(&mut owner, json!({"type": "create_room", "room": "arena"}), "c").await),
-        "joined"
-    );
-    let mut target = socket_of(&app, &carol).await;
-    assert_eq!(try_join(&mut target, "arena").await, "joined");
+    let (mut owner, mut target) = owner_and_member(&app, &bob, &carol, "arena").await;
 
     let mute = json!({"type": "mute", "room": "arena", "username": "carol"});
     assert_eq!(outcome(&ask(&mut owner, mute, "m").await), "ack");
@@ -1742,13 +1740,7 @@ async fn owners_set_the_topic_and_members_may_not() {
     let app = server(|_| {}).await;
     let bob = signup(&app, "bob").await;
     let carol = signup(&app, "carol").await;
-    let mut owner = socket_of(&app, &bob).await;
-    assert_eq!(
-        outcome(&ask(&mut owner, json!({"type": "create_room", "room": "forum"}), "c").await),
-        "joined"
-    );
-    let mut member = socket_of(&app, &carol).await;
-    assert_eq!(try_join(&mut member, "forum").await, "joined");
+    let (mut owner, mut member) = owner_and_member(&app, &bob, &carol, "forum").await;
 
     let set = json!({"type": "set_topic", "room": "forum", "topic": "Release day"});
     assert_eq!(outcome(&ask(&mut owner, set, "t1").await), "ack");
@@ -2012,4 +2004,18 @@ async fn a_banned_account_cannot_read_a_public_room() {
     create_room(&app, &ann, "town", "public").await;
     moderate(&app, &ann, "town", "ban", "bob").await.expect(204);
     get(&app, "/api/rooms/town/messages", bob.auth()).await.expect_error(403, "banned");
+}
+
+/// With guests off, a room's settings page is for signed-in people only: anyone else is
+/// sent to sign in (the redirect is followed here), and sees no member list.
+#[tokio::test]
+async fn with_guests_off_a_rooms_settings_page_asks_to_sign_in() {
+    let app = server(|c| c.guests = Switch::Off).await;
+    let ann = signup(&app, "ann").await;
+    create_room(&app, &ann, "town", "public").await;
+    let anonymous = get(&app, "/r/town/settings", As::Nobody).await;
+    let page = anonymous.body.as_str().unwrap_or_default();
+    assert!(page.contains("Sign in to Confab") && !page.contains("data-member"), "{page}");
+    let signed_in = get(&app, "/r/town/settings", ann.auth()).await.expect(200);
+    assert!(signed_in.body.as_str().unwrap_or_default().contains("data-member=\"ann\""));
 }

@@ -25,26 +25,9 @@ use std::{
     time::Duration,
 };
 
-/// Every `type` a client may send (kept in step with `variant` below).
-const CLIENT_TYPES: [&str; 17] = [
-    "hello",
-    "join",
-    "leave",
-    "send",
-    "typing",
-    "history",
-    "list_rooms",
-    "create_room",
-    "invite",
-    "kick",
-    "ban",
-    "unban",
-    "mute",
-    "unmute",
-    "set_role",
-    "set_topic",
-    "open_dm",
-];
+// Every `type` a client may send: the protocol's own list (`variant` below is kept in
+// step with it by `decoder_inputs_reach_every_variant`).
+use confab::protocol::CLIENT_TYPES;
 /// Every field name a client frame uses besides `type`.
 const FIELDS: [&str; 13] = [
     "nick",

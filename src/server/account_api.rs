@@ -36,7 +36,6 @@ use std::{
     sync::{Arc, Weak},
     time::Duration,
 };
-use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuilder};
 
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
@@ -72,7 +71,7 @@ impl From<HubError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::TooManyRooms, err.to_string())
             }
             HubError::Invalid(why) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRoom, why),
-            HubError::Store(_) | HubError::Accounts(_) => {
+            HubError::Store(_) => {
                 tracing::error!(%err, "request failed");
                 ApiError::internal("the request failed")
             }
@@ -127,31 +126,7 @@ pub fn routes(limit: &HttpRateLimit, auth_limit: &HttpRateLimit) -> Router<Arc<H
 /// quota applies per username inside `Auth`. Build it once: clones share the limiter.
 pub fn auth_limit(config: &super::config::Config) -> HttpRateLimit {
     let quota = auth_quota(config);
-    let governor = GovernorConfigBuilder::default()
-        .period(quota.replenish_interval())
-        .burst_size(quota.burst_size().get())
-        .finish()
-        .expect("a non-zero period and burst");
-    let limiter = governor.limiter().clone();
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                limiter.retain_recent();
-            }
-        });
-    }
-    GovernorLayer::new(governor).error_handler(|err| {
-        let error = match err {
-            GovernorError::TooManyRequests { wait_time, .. } => ApiError {
-                retry_after: Some(wait_time.max(1)),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many attempts")
-            },
-            other => ApiError::internal(other.to_string()),
-        };
-        error.into_response()
-    })
+    super::http::per_address_limit(quota.replenish_interval(), quota.burst_size().get(), "too many attempts")
 }
 
 /// Middleware of every API route: a state-changing request without a Bearer token must
@@ -423,13 +398,8 @@ pub struct InviteBody {
 }
 
 /// Admins, and owners of any room, may make sign-up invites.
-pub async fn may_invite(hub: &Hub, p: &Principal) -> Result<bool, ApiError> {
-    if p.account.role == ServerRole::Admin {
-        return Ok(true);
-    }
-    let id = p.account.id;
-    let all = hub.auth.db(|s| s.memberships()).await?;
-    Ok(all.iter().any(|m| m.user_id == id && m.role == RoomRole::Owner && !m.banned))
+pub fn may_invite(hub: &Hub, p: &Principal) -> bool {
+    p.account.role == ServerRole::Admin || hub.owns_a_room(p.account.id)
 }
 
 /// Invites a room owner (not an admin) may make at most: so many sign-ups, so long.
@@ -437,7 +407,7 @@ const OWNER_INVITE_USES: i64 = 10;
 const OWNER_INVITE_HOURS: u64 = 7 * 24;
 
 pub async fn make_invite(hub: &Hub, p: &Principal, req: InviteRequest) -> Result<InviteBody, ApiError> {
-    if !may_invite(hub, p).await? {
+    if !may_invite(hub, p) {
         return Err(AuthError::Forbidden.into());
     }
     // Any member can own a room, so an owner's invites are bounded: otherwise one

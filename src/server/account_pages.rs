@@ -138,9 +138,15 @@ fn done(message: Option<&str>) -> String {
     }
 }
 
-/// The status a page answers with for an error.
-fn status_of(err: &ApiError) -> StatusCode {
-    err.status
+/// A secret just made (a token, an invite code), shown this once. Focusable: a long one
+/// scrolls, and must be reachable by keyboard.
+fn secret_section(title: &str, secret: &str) -> String {
+    format!(
+        "<section class=\"secret\" aria-labelledby=\"secret-title\"><h2 id=\"secret-title\">{}</h2>\
+         <p>Copy it now: it is shown only once.</p><pre tabindex=\"0\"><code>{}</code></pre></section>",
+        esc(title),
+        esc(secret)
+    )
 }
 
 fn redirect_with_cookie(to: &str, cookie: HeaderValue) -> Response {
@@ -237,7 +243,7 @@ async fn login_post(
         Ok((_, secret)) => redirect_with_cookie(&next, hub.auth.cookie(&secret)),
         Err(err) => {
             let err = ApiError::from(err);
-            login_form(&hub, &next, Some(&err.message), status_of(&err)).await
+            login_form(&hub, &next, Some(&err.message), err.status).await
         }
     }
 }
@@ -262,7 +268,7 @@ async fn signup_post(
     let next = safe_next(q.next.as_deref());
     if let Err(err) = hub.check_not_held_by_guest(&[Some(&form.username), form.display_name.as_deref()]) {
         let err = ApiError::from(err);
-        return login_form(&hub, &next, Some(&err.message), status_of(&err)).await;
+        return login_form(&hub, &next, Some(&err.message), err.status).await;
     }
     let req = SignupRequest {
         username: form.username,
@@ -274,7 +280,7 @@ async fn signup_post(
         Ok((_, secret)) => redirect_with_cookie(&next, hub.auth.cookie(&secret)),
         Err(err) => {
             let err = ApiError::from(err);
-            login_form(&hub, &next, Some(&err.message), status_of(&err)).await
+            login_form(&hub, &next, Some(&err.message), err.status).await
         }
     }
 }
@@ -323,13 +329,7 @@ async fn account_view(
         a.role.as_str()
     );
     if let Some((what, value)) = secret {
-        let _ = write!(
-            body,
-            "<section class=\"secret\" aria-labelledby=\"secret-title\"><h2 id=\"secret-title\">Your new {}</h2>\
-             <p>Copy it now: it is shown only once.</p><pre tabindex=\"0\"><code>{}</code></pre></section>",
-            esc(what),
-            esc(value)
-        );
+        body.push_str(&secret_section(&format!("Your new {what}"), value));
     }
     let _ = write!(
         body,
@@ -406,7 +406,7 @@ async fn account_view(
         );
     }
     body.push_str("</ul></section>");
-    if may_invite(hub, p).await.unwrap_or(false) {
+    if may_invite(hub, p) {
         body.push_str(
             "<section aria-labelledby=\"invite-title\"><h2 id=\"invite-title\">Invite someone</h2>\
              <form method=\"post\" action=\"/account/invite\"><button type=\"submit\">Make a sign-up invite</button>\
@@ -550,11 +550,7 @@ async fn admin_view(
         if hub.auth.guests { "on" } else { "off" }
     );
     if let Some(code) = code {
-        let _ = write!(
-            body,
-            "<section class=\"secret\"><h2>New invite code</h2><p>Shown only once.</p><pre tabindex=\"0\"><code>{}</code></pre></section>",
-            esc(code)
-        );
+        body.push_str(&secret_section("New invite code", code));
     }
     body.push_str(
         "<section aria-labelledby=\"users-title\"><h2 id=\"users-title\">Users</h2><table><thead><tr>\

@@ -83,13 +83,22 @@ impl IntoResponse for ApiError {
 /// answered like every other API error: 429, `rate_limited`, `Retry-After`. Build it once
 /// and clone it onto each router: clones share the limiter.
 pub fn rate_limit(config: &Config) -> HttpRateLimit {
-    let interval = Duration::from_secs(1) / config.http_rate.max(1);
+    per_address_limit(
+        Duration::from_secs(1) / config.http_rate.max(1),
+        config.http_burst,
+        "too many requests",
+    )
+}
+
+/// A per-address limit of one token every `period`, bursts of `burst`, refused as 429
+/// `rate_limited` with `Retry-After` and `message`. Addresses whose quota has refilled are
+/// forgotten every minute, so the limiter's memory stays bounded.
+pub fn per_address_limit(period: Duration, burst: u32, message: &'static str) -> HttpRateLimit {
     let governor = GovernorConfigBuilder::default()
-        .period(interval)
-        .burst_size(config.http_burst.max(1))
+        .period(period)
+        .burst_size(burst.max(1))
         .finish()
         .expect("a non-zero period and burst");
-    // Forget addresses whose quota has refilled, so the limiter's memory stays bounded.
     let limiter = governor.limiter().clone();
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
@@ -100,11 +109,11 @@ pub fn rate_limit(config: &Config) -> HttpRateLimit {
             }
         });
     }
-    GovernorLayer::new(governor).error_handler(|err| {
+    GovernorLayer::new(governor).error_handler(move |err| {
         let error = match err {
             GovernorError::TooManyRequests { wait_time, .. } => ApiError {
                 retry_after: Some(wait_time.max(1)),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many requests")
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
             },
             other => ApiError::internal(other.to_string()),
         };

@@ -47,8 +47,6 @@ pub enum HubError {
     Invalid(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Accounts(#[from] AccountError),
 }
 
 impl HubError {
@@ -59,7 +57,7 @@ impl HubError {
             HubError::Denied(d) => d.code(),
             HubError::Exists => ErrorCode::RoomExists,
             HubError::Invalid(_) => ErrorCode::InvalidRoom,
-            HubError::Store(_) | HubError::Accounts(_) => ErrorCode::Internal,
+            HubError::Store(_) => ErrorCode::Internal,
         }
     }
 }
@@ -304,6 +302,18 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// Whether `user` owns any room (every room with a standing is kept in memory).
+    pub fn owns_a_room(&self, user: super::store::accounts::UserId) -> bool {
+        let rooms: Vec<Arc<Room>> =
+            self.rooms.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        rooms.iter().any(|r| {
+            r.access()
+                .accounts
+                .get(&user)
+                .is_some_and(|s| s.role == crate::protocol::RoomRole::Owner && !s.banned)
+        })
     }
 
     /// The `send` allowance of `key` (an account, guest session or guest address).

@@ -170,8 +170,6 @@ pub struct ChatModel {
     pub user: Option<UserInfo>,
     /// The signed-in account the page was rendered for: its connections say `hello {}`.
     pub account: Option<UserInfo>,
-    /// The server ended this sign-in (close 4001): why. No reconnecting after it.
-    pub signed_out: Option<String>,
     pub session: Option<String>,
     pub status: ConnStatus,
     pub limits: Option<Limits>,
@@ -194,7 +192,6 @@ impl Default for ChatModel {
             nick: None,
             user: None,
             account: None,
-            signed_out: None,
             session: None,
             status: ConnStatus::Idle,
             limits: None,
@@ -275,7 +272,6 @@ impl ChatModel {
         self.nick = None;
         self.session = None;
         let why = if reason.is_empty() { "this session was ended".to_owned() } else { reason.to_owned() };
-        self.signed_out = Some(why.clone());
         self.nick_rejected = Some(format!("You were signed out ({why}). Sign in again, or chat as a guest."));
     }
 
