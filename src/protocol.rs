@@ -52,11 +52,51 @@ pub enum ClientMsg {
     Leave {
         room: String,
     },
-    /// Post a message. `client_id` makes retries idempotent within a session.
+    /// Post a message. `client_id` makes retries idempotent within a session;
+    /// `reply_to` is the seq of the message this one answers.
     Send {
         room: String,
         text: String,
         client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<Seq>,
+    },
+    /// Replace the text of one of your messages (`target` is its seq).
+    Edit {
+        room: String,
+        target: Seq,
+        text: String,
+        client_id: String,
+    },
+    /// Delete one of your messages (moderators: anyone's); it becomes a tombstone.
+    Delete {
+        room: String,
+        target: Seq,
+        client_id: String,
+    },
+    /// Add (`on: true`) or take back (`on: false`) your reaction `emoji` to a message.
+    React {
+        room: String,
+        target: Seq,
+        emoji: String,
+        #[serde(default = "default_true")]
+        on: bool,
+    },
+    /// You have read the room up to `seq` (it never moves back).
+    Read {
+        room: String,
+        seq: Seq,
+    },
+    /// Full-text search over the rooms you may read, newest first; `before` is the
+    /// `next` of the previous page.
+    Search {
+        query: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
     },
     Typing {
         room: String,
@@ -241,7 +281,7 @@ pub struct DecodeError {
 }
 
 /// Every `type` a client may send.
-pub const CLIENT_TYPES: [&str; 17] = [
+pub const CLIENT_TYPES: [&str; 22] = [
     "hello",
     "join",
     "leave",
@@ -259,6 +299,11 @@ pub const CLIENT_TYPES: [&str; 17] = [
     "set_role",
     "set_topic",
     "open_dm",
+    "edit",
+    "delete",
+    "react",
+    "read",
+    "search",
 ];
 
 impl Request {
@@ -344,6 +389,237 @@ fn default_history_limit() -> u32 {
     JOIN_RECENT as u32
 }
 
+fn default_true() -> bool {
+    true
+}
+
+/// Most distinct emoji on one message.
+pub const MAX_EMOJI_PER_MESSAGE: usize = 20;
+/// Most reactions (people × emoji) on one message.
+pub const MAX_REACTIONS_PER_MESSAGE: usize = 200;
+/// Longest search query, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
+/// Search hits per page by default, and at most.
+pub const SEARCH_PAGE: u32 = 20;
+pub const MAX_SEARCH_PAGE: u32 = 50;
+/// Most `@username` mentions a message records.
+pub const MAX_MENTIONS: usize = 20;
+
+/// One emoji's reactions on a message: who (user ids, and their names at the time), in
+/// the order they reacted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u32,
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub nicks: Vec<String>,
+}
+
+/// `edit`: a message's text was replaced. Applying it to a deleted message does nothing
+/// (its text is then empty: an edit of a later-deleted message is redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EditEvent {
+    pub room: String,
+    pub seq: Seq,
+    pub target: Seq,
+    pub text: String,
+    pub edited_ts: i64,
+    pub user: String,
+    pub nick: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+}
+
+/// `delete`: a message became a tombstone (no text, no reactions). `by` is who deleted
+/// it (a name), `user` their id.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeleteEvent {
+    pub room: String,
+    pub seq: Seq,
+    pub target: Seq,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_id: String,
+}
+
+/// `react`: `user`'s reaction `emoji` on `target` is now `on` (or off). Applying one that
+/// changes nothing (on when on, off when off) is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReactEvent {
+    pub room: String,
+    pub seq: Seq,
+    pub target: Seq,
+    pub emoji: String,
+    pub user: String,
+    pub nick: String,
+    pub on: bool,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub room: String,
+    pub seq: Seq,
+    pub nick: String,
+    pub ts: i64,
+    pub snippet: String,
+}
+
+/// One entry of a room's event log: what `message`, `edit`, `delete` and `react` frames
+/// carry, in seq order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    Message(ChatMessage),
+    Edit(EditEvent),
+    Delete(DeleteEvent),
+    React(ReactEvent),
+}
+
+impl RoomEvent {
+    pub fn seq(&self) -> Seq {
+        match self {
+            RoomEvent::Message(m) => m.seq,
+            RoomEvent::Edit(e) => e.seq,
+            RoomEvent::Delete(e) => e.seq,
+            RoomEvent::React(e) => e.seq,
+        }
+    }
+
+    pub fn set_seq(&mut self, seq: Seq) {
+        match self {
+            RoomEvent::Message(m) => m.seq = seq,
+            RoomEvent::Edit(e) => e.seq = seq,
+            RoomEvent::Delete(e) => e.seq = seq,
+            RoomEvent::React(e) => e.seq = seq,
+        }
+    }
+
+    pub fn room(&self) -> &str {
+        match self {
+            RoomEvent::Message(m) => &m.room,
+            RoomEvent::Edit(e) => &e.room,
+            RoomEvent::Delete(e) => &e.room,
+            RoomEvent::React(e) => &e.room,
+        }
+    }
+
+    /// The `client_id` a retry of this event's request carries (none for reactions).
+    pub fn client_id(&self) -> &str {
+        match self {
+            RoomEvent::Message(m) => &m.client_id,
+            RoomEvent::Edit(e) => &e.client_id,
+            RoomEvent::Delete(e) => &e.client_id,
+            RoomEvent::React(_) => "",
+        }
+    }
+
+    pub fn into_server_msg(self) -> ServerMsg {
+        match self {
+            RoomEvent::Message(m) => ServerMsg::Message(m),
+            RoomEvent::Edit(e) => ServerMsg::Edit(e),
+            RoomEvent::Delete(e) => ServerMsg::Delete(e),
+            RoomEvent::React(e) => ServerMsg::React(e),
+        }
+    }
+}
+
+/// The `@username` mentions in a text, in order of first appearance, lower case, at most
+/// [`MAX_MENTIONS`]. A mention starts after a non-word character (so `a@b.c` is no
+/// mention) and ends at the first character a username cannot hold; a trailing `.` (end
+/// of a sentence) is not part of it.
+pub fn mention_candidates(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() && out.len() < MAX_MENTIONS {
+        if bytes[i] == b'@' && (i == 0 || !is_name_byte(bytes[i - 1])) {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && is_name_byte(bytes[end]) && end - start < MAX_USERNAME_CHARS + 1 {
+                end += 1;
+            }
+            let mut name = &text[start..end];
+            while name.ends_with('.') {
+                name = &name[..name.len() - 1];
+            }
+            if let Some(u) = Username::parse(name)
+                && !out.iter().any(|n| n == u.as_str())
+            {
+                out.push(u.as_str().to_owned());
+            }
+            i = end.max(start);
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"_.-".contains(&b)
+}
+
+/// Whether `s` is one emoji (a single grapheme made of emoji code points: a pictograph
+/// with its modifiers, a ZWJ sequence, a flag, a keycap), as reactions must be.
+pub fn is_emoji(s: &str) -> bool {
+    if s.is_empty() || s.len() > 32 {
+        return false;
+    }
+    let mut pictographs = 0;
+    let chars: Vec<char> = s.chars().collect();
+    let mut regional = 0;
+    for (i, &c) in chars.iter().enumerate() {
+        match c {
+            '\u{200D}' | '\u{FE0F}' | '\u{20E3}' => {
+                // Joiners and selectors only between or after pictographs.
+                if i == 0 {
+                    return false;
+                }
+            }
+            '\u{1F3FB}'..='\u{1F3FF}' => {
+                if i == 0 {
+                    return false;
+                }
+            }
+            '\u{1F1E6}'..='\u{1F1FF}' => regional += 1,
+            '\u{E0020}'..='\u{E007F}' => {
+                if i == 0 {
+                    return false;
+                }
+            }
+            '#' | '*' | '0'..='9'
+                if chars.get(i + 1) == Some(&'\u{FE0F}') || chars.get(i + 1) == Some(&'\u{20E3}') =>
+            {
+                pictographs += 1
+            }
+            c if is_pictograph(c) => pictographs += 1,
+            _ => return false,
+        }
+    }
+    // A flag is two regional indicators; nothing else mixes with them.
+    if regional > 0 {
+        return regional == 2 && pictographs == 0;
+    }
+    // A ZWJ sequence joins pictographs; without joiners there is one.
+    let joiners = chars.iter().filter(|&&c| c == '\u{200D}').count();
+    pictographs >= 1 && pictographs == joiners + 1
+}
+
+/// Code points of the Extended_Pictographic ranges that emoji come from.
+fn is_pictograph(c: char) -> bool {
+    matches!(c,
+        '\u{00A9}' | '\u{00AE}' | '\u{203C}' | '\u{2049}' | '\u{2122}' | '\u{2139}'
+        | '\u{2194}'..='\u{21AA}' | '\u{231A}'..='\u{23FF}' | '\u{24C2}' | '\u{25AA}'..='\u{27BF}'
+        | '\u{2934}' | '\u{2935}' | '\u{2B05}'..='\u{2B55}' | '\u{3030}' | '\u{303D}' | '\u{3297}'
+        | '\u{3299}' | '\u{1F000}'..='\u{1FAFF}')
+        && !matches!(c, '\u{1F1E6}'..='\u{1F1FF}' | '\u{1F3FB}'..='\u{1F3FF}')
+}
+
 /// A stored chat message as it travels in `message` and `history`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -361,6 +637,23 @@ pub struct ChatMessage {
     /// The author was a guest (shown as such wherever the name shows).
     #[serde(default, skip_serializing_if = "is_false")]
     pub guest: bool,
+    /// The seq of the message this one replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Seq>,
+    /// Usernames mentioned (`@name`), computed by the server: accounts that exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    /// When the text was last edited (Unix ms); none if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_ts: Option<i64>,
+    /// A tombstone: the message was deleted (its text is empty).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// Reactions now, in `history` and the HTTP API (and a fresh join's replay); a
+    /// `message` of the live stream or of a `since` replay carries none: the `react`
+    /// events that follow it in the log build them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
 }
 
 /// One entry of `rooms` / `GET /api/rooms`.
@@ -382,7 +675,17 @@ pub struct RoomInfo {
     pub dm: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub topic: String,
+    /// The viewer's read state here (signed-in users who have read the room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read: Option<Seq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<u32>,
 }
+
+/// Unread counts stop here (shown as "999+"): counting further costs a read per message.
+pub const MAX_UNREAD_COUNT: u32 = 999;
 
 /// The server's limits, sent in `welcome` so a client can check before sending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,6 +738,9 @@ pub enum ServerMsg {
         /// Which of `members` are guests.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         guests: Vec<String>,
+        /// The usernames of `members` that are accounts (for `@` mentions).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        usernames: Vec<String>,
         #[serde(default, skip_serializing_if = "Visibility::is_public")]
         visibility: Visibility,
         #[serde(default, skip_serializing_if = "is_false")]
@@ -447,6 +753,15 @@ pub enum ServerMsg {
         /// The joiner is muted here: it may read but not send.
         #[serde(default, skip_serializing_if = "is_false")]
         muted: bool,
+        /// How far the joiner has read (signed-in users; 0 when never).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_read: Option<Seq>,
+        /// Messages after `last_read` by others (at most [`MAX_UNREAD_COUNT`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unread: Option<u32>,
+        /// Of those, the ones that mention the joiner.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mentions: Option<u32>,
         #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
     },
@@ -456,6 +771,24 @@ pub enum ServerMsg {
         reference: Option<String>,
     },
     Message(ChatMessage),
+    Edit(EditEvent),
+    Delete(DeleteEvent),
+    React(ReactEvent),
+    /// You (on another connection) read the room up to `seq`.
+    Read {
+        room: String,
+        seq: Seq,
+    },
+    SearchResults {
+        query: String,
+        hits: Vec<SearchHit>,
+        has_more: bool,
+        /// Pass as `before` for the next page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_before: Option<i64>,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
     Typing {
         room: String,
         nick: String,
@@ -486,6 +819,9 @@ pub enum ServerMsg {
         member_count: Option<u32>,
         #[serde(default, skip_serializing_if = "is_false")]
         guest: bool,
+        /// The person's username, when they are an account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
     },
     /// You were let into a private room (join it to enter).
     Invited {
@@ -560,6 +896,7 @@ impl ServerMsg {
             | ServerMsg::History { reference, .. }
             | ServerMsg::Rooms { reference, .. }
             | ServerMsg::Ack { reference }
+            | ServerMsg::SearchResults { reference, .. }
             | ServerMsg::Error { reference, .. } => reference.as_deref(),
             _ => None,
         }
@@ -574,6 +911,7 @@ impl ServerMsg {
             | ServerMsg::History { reference, .. }
             | ServerMsg::Rooms { reference, .. }
             | ServerMsg::Ack { reference }
+            | ServerMsg::SearchResults { reference, .. }
             | ServerMsg::Error { reference, .. } => *reference = r,
             _ => {}
         }
@@ -624,10 +962,18 @@ pub enum ErrorCode {
     BadOrigin,
     /// `create_room` of a name in use.
     RoomExists,
+    /// A reaction that is not one emoji.
+    InvalidEmoji,
+    /// The message has as many reactions (or distinct emoji) as it may.
+    TooManyReactions,
+    /// A search query that is empty, too long or not understood.
+    InvalidQuery,
+    /// The message was deleted: it can no longer be edited, reacted to or answered.
+    Deleted,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::BadFrame,
         ErrorCode::UnknownType,
         ErrorCode::HelloRequired,
@@ -655,6 +1001,10 @@ impl ErrorCode {
         ErrorCode::SignupClosed,
         ErrorCode::BadOrigin,
         ErrorCode::RoomExists,
+        ErrorCode::InvalidEmoji,
+        ErrorCode::TooManyReactions,
+        ErrorCode::InvalidQuery,
+        ErrorCode::Deleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -686,6 +1036,10 @@ impl ErrorCode {
             ErrorCode::SignupClosed => "signup_closed",
             ErrorCode::BadOrigin => "bad_origin",
             ErrorCode::RoomExists => "room_exists",
+            ErrorCode::InvalidEmoji => "invalid_emoji",
+            ErrorCode::TooManyReactions => "too_many_reactions",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::Deleted => "deleted",
         }
     }
 }
@@ -981,7 +1335,7 @@ mod tests {
         );
         round_trip_client(ClientMsg::Leave { room: "r".into() }, json!({"type": "leave", "room": "r"}));
         round_trip_client(
-            ClientMsg::Send { room: "r".into(), text: "t".into(), client_id: "c".into() },
+            ClientMsg::Send { room: "r".into(), text: "t".into(), client_id: "c".into(), reply_to: None },
             json!({"type": "send", "room": "r", "text": "t", "client_id": "c"}),
         );
         round_trip_client(ClientMsg::Typing { room: "r".into() }, json!({"type": "typing", "room": "r"}));
@@ -1158,6 +1512,10 @@ mod tests {
                 topic: String::new(),
                 role: None,
                 muted: false,
+                last_read: None,
+                unread: None,
+                mentions: None,
+                usernames: Vec::new(),
             },
             json!({"type": "joined", "room": "r", "members": ["ann"], "member_count": 1, "head": 4, "ref": "j1"}),
         );
@@ -1175,6 +1533,10 @@ mod tests {
                 topic: String::new(),
                 role: None,
                 muted: false,
+                last_read: None,
+                unread: None,
+                mentions: None,
+                usernames: Vec::new(),
             },
             json!({"type": "joined", "room": "r", "members": [], "member_count": 0, "head": 900, "truncated": true}),
         );
@@ -1225,6 +1587,7 @@ mod tests {
                 state: PresenceState::Left,
                 member_count: Some(3),
                 guest: false,
+                username: None,
             },
             json!({"type": "presence", "room": "r", "nick": "bob", "state": "left", "member_count": 3}),
         );

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Client, TestApp, WAIT, seqs, spawn_app, spawn_on, spawn_with};
-use confab::protocol::{ChatMessage, ErrorCode, PresenceState, RoomInfo, ServerMsg};
+use confab::protocol::{ChatMessage, ErrorCode, PresenceState, RoomEvent, RoomInfo, ServerMsg};
 use confab::server::{
     StartError,
     config::Config,
@@ -46,7 +46,8 @@ fn database(messages: &[ChatMessage]) -> (TempDir, PathBuf) {
     let path = dir.path().join("confab.db");
     let store = SqliteStore::open(&path, false).unwrap();
     for batch in messages.chunks(1000) {
-        store.append(batch).unwrap();
+        let mut events: Vec<RoomEvent> = batch.iter().cloned().map(RoomEvent::Message).collect();
+        store.append(&mut events).unwrap();
     }
     drop(store);
     (dir, path)

@@ -29,7 +29,7 @@ use std::{
 // step with it by `decoder_inputs_reach_every_variant`).
 use confab::protocol::CLIENT_TYPES;
 /// Every field name a client frame uses besides `type`.
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 19] = [
     "nick",
     "session",
     "room",
@@ -43,6 +43,12 @@ const FIELDS: [&str; 13] = [
     "username",
     "role",
     "cursor",
+    "target",
+    "emoji",
+    "on",
+    "reply_to",
+    "seq",
+    "query",
 ];
 /// Near misses and other names worth trying as a type or a key.
 const ODD_WORDS: [&str; 12] = [
@@ -89,6 +95,11 @@ fn variant(msg: &ClientMsg) -> usize {
         ClientMsg::SetRole { .. } => 14,
         ClientMsg::SetTopic { .. } => 15,
         ClientMsg::OpenDm { .. } => 16,
+        ClientMsg::Edit { .. } => 17,
+        ClientMsg::Delete { .. } => 18,
+        ClientMsg::React { .. } => 19,
+        ClientMsg::Read { .. } => 20,
+        ClientMsg::Search { .. } => 21,
     }
 }
 
@@ -162,7 +173,39 @@ fn arb_client_msg() -> BoxedStrategy<ClientMsg> {
             .prop_map(|(nick, session)| ClientMsg::Hello { nick, session }),
         (s(), proptest::option::of(any::<u64>())).prop_map(|(room, since)| ClientMsg::Join { room, since }),
         s().prop_map(|room| ClientMsg::Leave { room }),
-        (s(), s(), s()).prop_map(|(room, text, client_id)| ClientMsg::Send { room, text, client_id }),
+        (s(), s(), s(), proptest::option::of(any::<u64>())).prop_map(|(room, text, client_id, reply_to)| {
+            ClientMsg::Send { room, text, client_id, reply_to }
+        }),
+        (s(), any::<u64>(), s(), s()).prop_map(|(room, target, text, client_id)| ClientMsg::Edit {
+            room,
+            target,
+            text,
+            client_id
+        }),
+        (s(), any::<u64>(), s()).prop_map(|(room, target, client_id)| ClientMsg::Delete {
+            room,
+            target,
+            client_id
+        }),
+        (s(), any::<u64>(), s(), any::<bool>()).prop_map(|(room, target, emoji, on)| ClientMsg::React {
+            room,
+            target,
+            emoji,
+            on
+        }),
+        (s(), any::<u64>()).prop_map(|(room, seq)| ClientMsg::Read { room, seq }),
+        (
+            s(),
+            proptest::option::of(s()),
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(any::<u32>())
+        )
+            .prop_map(|(query, room, before, limit)| ClientMsg::Search {
+                query,
+                room,
+                before,
+                limit
+            }),
         s().prop_map(|room| ClientMsg::Typing { room }),
         (s(), any::<u64>(), any::<u32>()).prop_map(|(room, before, limit)| ClientMsg::History {
             room,

@@ -126,6 +126,7 @@ async fn presence_follows_people_not_tabs() {
             state: PresenceState::Joined,
             member_count: Some(2),
             guest: true,
+            username: None,
         }
     );
     // A second tab of bob's session: no new presence.
@@ -145,6 +146,7 @@ async fn presence_follows_people_not_tabs() {
             state: PresenceState::Left,
             member_count: Some(1),
             guest: true,
+            username: None,
         }
     );
 }
@@ -382,6 +384,7 @@ async fn a_silent_client_is_reaped_and_its_presence_removed() {
             state: PresenceState::Left,
             member_count: Some(1),
             guest: true,
+            username: None,
         }
     );
     // The ghost's client has pongs queued for the pings it never read; writing them can hit

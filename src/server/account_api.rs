@@ -22,6 +22,7 @@ use crate::protocol::{
     ChatMessage, ErrorCode, MessageText, Nick, RoomInfo, RoomName, RoomRole, ServerRole, UserInfo,
     Visibility, check_client_id,
 };
+use crate::protocol::{RoomEvent, Seq};
 use axum::{
     Json, Router,
     extract::{ConnectInfo, Path, Request, State},
@@ -36,6 +37,8 @@ use std::{
     sync::{Arc, Weak},
     time::Duration,
 };
+
+use super::{conversation::ChangeError, store::StoreError};
 
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
@@ -71,11 +74,28 @@ impl From<HubError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, ErrorCode::TooManyRooms, err.to_string())
             }
             HubError::Invalid(why) => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRoom, why),
+            HubError::Store(StoreError::Query(why)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, why)
+            }
             HubError::Store(_) => {
                 tracing::error!(%err, "request failed");
                 ApiError::internal("the request failed")
             }
         }
+    }
+}
+
+impl ApiError {
+    /// A refused change to a message.
+    pub fn change(err: &ChangeError) -> Self {
+        let status = match err.code() {
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::Muted => StatusCode::FORBIDDEN,
+            ErrorCode::Deleted | ErrorCode::TooManyReactions => StatusCode::CONFLICT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, err.code(), err.to_string())
     }
 }
 
@@ -686,6 +706,8 @@ async fn set_topic(
 struct PostMessage {
     text: String,
     client_id: String,
+    #[serde(default)]
+    reply_to: Option<Seq>,
 }
 
 /// `POST /api/rooms/{room}/messages`: a bot or script posts as its account, with the
@@ -706,8 +728,11 @@ async fn post_message(
         |e: crate::protocol::ValidationError| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string());
     check_client_id(&body.client_id).map_err(bad)?;
     let text = MessageText::parse(body.text, hub.config.text_limit()).map_err(bad)?;
+    if let Some(original) = body.reply_to {
+        hub.check_reply(&room, original, &who).await.map_err(|e| ApiError::change(&e))?;
+    }
     let session = hub.sessions.attach_account(p.account.id, who.nick.clone());
-    let result = store_post(&hub, &room, &who, &session, text, body.client_id).await;
+    let result = store_post(&hub, &room, &who, &session, text, body.client_id, body.reply_to).await;
     hub.sessions.detach(&session);
     result
 }
@@ -719,6 +744,7 @@ async fn store_post(
     session: &Arc<super::session::Session>,
     text: MessageText,
     client_id: String,
+    reply_to: Option<Seq>,
 ) -> Result<Response, ApiError> {
     let rate_limited = |refusal: super::rate::Refusal| ApiError {
         retry_after: Some(refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64),
@@ -738,14 +764,12 @@ async fn store_post(
         SendState::Stored(stored_in, seq) => {
             check().map_err(rate_limited)?;
             let page = hub
-                .messages_after(&stored_in.name, seq - 1, seq, 1)
+                .events_after(&stored_in.name, seq - 1, seq, 1)
                 .await
                 .map_err(|_| ApiError::internal("could not load the stored message"))?;
-            let msg = page
-                .messages
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::internal("the stored message is missing"))?;
+            let Some(RoomEvent::Message(msg)) = page.events.into_iter().next() else {
+                return Err(ApiError::internal("the stored message is missing"));
+            };
             return Ok((StatusCode::OK, Json(msg)).into_response());
         }
     }
@@ -761,21 +785,27 @@ async fn store_post(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let ts = unix_ms();
     let (nick, user) = (who.nick.as_str().to_owned(), who.id.to_string());
+    let text = text.into_string();
+    let mentions = hub.mentions_in(&text).await;
     let accepted = room.accept(
-        |seq| ChatMessage {
-            room: room.name.as_str().to_owned(),
-            seq,
-            nick,
-            text: text.into_string(),
-            ts,
-            client_id: client_id.clone(),
-            user,
-            guest: false,
+        |seq| {
+            RoomEvent::Message(ChatMessage {
+                room: room.name.as_str().to_owned(),
+                seq,
+                nick,
+                text,
+                ts,
+                client_id: client_id.clone(),
+                user,
+                reply_to,
+                mentions,
+                ..ChatMessage::default()
+            })
         },
-        |msg, epoch| {
+        |event, epoch| {
             hub.committer.enqueue(Job {
                 room: room.clone(),
-                msg,
+                event,
                 epoch,
                 session: Arc::downgrade(session),
                 sender: Weak::new(),
@@ -789,7 +819,7 @@ async fn store_post(
         return Err(ApiError::internal("the server is stopping"));
     }
     match rx.await {
-        Ok(Ok(msg)) => Ok((StatusCode::CREATED, Json(msg)).into_response()),
+        Ok(Ok(RoomEvent::Message(msg))) => Ok((StatusCode::CREATED, Json(msg)).into_response()),
         _ => {
             Err(ApiError::internal("the message could not be stored; send it again with the same client_id"))
         }

@@ -6,17 +6,20 @@
 
 use super::{
     auth::{Identity, Principal},
+    conversation::ReactOutcome,
     hub::{Hub, HubError},
     moderation::Action,
     outbound::{CloseReason, ConnHandle, Outbound},
     rate::{Refusal, TokenBucket},
     room::{Room, encode},
+    search::Query,
     session::{SendState, Session},
     store::committer::Job,
 };
 use crate::protocol::{
-    ChatMessage, ClientMsg, ErrorCode, JOIN_RECENT, MessageText, Nick, PROTOCOL_VERSION, ROOMS_PAGE, Request,
-    RoomName, Seq, ServerMsg, ValidationError, Visibility, check_client_id,
+    ChatMessage, ClientMsg, DeleteEvent, EditEvent, ErrorCode, JOIN_RECENT, MAX_SEARCH_PAGE, MessageText,
+    Nick, PROTOCOL_VERSION, ROOMS_PAGE, ReactEvent, Request, RoomEvent, RoomName, SEARCH_PAGE, SearchHit,
+    Seq, ServerMsg, ValidationError, Visibility, check_client_id,
 };
 use axum::extract::ws::Utf8Bytes;
 use std::{
@@ -35,6 +38,12 @@ const HISTORY_RATE: f64 = 5.0;
 const LIST_RATE: f64 = 2.0;
 /// Moderation and room-creation requests per second (burst of 10): each writes the store.
 const MODERATION_RATE: f64 = 2.0;
+/// Reactions per second a connection may change (burst of 10).
+const REACT_RATE: f64 = 4.0;
+/// Read markers per second (burst of 10): each is a store write.
+const READ_RATE: f64 = 4.0;
+/// Searches per second (burst of 5): each reads the index.
+const SEARCH_RATE: f64 = 1.0;
 /// A guest address's `send` allowance, in multiples of one session's: people behind one
 /// NAT share it, so it is wider, but ten guest tabs still do not get ten times the rate.
 const GUEST_ADDRESS_SCALE: u32 = 4;
@@ -56,6 +65,9 @@ pub struct Reader {
     /// a guest's address has one more.
     sends: Vec<Arc<Mutex<TokenBucket>>>,
     moderation: TokenBucket,
+    reactions: TokenBucket,
+    reads: TokenBucket,
+    searches: TokenBucket,
     typing: TokenBucket,
     joins: TokenBucket,
     history: TokenBucket,
@@ -85,6 +97,9 @@ impl Reader {
             reference: None,
             sends: Vec::new(),
             moderation: TokenBucket::new(MODERATION_RATE, 10.0),
+            reactions: TokenBucket::new(REACT_RATE, 10.0),
+            reads: TokenBucket::new(READ_RATE, 10.0),
+            searches: TokenBucket::new(SEARCH_RATE, 5.0),
             typing: TokenBucket::new(TYPING_RATE, 3.0),
             joins: TokenBucket::new(JOIN_RATE, 10.0),
             history: TokenBucket::new(HISTORY_RATE, 10.0),
@@ -140,8 +155,19 @@ impl Reader {
             }
             ClientMsg::Join { room, since } => self.join(&who, &room, since).await,
             ClientMsg::Leave { room } => self.leave(&room).await,
-            ClientMsg::Send { room, text, client_id } => {
-                self.send(&session, &who, &room, text, client_id).await
+            ClientMsg::Send { room, text, client_id, reply_to } => {
+                self.send(&session, &who, &room, text, client_id, reply_to).await
+            }
+            ClientMsg::Edit { room, target, text, client_id } => {
+                self.edit(&session, &who, &room, target, text, client_id).await
+            }
+            ClientMsg::Delete { room, target, client_id } => {
+                self.delete(&session, &who, &room, target, client_id).await
+            }
+            ClientMsg::React { room, target, emoji, on } => self.react(&who, &room, target, emoji, on).await,
+            ClientMsg::Read { room, seq } => self.read(&who, &room, seq).await,
+            ClientMsg::Search { query, room, before, limit } => {
+                self.search(&who, &query, room.as_deref(), before, limit).await
             }
             ClientMsg::Typing { room } => self.typing(&session, &room).await,
             ClientMsg::History { room, before, limit } => self.history(&who, &room, before, limit).await,
@@ -371,18 +397,39 @@ impl Reader {
             }
         };
         self.joined.insert(name.clone(), room.clone());
-        let (after, cap) = match since {
-            Some(since) => (since, self.hub.config.max_history as usize),
-            None => (0, JOIN_RECENT),
+        // A `since` join replays the log after it; a fresh one gets the newest messages
+        // as they are now (with their reactions), everything up to the head applied.
+        let replay = match since {
+            Some(since) => {
+                let cap = self.hub.config.max_history as usize;
+                self.hub.events_after(&name, since, sub.head, cap).await.map(|page| {
+                    let frames = page.events.into_iter().map(|e| encode(&e.into_server_msg())).collect();
+                    (frames, page.more)
+                })
+            }
+            None => {
+                self.hub.messages_before(&name, sub.head.saturating_add(1), JOIN_RECENT).await.map(|page| {
+                    let frames: Vec<Utf8Bytes> =
+                        page.messages.into_iter().map(|m| encode(&ServerMsg::Message(m))).collect();
+                    (frames, false)
+                })
+            }
         };
-        let page = match self.hub.messages_after(&name, after, sub.head, cap).await {
-            Ok(page) => page,
+        let (encoded, more) = match replay {
+            Ok(replay) => replay,
             Err(err) => {
                 tracing::error!(%err, room = %name, "replay failed");
                 self.joined.remove(&name);
                 self.hub.leave_room(&room, self.conn.id);
                 self.conn.replay(Outbound::EndRoom { room: room.key.clone() }, reserve);
                 return self.error(ErrorCode::Internal, "could not load the room's history").await;
+            }
+        };
+        let unread = match self.hub.unread_of(who, vec![name.as_str().to_owned()]).await {
+            Ok(found) => found.into_iter().next().map(|(_, u)| u),
+            Err(err) => {
+                tracing::warn!(%err, room = %name, "reading unread counts failed");
+                None
             }
         };
         let (visibility, dm, topic, standing) = {
@@ -397,21 +444,23 @@ impl Reader {
             head: sub.head,
             truncated: since.is_some(),
             guests: sub.guests,
+            usernames: sub.usernames,
             visibility,
             dm,
             topic,
             role: standing.map(|s| s.role),
             muted,
+            last_read: unread.map(|u| u.last_read).or_else(|| (!who.is_guest()).then_some(0)),
+            unread: unread.map(|u| u.unread),
+            mentions: unread.map(|u| u.mentions),
             reference: self.reference.clone(),
         };
         // The replay is the newest messages that fit the reply bound beside `joined` (its
         // size measured encoded, with `truncated` set: the larger of its two forms).
         let budget = reserve.saturating_sub(encode(&joined).len());
-        let encoded: Vec<Utf8Bytes> =
-            page.messages.into_iter().map(|m| encode(&ServerMsg::Message(m))).collect();
         let (replay, cut) = newest_within(encoded, budget, |f| f.len());
         if let ServerMsg::Joined { truncated, .. } = &mut joined {
-            *truncated = since.is_some() && (page.more || cut);
+            *truncated = since.is_some() && (more || cut);
         }
         let mut frames = Vec::with_capacity(replay.len() + 1);
         frames.push(encode(&joined));
@@ -434,6 +483,7 @@ impl Reader {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &mut self,
         session: &Arc<Session>,
@@ -441,6 +491,7 @@ impl Reader {
         room: &str,
         text: String,
         client_id: String,
+        reply_to: Option<Seq>,
     ) {
         if let Err(err) = check_client_id(&client_id) {
             return self.error(err.code(), err.to_string()).await;
@@ -454,74 +505,291 @@ impl Reader {
             return self.error_for(denied.code(), denied.to_string(), &client_id).await;
         }
         let text = match MessageText::parse(text, self.hub.config.text_limit()) {
-            Ok(text) => text,
+            Ok(text) => text.into_string(),
             Err(err) => return self.error_for(err.code(), err.to_string(), &client_id).await,
         };
-        match session.claim(&client_id) {
-            SendState::New => {}
-            // Already accepted: its echo reaches this room's members when stored.
-            SendState::InFlight => return,
-            SendState::Stored(stored_in, seq) => {
-                // Answered from the store: a retry costs a read, so it is rate limited too.
-                if let Err(refusal) = self.check_send_rate() {
-                    let message = "slow down: too many messages";
-                    return self.rate_limited(refusal, message, Some(&client_id)).await;
-                }
-                return self.resend_stored(&stored_in, seq, &client_id).await;
-            }
+        if !self.claim(session, &client_id).await {
+            return;
         }
-        if let Err(refusal) = self.check_send_rate() {
+        if let Some(original) = reply_to
+            && let Err(err) = self.hub.check_reply(&room, original, who).await
+        {
             session.forget(&client_id);
-            return self.rate_limited(refusal, "slow down: too many messages", Some(&client_id)).await;
+            return self.error_for(err.code(), err.to_string(), &client_id).await;
         }
-        // A place in the store's queue: waits while the store is behind (backpressure).
-        let Some(permit) = self.hub.committer.place().await else {
-            session.forget(&client_id);
-            return self.error_for(ErrorCode::Internal, "the server is stopping", &client_id).await;
-        };
-        self.hub.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-        let nick = who.nick.as_str().to_owned();
-        let (user, guest) = (who.id.to_string(), who.is_guest());
-        let text = text.into_string();
+        let mentions = self.hub.mentions_in(&text).await;
+        let (nick, user, guest) = (who.nick.as_str().to_owned(), who.id.to_string(), who.is_guest());
         let ts = super::unix_ms();
-        let committer = &self.hub.committer;
-        let accepted = room.accept(
-            |seq| ChatMessage {
-                room: room.name.as_str().to_owned(),
+        let room_name = room.name.as_str().to_owned();
+        let cid = client_id.clone();
+        self.submit(session, &room, Some(&client_id), move |seq| {
+            RoomEvent::Message(ChatMessage {
+                room: room_name,
                 seq,
                 nick,
                 text,
                 ts,
-                client_id: client_id.clone(),
+                client_id: cid,
                 user,
                 guest,
-            },
-            |msg, epoch| {
-                committer.enqueue(Job {
-                    room: room.clone(),
-                    msg,
-                    epoch,
-                    session: Arc::downgrade(session),
-                    sender: Arc::downgrade(&self.conn),
-                    permit,
-                    done: None,
-                })
-            },
-        );
+                reply_to,
+                mentions,
+                ..ChatMessage::default()
+            })
+        })
+        .await
+    }
+
+    /// Claims a `client_id` for a new change, rate limited. False when there is nothing
+    /// more to do: a retry already answered (or in flight), or a refusal sent.
+    async fn claim(&mut self, session: &Arc<Session>, client_id: &str) -> bool {
+        match session.claim(client_id) {
+            SendState::New => {}
+            // Already accepted: its echo reaches this room's members when stored.
+            SendState::InFlight => return false,
+            SendState::Stored(stored_in, seq) => {
+                // Answered from the store: a retry costs a read, so it is rate limited too.
+                if let Err(refusal) = self.check_send_rate() {
+                    let message = "slow down: too many messages";
+                    self.rate_limited(refusal, message, Some(client_id)).await;
+                    return false;
+                }
+                self.resend_stored(&stored_in, seq, client_id).await;
+                return false;
+            }
+        }
+        if let Err(refusal) = self.check_send_rate() {
+            session.forget(client_id);
+            self.rate_limited(refusal, "slow down: too many messages", Some(client_id)).await;
+            return false;
+        }
+        true
+    }
+
+    /// Gives a checked event its seq and queues it for the store (whose echo answers).
+    async fn submit(
+        &mut self,
+        session: &Arc<Session>,
+        room: &Arc<Room>,
+        client_id: Option<&str>,
+        build: impl FnOnce(Seq) -> RoomEvent,
+    ) {
+        // A place in the store's queue: waits while the store is behind (backpressure).
+        let Some(permit) = self.hub.committer.place().await else {
+            return self.stopping(session, client_id).await;
+        };
+        self.hub.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+        let committer = &self.hub.committer;
+        let accepted = room.accept(build, |event, epoch| {
+            committer.enqueue(Job {
+                room: room.clone(),
+                event,
+                epoch,
+                session: Arc::downgrade(session),
+                sender: Arc::downgrade(&self.conn),
+                permit,
+                done: None,
+            })
+        });
         if accepted.is_err() {
-            session.forget(&client_id);
-            self.error_for(ErrorCode::Internal, "the server is stopping", &client_id).await;
+            self.stopping(session, client_id).await;
         }
     }
 
-    /// Answers a retry of a stored message with the original, read back from the store.
+    async fn stopping(&self, session: &Session, client_id: Option<&str>) {
+        let message = "the server is stopping";
+        match client_id {
+            Some(id) => {
+                session.forget(id);
+                self.error_for(ErrorCode::Internal, message, id).await
+            }
+            None => self.error(ErrorCode::Internal, message).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn edit(
+        &mut self,
+        session: &Arc<Session>,
+        who: &Identity,
+        room: &str,
+        target: Seq,
+        text: String,
+        client_id: String,
+    ) {
+        if let Err(err) = check_client_id(&client_id) {
+            return self.error(err.code(), err.to_string()).await;
+        }
+        let room = match self.current_room(room) {
+            Ok(room) => room,
+            Err((code, message)) => return self.error_for(code, message, &client_id).await,
+        };
+        let text = match MessageText::parse(text, self.hub.config.text_limit()) {
+            Ok(text) => text.into_string(),
+            Err(err) => return self.error_for(err.code(), err.to_string(), &client_id).await,
+        };
+        if let Err(err) = self.hub.check_edit(&room, target, who).await {
+            return self.error_for(err.code(), err.to_string(), &client_id).await;
+        }
+        if !self.claim(session, &client_id).await {
+            return;
+        }
+        let mentions = self.hub.mentions_in(&text).await;
+        let event = EditEvent {
+            room: room.name.as_str().to_owned(),
+            seq: 0,
+            target,
+            text,
+            edited_ts: super::unix_ms(),
+            user: who.id.to_string(),
+            nick: who.nick.as_str().to_owned(),
+            client_id: client_id.clone(),
+            mentions,
+        };
+        self.submit(session, &room, Some(&client_id), move |seq| RoomEvent::Edit(EditEvent { seq, ..event }))
+            .await
+    }
+
+    async fn delete(
+        &mut self,
+        session: &Arc<Session>,
+        who: &Identity,
+        room: &str,
+        target: Seq,
+        client_id: String,
+    ) {
+        if let Err(err) = check_client_id(&client_id) {
+            return self.error(err.code(), err.to_string()).await;
+        }
+        let room = match self.current_room(room) {
+            Ok(room) => room,
+            Err((code, message)) => return self.error_for(code, message, &client_id).await,
+        };
+        if let Err(err) = self.hub.check_delete(&room, target, who).await {
+            return self.error_for(err.code(), err.to_string(), &client_id).await;
+        }
+        if !self.claim(session, &client_id).await {
+            return;
+        }
+        let event = DeleteEvent {
+            room: room.name.as_str().to_owned(),
+            seq: 0,
+            target,
+            by: who.nick.as_str().to_owned(),
+            user: who.id.to_string(),
+            client_id: client_id.clone(),
+        };
+        self.submit(session, &room, Some(&client_id), move |seq| {
+            RoomEvent::Delete(DeleteEvent { seq, ..event })
+        })
+        .await
+    }
+
+    async fn react(&mut self, who: &Identity, room: &str, target: Seq, emoji: String, on: bool) {
+        let room = match self.current_room(room) {
+            Ok(room) => room,
+            Err((code, message)) => return self.error(code, message).await,
+        };
+        if let Err(refusal) = self.reactions.check() {
+            return self.rate_limited(refusal, "too many reactions", None).await;
+        }
+        match self.hub.check_react(&room, target, &emoji, on, who).await {
+            Ok(ReactOutcome::Change) => {}
+            Ok(ReactOutcome::Unchanged) => return self.reply(ServerMsg::Ack { reference: None }).await,
+            Err(err) => return self.error(err.code(), err.to_string()).await,
+        }
+        let Some(session) = self.session.clone() else { return };
+        let event = ReactEvent {
+            room: room.name.as_str().to_owned(),
+            seq: 0,
+            target,
+            emoji,
+            user: who.id.to_string(),
+            nick: who.nick.as_str().to_owned(),
+            on,
+        };
+        self.submit(&session, &room, None, move |seq| RoomEvent::React(ReactEvent { seq, ..event })).await
+    }
+
+    async fn read(&mut self, who: &Identity, room: &str, seq: Seq) {
+        let room = match self.current_room(room) {
+            Ok(room) => room,
+            Err((code, message)) => return self.error(code, message).await,
+        };
+        if let Err(refusal) = self.reads.check() {
+            return self.rate_limited(refusal, "too many read markers", None).await;
+        }
+        match self.hub.mark_read(&room, seq, who).await {
+            Ok(Some(at)) => {
+                // Every other tab and device of the account moves its marker too.
+                let frame = encode(&ServerMsg::Read { room: room.name.as_str().to_owned(), seq: at });
+                if let Some(user) = who.user_id() {
+                    for conn in self.hub.auth.live_conns(user) {
+                        if conn.id != self.conn.id {
+                            conn.push(Outbound::Frame(frame.clone()));
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(%err, room = %room.name, "storing a read marker failed");
+                self.error(ErrorCode::Internal, "could not store the read marker").await
+            }
+        }
+    }
+
+    async fn search(
+        &mut self,
+        who: &Identity,
+        raw: &str,
+        room: Option<&str>,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) {
+        if let Err(refusal) = self.searches.check() {
+            return self.rate_limited(refusal, "too many searches", None).await;
+        }
+        let query = match Query::parse(raw) {
+            Ok(q) => q,
+            Err(err) => return self.error(ErrorCode::InvalidQuery, err.to_string()).await,
+        };
+        let room = match room.map(RoomName::parse).transpose() {
+            Ok(room) => room,
+            Err(err) => return self.invalid(err).await,
+        };
+        let limit = limit.unwrap_or(SEARCH_PAGE).clamp(1, MAX_SEARCH_PAGE) as usize;
+        match self.hub.search(who, &query, room.as_ref(), before, limit).await {
+            Ok(page) => {
+                let budget = self.hub.config.reply_limit().saturating_sub(REPLY_ENVELOPE + raw.len() * 6);
+                let (hits, cut) = first_within(page.hits, budget);
+                let msg = ServerMsg::SearchResults {
+                    query: raw.to_owned(),
+                    has_more: page.next.is_some() || cut,
+                    next_before: if cut { None } else { page.next },
+                    hits,
+                    reference: None,
+                };
+                self.reply(msg).await
+            }
+            Err(err) => {
+                if err.code() == ErrorCode::Internal {
+                    tracing::error!(%err, "search failed");
+                }
+                self.error(err.code(), err.to_string()).await
+            }
+        }
+    }
+
+    /// Answers a retry of a stored change with the original event, read back from the
+    /// store.
     async fn resend_stored(&self, room: &Room, seq: Seq, client_id: &str) {
-        let found = self.hub.messages_after(&room.name, seq - 1, seq, 1).await;
-        match found.map(|page| page.messages.into_iter().next()) {
-            Ok(Some(msg)) => self.reply(ServerMsg::Message(msg)).await,
+        let found = self.hub.events_after(&room.name, seq - 1, seq, 1).await;
+        match found.map(|page| page.events.into_iter().next()) {
+            Ok(Some(event)) => self.reply(event.into_server_msg()).await,
             failed => {
                 let err = failed.err().map(|e| e.to_string()).unwrap_or_else(|| "not in the store".into());
-                tracing::error!(%err, room = %room.name, seq, "reading a remembered message failed");
+                tracing::error!(%err, room = %room.name, seq, "reading a remembered event failed");
                 self.error_for(ErrorCode::Internal, "could not load the stored message", client_id).await
             }
         }
@@ -576,7 +844,8 @@ impl Reader {
         if let Err(refusal) = self.lists.check() {
             return self.rate_limited(refusal, "too many room lists", None).await;
         }
-        let page = self.hub.room_page(who, cursor.as_deref(), limit.unwrap_or(ROOMS_PAGE));
+        let mut page = self.hub.room_page(who, cursor.as_deref(), limit.unwrap_or(ROOMS_PAGE));
+        self.hub.annotate_unread(who, &mut page.rooms).await;
         let msg = ServerMsg::Rooms {
             has_more: page.next.is_some(),
             rooms: page.rooms,
@@ -604,6 +873,22 @@ pub const REPLY_ENVELOPE: usize = 256;
 /// Bytes one message takes inside a reply (its JSON and a separator).
 pub fn message_bytes(m: &ChatMessage) -> usize {
     serde_json::to_string(m).map_or(0, |s| s.len() + 1)
+}
+
+/// The first search hits that fit in `budget` bytes; true when some were left out (the
+/// client then asks again from the last one it got).
+fn first_within(mut hits: Vec<SearchHit>, budget: usize) -> (Vec<SearchHit>, bool) {
+    let mut used = 0;
+    let keep = hits
+        .iter()
+        .take_while(|h| {
+            used += serde_json::to_string(h).map_or(0, |s| s.len() + 1);
+            used <= budget
+        })
+        .count();
+    let cut = keep < hits.len();
+    hits.truncate(keep);
+    (hits, cut)
 }
 
 /// The newest items (the end of `items`, which is oldest first) whose sizes add up to at

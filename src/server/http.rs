@@ -8,7 +8,9 @@ use super::{
     handlers::{REPLY_ENVELOPE, message_bytes, newest_within},
     hub::Hub,
 };
-use crate::protocol::{ChatMessage, ErrorCode, ROOMS_PAGE, RoomInfo, RoomName, Seq};
+use crate::protocol::{
+    ChatMessage, ErrorCode, MAX_SEARCH_PAGE, ROOMS_PAGE, RoomInfo, RoomName, SEARCH_PAGE, SearchHit, Seq,
+};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -26,8 +28,10 @@ use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuild
 /// The JSON API (behind the per-address `limit`) and the health and metrics endpoints
 /// (cheap, polled by monitors, not limited).
 pub fn routes(hub: &Arc<Hub>, limit: &HttpRateLimit, auth_limit: &HttpRateLimit) -> Router<Arc<Hub>> {
-    let api =
-        Router::new().route("/api/rooms", get(rooms)).route("/api/rooms/{room}/messages", get(messages));
+    let api = Router::new()
+        .route("/api/rooms", get(rooms))
+        .route("/api/rooms/{room}/messages", get(messages))
+        .route("/api/search", get(search));
     api.layer(limit.clone())
         .merge(super::account_api::routes(limit, auth_limit))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), super::account_api::check_origin))
@@ -176,7 +180,8 @@ async fn rooms(
     Query(q): Query<RoomsQuery>,
 ) -> Result<Json<RoomsPage>, ApiError> {
     let who = super::account_api::reader(&hub, &headers).await?;
-    let page = hub.room_page(&who, q.cursor.as_deref(), q.limit.unwrap_or(ROOMS_PAGE));
+    let mut page = hub.room_page(&who, q.cursor.as_deref(), q.limit.unwrap_or(ROOMS_PAGE));
+    hub.annotate_unread(&who, &mut page.rooms).await;
     Ok(Json(RoomsPage { has_more: page.next.is_some(), rooms: page.rooms, next: page.next }))
 }
 
@@ -215,4 +220,43 @@ async fn messages(
     let budget = hub.config.reply_limit() - REPLY_ENVELOPE;
     let (messages, cut) = newest_within(page.messages, budget, message_bytes);
     Ok(Json(MessagesPage { room: name.as_str().to_owned(), messages, has_more: page.more || cut }))
+}
+
+#[derive(Deserialize)]
+struct SearchParams {
+    q: String,
+    room: Option<String>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// Response body of `GET /api/search`: hits newest first; `next` is the `before` of the
+/// next page.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SearchResults {
+    pub query: String,
+    pub hits: Vec<SearchHit>,
+    pub has_more: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
+}
+
+/// Full-text search over the rooms the caller may read (`from:` and `in:` work in `q`).
+async fn search(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(p): Query<SearchParams>,
+) -> Result<Json<SearchResults>, ApiError> {
+    let who = super::account_api::reader(&hub, &headers).await?;
+    let query = super::search::Query::parse(&p.q)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, e.to_string()))?;
+    let room = p
+        .room
+        .as_deref()
+        .map(RoomName::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    let limit = p.limit.unwrap_or(SEARCH_PAGE).clamp(1, MAX_SEARCH_PAGE) as usize;
+    let page = hub.search(&who, &query, room.as_ref(), p.before, limit).await?;
+    Ok(Json(SearchResults { query: p.q, has_more: page.next.is_some(), hits: page.hits, next: page.next }))
 }

@@ -15,7 +15,7 @@ use super::{
     room::{Room, Subscription},
     session::Sessions,
     store::{
-        MessageStore, Page, StoreError,
+        EventPage, MessageStore, Page, StoreError,
         accounts::{AccountError, AccountStore},
         committer::Committer,
     },
@@ -57,6 +57,7 @@ impl HubError {
             HubError::Denied(d) => d.code(),
             HubError::Exists => ErrorCode::RoomExists,
             HubError::Invalid(_) => ErrorCode::InvalidRoom,
+            HubError::Store(StoreError::Query(_)) => ErrorCode::InvalidQuery,
             HubError::Store(_) => ErrorCode::Internal,
         }
     }
@@ -229,7 +230,8 @@ impl Hub {
         // and the subscription would otherwise miss this connection.
         let access = room.access();
         access.check_join(who)?;
-        let sub = room.subscribe_as(&who.nick, &who.id, who.is_guest(), conn);
+        let username = who.account.as_ref().map(|(_, u)| u.as_str());
+        let sub = room.subscribe_with(&who.nick, &who.id, who.is_guest(), username, conn);
         drop(access);
         Ok((room, sub))
     }
@@ -372,6 +374,11 @@ impl Hub {
         creations.retain(|_, bucket| now.saturating_duration_since(bucket.last_used()) < full_after);
     }
 
+    /// Every room kept now.
+    pub fn all_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     pub fn room_count(&self) -> usize {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
@@ -402,17 +409,17 @@ impl Hub {
         RoomPage { rooms: list, next }
     }
 
-    /// Messages after `after` up to `upto`, at most `limit` (the newest of them).
-    pub async fn messages_after(
+    /// Events after `after` up to `upto`, at most `limit` (the newest of them).
+    pub async fn events_after(
         &self,
         room: &RoomName,
         after: Seq,
         upto: Seq,
         limit: usize,
-    ) -> Result<Page, HubError> {
+    ) -> Result<EventPage, HubError> {
         let store = self.store.clone();
         let room = room.clone();
-        Ok(blocking(move || store.after(&room, after, upto, limit)).await?)
+        Ok(blocking(move || store.events_after(&room, after, upto, limit)).await?)
     }
 
     /// `messages_before` for the HTTP side (API, page renders): waits its turn behind other

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod conversation;
 pub mod handlers;
 pub mod http;
 pub mod hub;
@@ -18,6 +19,7 @@ pub mod outbound;
 pub mod pages;
 pub mod rate;
 pub mod room;
+pub mod search;
 pub mod session;
 pub mod store;
 

@@ -8,7 +8,7 @@ use super::{
     metrics::Metrics,
     outbound::{ConnHandle, ConnId, Outbound},
 };
-use crate::protocol::{ChatMessage, Nick, PresenceState, RoomInfo, RoomName, Seq, ServerMsg};
+use crate::protocol::{ChatMessage, Nick, PresenceState, RoomEvent, RoomInfo, RoomName, Seq, ServerMsg};
 use axum::extract::ws::Utf8Bytes;
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -47,6 +47,8 @@ struct RoomState {
     named: BTreeSet<Arc<str>>,
     /// Nicks present that are guests (shown as guests wherever their name shows).
     guests: HashSet<Arc<str>>,
+    /// The usernames of nicks present that are accounts (for `@` completion).
+    usernames: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl RoomState {
@@ -57,6 +59,7 @@ impl RoomState {
             state,
             member_count: Some(self.nicks.len() as u32),
             guest: self.guests.contains(nick),
+            username: self.usernames.get(nick).map(|u| u.to_string()),
         })
     }
 
@@ -83,6 +86,7 @@ impl RoomState {
             }
         }
         self.guests.remove(&member.nick);
+        self.usernames.remove(&member.nick);
         Some(member)
     }
 
@@ -117,6 +121,8 @@ pub struct Subscription {
     pub member_count: usize,
     /// Which of `members` are guests.
     pub guests: Vec<String>,
+    /// The usernames of `members` that are accounts.
+    pub usernames: Vec<String>,
 }
 
 impl Room {
@@ -135,6 +141,7 @@ impl Room {
                 nicks: HashMap::new(),
                 named: BTreeSet::new(),
                 guests: HashSet::new(),
+                usernames: HashMap::new(),
             }),
             access: Mutex::default(),
             moderation: tokio::sync::Mutex::new(()),
@@ -160,6 +167,18 @@ impl Room {
 
     /// `subscribe` for a known user (`user` is its id; `guest` marks it everywhere).
     pub fn subscribe_as(&self, nick: &Nick, user: &str, guest: bool, conn: &Arc<ConnHandle>) -> Subscription {
+        self.subscribe_with(nick, user, guest, None, conn)
+    }
+
+    /// `subscribe_as` for an account, whose `username` the room names beside its nick.
+    pub fn subscribe_with(
+        &self,
+        nick: &Nick,
+        user: &str,
+        guest: bool,
+        username: Option<&str>,
+        conn: &Arc<ConnHandle>,
+    ) -> Subscription {
         let mut state = self.lock();
         if !state.members.contains_key(&conn.id) {
             let nick: Arc<str> = Arc::from(nick.as_str());
@@ -168,6 +187,9 @@ impl Room {
             let first = *count == 1;
             if first && guest {
                 state.guests.insert(nick.clone());
+            }
+            if let (true, Some(username)) = (first, username) {
+                state.usernames.insert(nick.clone(), Arc::from(username));
             }
             if first && state.named.len() < PRESENCE_MAX_PEOPLE {
                 state.named.insert(nick.clone());
@@ -179,7 +201,9 @@ impl Room {
         let members = state.named.iter().map(|n| n.to_string()).collect();
         let guests =
             state.named.iter().filter(|n| state.guests.contains(*n)).map(|n| n.to_string()).collect();
-        Subscription { head: state.head, members, member_count: state.nicks.len(), guests }
+        let usernames =
+            state.named.iter().filter_map(|n| state.usernames.get(n)).map(|u| u.to_string()).collect();
+        Subscription { head: state.head, members, member_count: state.nicks.len(), guests, usernames }
     }
 
     /// Whether `conn` is in the room now (a kick removes it without the reader's help).
@@ -231,13 +255,13 @@ impl Room {
         state.remove(&self.name, &self.key, conn).is_some()
     }
 
-    /// Assigns the next seq and hands the message to `enqueue` (the committer) while the
-    /// room lock is held, so the committer sees each room's messages in seq order. When
+    /// Assigns the next seq and hands the event to `enqueue` (the committer) while the
+    /// room lock is held, so the committer sees each room's events in seq order. When
     /// `enqueue` fails the seq is taken back, so no gap is left.
     pub fn accept<E>(
         &self,
-        build: impl FnOnce(Seq) -> ChatMessage,
-        enqueue: impl FnOnce(ChatMessage, u64) -> Result<(), E>,
+        build: impl FnOnce(Seq) -> RoomEvent,
+        enqueue: impl FnOnce(RoomEvent, u64) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut state = self.lock();
         let seq = state.next_seq;
@@ -310,6 +334,7 @@ impl Room {
             visibility: access.visibility,
             dm: access.dm,
             topic: access.topic.clone(),
+            ..RoomInfo::default()
         }
     }
 
@@ -376,10 +401,13 @@ mod tests {
         let room = Room::new(RoomName::parse("r").unwrap(), 41, 0, Arc::default());
         let mut got = Vec::new();
         for _ in 0..3 {
-            room.accept(msg, |m, _| {
-                got.push(m.seq);
-                Ok::<(), ()>(())
-            })
+            room.accept(
+                |s| RoomEvent::Message(msg(s)),
+                |m, _| {
+                    got.push(m.seq());
+                    Ok::<(), ()>(())
+                },
+            )
             .unwrap();
         }
         assert_eq!(got, vec![42, 43, 44]);

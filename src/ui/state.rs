@@ -4,7 +4,9 @@
 //! their errors, replay, gaps, outbox pacing) live beside it in `sync.rs`.
 
 use super::sync::RoomSync;
-use crate::protocol::{ChatMessage, Limits, PresenceState, RoomInfo, Seq, ServerMsg, UserInfo};
+use crate::protocol::{
+    ChatMessage, Limits, PresenceState, Reaction, RoomInfo, SearchHit, Seq, ServerMsg, UserInfo,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How long a "typing" notice stays up without a new one.
@@ -30,6 +32,8 @@ pub struct Pending {
     pub client_id: String,
     pub room: String,
     pub text: String,
+    /// The message this one answers.
+    pub reply_to: Option<Seq>,
     pub delivery: Delivery,
     /// Sent at least once, on this connection or an earlier one: it may be stored even
     /// though no echo came. One never sent cannot be.
@@ -40,7 +44,15 @@ pub struct Pending {
 
 impl Pending {
     pub fn new(client_id: String, room: String, text: String) -> Self {
-        Pending { client_id, room, text, delivery: Delivery::Queued, tried: false, failures: 0 }
+        Pending {
+            client_id,
+            room,
+            text,
+            reply_to: None,
+            delivery: Delivery::Queued,
+            tried: false,
+            failures: 0,
+        }
     }
 }
 
@@ -102,12 +114,39 @@ pub struct RoomView {
     pub dm: bool,
     /// I may read here but not send.
     pub muted: bool,
+    /// The last event of the room's log applied here: where a resume starts.
+    pub last_event: Option<Seq>,
+    /// How far I have read (the server's, shared by my tabs and devices).
+    pub last_read: Seq,
+    /// Unread messages that mention me.
+    pub mentions: u32,
+    /// The "new messages" line goes above the first message after this seq (my read
+    /// position when I opened the room).
+    pub divider: Option<Seq>,
+    /// Usernames of the people here, for `@` completion.
+    pub usernames: BTreeSet<String>,
 }
 
 impl RoomView {
-    /// Highest seq held, the `since` for a resume.
+    /// The last event applied, the `since` for a resume.
     pub fn last_seq(&self) -> Option<Seq> {
-        self.messages.last().map(|m| m.seq)
+        self.last_event.max(self.messages.last().map(|m| m.seq))
+    }
+
+    /// Notes that the log's event `seq` was applied.
+    fn saw(&mut self, seq: Seq) {
+        self.last_event = Some(self.last_event.map_or(seq, |l| l.max(seq)));
+    }
+
+    fn message_mut(&mut self, seq: Seq) -> Option<&mut ChatMessage> {
+        let at = self.messages.binary_search_by_key(&seq, |m| m.seq).ok()?;
+        self.messages.get_mut(at)
+    }
+
+    /// The message `seq` held here.
+    pub fn message(&self, seq: Seq) -> Option<&ChatMessage> {
+        let at = self.messages.binary_search_by_key(&seq, |m| m.seq).ok()?;
+        self.messages.get(at)
     }
 
     pub fn first_seq(&self) -> Option<Seq> {
@@ -122,6 +161,7 @@ impl RoomView {
     /// Drops every message held: the server no longer has the history they came from.
     pub fn forget_history(&mut self) {
         self.messages.clear();
+        self.last_event = None;
         self.baseline = None;
         self.unread = 0;
         self.has_older = false;
@@ -184,6 +224,56 @@ pub struct ChatModel {
     pub notice: Option<(String, String)>,
     /// The server refused the nick: ask again.
     pub nick_rejected: Option<String>,
+    /// The last search and what it found.
+    pub search: Option<SearchState>,
+}
+
+/// A search on screen: its query, the hits so far, and where the next page starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchState {
+    pub query: String,
+    pub hits: Vec<SearchHit>,
+    pub next: Option<i64>,
+    pub loading: bool,
+    /// Why the last page failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Turns `user`'s reaction `emoji` on or off in `reactions`, as the server does: a
+/// new emoji goes last, a new reactor last within it, an emoji nobody holds goes away.
+/// Doing what is done already changes nothing.
+pub fn set_reaction(reactions: &mut Vec<Reaction>, emoji: &str, user: &str, nick: &str, on: bool) {
+    let at = reactions.iter().position(|r| r.emoji == emoji);
+    match (at, on) {
+        (None, true) => reactions.push(Reaction {
+            emoji: emoji.to_owned(),
+            count: 1,
+            users: vec![user.to_owned()],
+            nicks: vec![nick.to_owned()],
+        }),
+        (Some(i), true) => {
+            let r = &mut reactions[i];
+            if !r.users.iter().any(|u| u == user) {
+                r.users.push(user.to_owned());
+                r.nicks.push(nick.to_owned());
+                r.count += 1;
+            }
+        }
+        (Some(i), false) => {
+            let r = &mut reactions[i];
+            if let Some(j) = r.users.iter().position(|u| u == user) {
+                r.users.remove(j);
+                if j < r.nicks.len() {
+                    r.nicks.remove(j);
+                }
+                r.count = r.count.saturating_sub(1);
+            }
+            if r.users.is_empty() {
+                reactions.remove(i);
+            }
+        }
+        (None, false) => {}
+    }
 }
 
 impl Default for ChatModel {
@@ -201,6 +291,7 @@ impl Default for ChatModel {
             outbox: Vec::new(),
             notice: None,
             nick_rejected: None,
+            search: None,
         }
     }
 }
@@ -212,7 +303,34 @@ impl ChatModel {
         self.current = Some(room.to_owned());
         if let Some(view) = self.rooms.get_mut(room) {
             view.unread = 0;
+            view.mentions = 0;
+            view.divider = Some(view.last_read).filter(|&r| r > 0);
         }
+    }
+
+    /// Whether `m` mentions me.
+    pub fn mentions_me(&self, m: &ChatMessage) -> bool {
+        let me = self.user.as_ref().and_then(|u| u.username.as_deref());
+        me.is_some_and(|me| m.mentions.iter().any(|n| n == me))
+    }
+
+    /// I have read `room` up to `seq` (here or on another tab): the counts follow.
+    pub fn read_to(&mut self, room: &str, seq: Seq) {
+        let me = self.user.as_ref().map(|u| u.id.clone());
+        let username = self.user.as_ref().and_then(|u| u.username.clone());
+        let Some(view) = self.rooms.get_mut(room) else { return };
+        if seq <= view.last_read {
+            return;
+        }
+        view.last_read = seq;
+        let left: Vec<&ChatMessage> = view
+            .messages
+            .iter()
+            .filter(|m| m.seq > seq && !m.deleted && Some(&m.user) != me.as_ref())
+            .collect();
+        view.unread = left.len() as u32;
+        view.mentions =
+            left.iter().filter(|m| username.as_ref().is_some_and(|u| m.mentions.contains(u))).count() as u32;
     }
 
     pub fn close(&mut self, room: &str) {
@@ -298,10 +416,37 @@ impl ChatModel {
                 self.status = ConnStatus::Online;
                 self.nick_rejected = None;
             }
-            ServerMsg::Joined { room, members, member_count, head, guests, dm, topic, muted, .. } => {
+            ServerMsg::Joined {
+                room,
+                members,
+                member_count,
+                head,
+                guests,
+                dm,
+                topic,
+                muted,
+                last_read,
+                unread,
+                mentions,
+                usernames,
+                ..
+            } => {
+                let in_view = self.current.as_deref() == Some(room.as_str());
                 let view = self.rooms.entry(room).or_default();
+                if let Some(read) = last_read {
+                    let first = view.last_read == 0 && view.divider.is_none();
+                    view.last_read = view.last_read.max(read);
+                    if first && in_view && read > 0 && read < head {
+                        view.divider = Some(read);
+                    }
+                    if !in_view {
+                        view.unread = unread.unwrap_or(0);
+                        view.mentions = mentions.unwrap_or(0);
+                    }
+                }
                 view.members = members.into_iter().collect();
                 view.guests = guests.into_iter().collect();
+                view.usernames = usernames.into_iter().collect();
                 view.dm = dm;
                 view.topic = topic;
                 view.muted = muted;
@@ -318,6 +463,7 @@ impl ChatModel {
             }
             ServerMsg::Message(m) => {
                 let mine = self.is_mine(&m);
+                let username = self.user.as_ref().and_then(|u| u.username.clone());
                 self.acknowledge(&m);
                 let in_view = self.current.as_deref() == Some(m.room.as_str());
                 let Some(view) = self.rooms.get_mut(&m.room) else {
@@ -335,15 +481,61 @@ impl ChatModel {
                     view.typing.remove(&m.nick);
                 }
                 let was_empty = view.messages.is_empty();
+                let mentioned = username.as_ref().is_some_and(|u| m.mentions.contains(u));
+                view.saw(seq);
                 if view.insert(m) {
                     if was_empty {
                         view.has_older = seq > 1;
                     }
-                    let news = view.baseline.is_some_and(|b| seq > b);
+                    let news = view.baseline.is_some_and(|b| seq > b) && seq > view.last_read;
                     if news && !mine && !in_view {
                         view.unread += 1;
+                        if mentioned {
+                            view.mentions += 1;
+                        }
                     }
                 }
+            }
+            ServerMsg::Edit(e) => {
+                let Some(view) = self.rooms.get_mut(&e.room) else { return };
+                view.saw(e.seq);
+                if let Some(m) = view.message_mut(e.target)
+                    && !m.deleted
+                {
+                    m.text = e.text;
+                    m.edited_ts = Some(e.edited_ts);
+                    m.mentions = e.mentions;
+                }
+            }
+            ServerMsg::Delete(d) => {
+                let Some(view) = self.rooms.get_mut(&d.room) else { return };
+                view.saw(d.seq);
+                if let Some(m) = view.message_mut(d.target) {
+                    m.deleted = true;
+                    m.text.clear();
+                    m.mentions.clear();
+                    m.reactions.clear();
+                }
+            }
+            ServerMsg::React(r) => {
+                let Some(view) = self.rooms.get_mut(&r.room) else { return };
+                view.saw(r.seq);
+                if let Some(m) = view.message_mut(r.target)
+                    && !m.deleted
+                {
+                    set_reaction(&mut m.reactions, &r.emoji, &r.user, &r.nick, r.on);
+                }
+            }
+            ServerMsg::Read { room, seq } => self.read_to(&room, seq),
+            ServerMsg::SearchResults { query, hits, next_before: next, .. } => {
+                let state = self.search.get_or_insert_with(SearchState::default);
+                if state.query != query {
+                    *state = SearchState { query, ..SearchState::default() };
+                }
+                state.hits.extend(hits);
+                state.next = next;
+                state.loading = false;
+                state.error = None;
             }
             ServerMsg::Typing { room, nick } => {
                 if let Some(view) = self.rooms.get_mut(&room) {
@@ -363,12 +555,15 @@ impl ChatModel {
                 }
             }
             ServerMsg::Rooms { rooms, .. } => self.directory = rooms,
-            ServerMsg::Presence { room, nick, state, member_count, guest } => {
+            ServerMsg::Presence { room, nick, state, member_count, guest, username } => {
                 if let Some(view) = self.rooms.get_mut(&room) {
                     match state {
                         PresenceState::Joined => {
                             if guest {
                                 view.guests.insert(nick.clone());
+                            }
+                            if let Some(username) = username {
+                                view.usernames.insert(username);
                             }
                             if view.members.insert(nick) && member_count.is_none() {
                                 view.member_count += 1;
@@ -461,6 +656,10 @@ mod tests {
             topic: String::new(),
             role: None,
             muted: false,
+            last_read: None,
+            unread: None,
+            mentions: None,
+            usernames: Vec::new(),
         }
     }
 
@@ -547,6 +746,7 @@ mod tests {
             state,
             member_count: None,
             guest: false,
+            username: None,
         };
         m.apply(presence(PresenceState::Joined), 0.0);
         m.apply(ServerMsg::Typing { room: "a".into(), nick: "bob".into() }, 1000.0);
@@ -581,6 +781,10 @@ mod tests {
                 topic: String::new(),
                 role: None,
                 muted: false,
+                last_read: None,
+                unread: None,
+                mentions: None,
+                usernames: Vec::new(),
             },
             0.0,
         );
@@ -592,6 +796,7 @@ mod tests {
             state,
             member_count: None,
             guest: false,
+            username: None,
         };
         m.apply(presence("bob", PresenceState::Joined), 0.0);
         m.apply(presence("bob", PresenceState::Joined), 0.0);

@@ -5,16 +5,19 @@
 //! asks for. Time comes in as an argument and timers go out as data, so every rule here
 //! has a native unit test without a clock or a socket.
 //!
+//! The log. A room's seq numbers its events (messages, edits, deletions, reactions); a
+//! resume asks for every event after the last one applied here, and applying them in
+//! order gives the room's current state.
+//!
 //! Gaps. A `join` with `since` that had more to replay than `max_history` answers
-//! `joined.truncated` with only the newest messages: between `since` and the first one
-//! replayed is a gap. A gap of up to [`GAP_PAGES`] pages is filled with `history` pages,
-//! paging back from the first replayed message to `since`, so the room reads on without a
-//! hole. A bigger one is not worth loading (nobody scrolls through it, and it would all
-//! sit in the page): the local copy is replaced by the fresh replay, older messages come
-//! back by scrolling up as usual, and only the first [`GAP_PAGES`] pages after `since` are
-//! read, without keeping them, to look for messages of ours, if one was sent that could
-//! be there (see below). A gap outlives its connection: a walk cut short goes on after
-//! the next connection's replay of the room.
+//! `joined.truncated` with only the newest events: between `since` and the first one
+//! replayed is a gap, in which messages held here may have been edited, deleted or
+//! reacted to. It is not patched: the local copy is replaced by the replay (from its
+//! first message on), older messages come back in their current state by scrolling up
+//! as usual, and only the first [`GAP_PAGES`] pages after `since` are read, without
+//! keeping them, to look for messages of ours, if one was sent that could be there (see
+//! below). A gap outlives its connection: a walk cut short goes on after the next
+//! connection's replay of the room.
 //!
 //! Errors. Every request but `send` and `typing` carries a `ref` from a counter, and the
 //! syncer remembers what each asked for, so an `error` is applied to its request: a
@@ -34,7 +37,7 @@ use super::{
     pacer::Pacer,
     state::{ChatModel, Delivery, Pending, RoomView},
 };
-use crate::protocol::{ClientMsg, ErrorCode, JOIN_RECENT, Request, Seq, ServerMsg};
+use crate::protocol::{ChatMessage, ClientMsg, ErrorCode, JOIN_RECENT, Request, Seq, ServerMsg};
 
 /// Gaps up to this many `history` pages (of `max_history`) are filled; bigger ones reload.
 pub const GAP_PAGES: u64 = 4;
@@ -88,6 +91,8 @@ pub enum Req {
     Leave {
         room: String,
     },
+    /// A page of search results.
+    Search,
 }
 
 /// A room's place in the protocol, kept with the room (`RoomView::sync`) so it goes
@@ -210,10 +215,17 @@ impl Syncer {
         match msg {
             ServerMsg::Welcome { .. } => self.welcome(model, msg, now, &mut out),
             ServerMsg::Joined { .. } => self.joined(model, msg, now, &mut out),
-            ServerMsg::Message(ref m) => {
-                let room = m.room.clone();
+            ServerMsg::Message(ChatMessage { ref room, .. })
+            | ServerMsg::Edit(crate::protocol::EditEvent { ref room, .. })
+            | ServerMsg::Delete(crate::protocol::DeleteEvent { ref room, .. })
+            | ServerMsg::React(crate::protocol::ReactEvent { ref room, .. }) => {
+                let room = room.clone();
                 model.apply(msg, now as f64);
                 self.check_replay(model, &room, now, &mut out);
+            }
+            ServerMsg::SearchResults { ref reference, .. } => {
+                self.take_request(reference.as_deref());
+                model.apply(msg, now as f64);
             }
             ServerMsg::History { .. } => self.history(model, msg, now, &mut out),
             ServerMsg::Left { ref room, ref reference } => {
@@ -263,6 +275,7 @@ impl Syncer {
             | ServerMsg::Kicked { .. }
             | ServerMsg::Presence { .. }
             | ServerMsg::MemberUpdate { .. }
+            | ServerMsg::Read { .. }
             | ServerMsg::Topic { .. } => model.apply(msg, now as f64),
         }
         out
@@ -311,9 +324,70 @@ impl Syncer {
         client_id: String,
         now: u64,
     ) -> Vec<Action> {
-        model.outbox.push(Pending::new(client_id, room.to_owned(), text));
+        self.reply(model, room, text, client_id, None, now)
+    }
+
+    /// `send` answering the message `reply_to`.
+    pub fn reply(
+        &mut self,
+        model: &mut ChatModel,
+        room: &str,
+        text: String,
+        client_id: String,
+        reply_to: Option<Seq>,
+        now: u64,
+    ) -> Vec<Action> {
+        let mut pending = Pending::new(client_id, room.to_owned(), text);
+        pending.reply_to = reply_to;
+        model.outbox.push(pending);
         let mut out = Vec::new();
         self.drain(model, now, &mut out);
+        out
+    }
+
+    /// Sends a change to a message (an edit, a deletion, a reaction) now: it needs the
+    /// room live on this connection, and is not kept for later (the user sees it refused).
+    pub fn change(&mut self, model: &mut ChatModel, room: &str, msg: ClientMsg) -> Vec<Action> {
+        if !self.online() || phase_of(model, room) != Some(Phase::Live) {
+            model.notify("offline", "Not connected: try again in a moment.".to_owned());
+            return Vec::new();
+        }
+        vec![Action::Send(Request { msg, reference: None })]
+    }
+
+    /// I have read `room` up to `seq`: recorded here at once, and on the server (which
+    /// tells my other tabs and devices).
+    pub fn read(&mut self, model: &mut ChatModel, room: &str, seq: Seq) -> Vec<Action> {
+        let before = model.rooms.get(room).map_or(0, |v| v.last_read);
+        model.read_to(room, seq);
+        if seq <= before || !self.online() || phase_of(model, room) != Some(Phase::Live) {
+            return Vec::new();
+        }
+        vec![Action::Send(Request { msg: ClientMsg::Read { room: room.to_owned(), seq }, reference: None })]
+    }
+
+    /// Searches (`more`: the next page of the search on screen).
+    pub fn search(&mut self, model: &mut ChatModel, query: String, more: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        let before = if more {
+            match &model.search {
+                Some(s) if s.query == query && s.next.is_some() && !s.loading => s.next,
+                _ => return out,
+            }
+        } else {
+            None
+        };
+        if !self.online() {
+            model.notify("offline", "Not connected: try again in a moment.".to_owned());
+            return out;
+        }
+        let state = model.search.get_or_insert_with(Default::default);
+        if !more {
+            *state = super::state::SearchState { query: query.clone(), ..Default::default() };
+        }
+        state.loading = true;
+        let msg = ClientMsg::Search { query, room: None, before, limit: None };
+        self.request(msg, Req::Search, &mut out);
         out
     }
 
@@ -406,6 +480,13 @@ impl Syncer {
             return self.join(model, &room, 0, out);
         }
         model.apply(msg, now as f64);
+        // A fresh join's replay is the room as it is now, up to `head`: this copy is at
+        // the head already (the messages that follow fill it in).
+        if since.is_none()
+            && let Some(view) = model.rooms.get_mut(&room)
+        {
+            view.last_event = Some(view.last_event.unwrap_or(0).max(head));
+        }
         set_phase(model, &room, Phase::Replaying { head, since, truncated });
         self.check_replay(model, &room, now, out);
     }
@@ -420,9 +501,9 @@ impl Syncer {
             return;
         }
         view.sync.phase = Some(Phase::Live);
-        if let (true, Some(since)) = (truncated, since)
-            && let Some(first) = view.messages.iter().map(|m| m.seq).find(|&seq| seq > since)
-        {
+        if let (true, Some(since)) = (truncated, since) {
+            // No message replayed (only changes to older ones): nothing held is current.
+            let first = view.messages.iter().map(|m| m.seq).find(|&seq| seq > since).unwrap_or(head + 1);
             open_gap(view, since, first, page);
         }
         self.carry_on(model, room, now, out);
@@ -541,6 +622,12 @@ impl Syncer {
                 }
             }
             Req::Leave { .. } => {}
+            Req::Search => {
+                if let Some(search) = &mut model.search {
+                    search.loading = false;
+                    search.error = Some(message);
+                }
+            }
         }
     }
 
@@ -555,7 +642,10 @@ impl Syncer {
         now: u64,
         out: &mut Vec<Action>,
     ) {
-        let Some(entry) = model.outbox.iter_mut().find(|p| p.client_id == client_id) else { return };
+        let Some(entry) = model.outbox.iter_mut().find(|p| p.client_id == client_id) else {
+            // Not a message of the outbox: an edit or a deletion, refused. Say so.
+            return model.notify(code.as_str(), message);
+        };
         match code {
             // Not stored, and its client_id released: the server named the slot to resend it in.
             ErrorCode::RateLimited => {
@@ -616,7 +706,7 @@ impl Syncer {
                 let msg = ClientMsg::ListRooms { cursor: None, limit: None };
                 self.request(msg, Req::ListRooms { attempt: attempt + 1 }, out);
             }
-            Req::Leave { .. } => {}
+            Req::Leave { .. } | Req::Search => {}
         }
     }
 
@@ -655,6 +745,7 @@ impl Syncer {
                         room: p.room.clone(),
                         text: p.text.clone(),
                         client_id: p.client_id.clone(),
+                        reply_to: p.reply_to,
                     };
                     out.push(Action::Send(Request { msg, reference: None }));
                 }
@@ -680,27 +771,19 @@ impl Syncer {
     }
 }
 
-/// Records the gap (since, first) a truncated replay left: filled when small, else the
-/// copy is reloaded from `first` and only the start of the gap is looked at.
+/// Records the gap (since, first) a truncated replay left: the copy is reloaded from
+/// `first` (what is older comes back as history, in its current state) and only the
+/// start of the gap is looked at, for messages of ours.
 fn open_gap(view: &mut RoomView, since: Seq, first: Seq, page: Seq) {
     if first <= since + 1 {
         return;
     }
     let limit = GAP_PAGES * page;
+    view.keep_from(first);
     view.sync.gap = Some(match view.sync.gap {
-        // An earlier gap is still being walked: our messages, if stored, are in that
-        // one. Keep walking it; the room cannot be shown whole any more.
-        Some(old) => {
-            view.keep_from(first);
-            Gap { fill: false, ..old }
-        }
-        None if first - since - 1 <= limit => {
-            Gap { after: since, before: first, page, fill: true, asked: false }
-        }
-        None => {
-            view.keep_from(first);
-            Gap { after: since, before: first.min(since + 1 + limit), page, fill: false, asked: false }
-        }
+        // An earlier gap is still being walked: our messages, if stored, are in that one.
+        Some(old) => Gap { fill: false, ..old },
+        None => Gap { after: since, before: first.min(since + 1 + limit), page, fill: false, asked: false },
     });
 }
 
@@ -764,6 +847,10 @@ mod tests {
             topic: String::new(),
             role: None,
             muted: false,
+            last_read: None,
+            unread: None,
+            mentions: None,
+            usernames: Vec::new(),
         }
     }
 
@@ -1002,13 +1089,15 @@ mod tests {
         assert!(model.rooms["a"].messages.is_empty());
         assert_eq!(frames(&actions)[0].0, ClientMsg::Join { room: "a".into(), since: None });
         assert!(sends(&actions).is_empty());
-        // The fresh replay (seqs 1..=3, reused) completes: now the outbox goes.
+        // A fresh join is the room as it is now, up to its head: the outbox goes at once
+        // (it was never sent, so it cannot be among the messages that follow).
         let fresh = only_ref(&actions);
-        sync.on_frame(&mut model, joined("a", 3, false, &fresh), 0);
+        assert_eq!(sends(&sync.on_frame(&mut model, joined("a", 3, false, &fresh), 0)), vec!["x".to_owned()]);
         sync.on_frame(&mut model, message("a", 1, "bob"), 0);
         sync.on_frame(&mut model, message("a", 2, "bob"), 0);
-        assert_eq!(sends(&sync.on_frame(&mut model, message("a", 3, "bob"), 0)), vec!["x".to_owned()]);
+        sync.on_frame(&mut model, message("a", 3, "bob"), 0);
         assert_eq!(seqs(&model, "a"), vec![1, 2, 3]);
+        assert_eq!(model.rooms["a"].last_seq(), Some(3));
     }
 
     /// Joined with `since` 5 and truncated: the replay holds only `replay`.
@@ -1029,8 +1118,9 @@ mod tests {
     }
 
     #[test]
-    fn a_small_gap_is_filled_page_by_page_and_the_outbox_waits_for_it() {
-        // Gap 6..=30 (25 messages) with pages of 10: filled.
+    fn a_small_gap_is_not_patched_but_searched_for_ours_while_the_outbox_waits() {
+        // Gap 6..=30 with pages of 10: messages held before it may have changed in it, so
+        // the copy restarts at the replay; the gap is read only for messages of ours.
         let (mut sync, mut model, mut actions) = truncated(limits(10, 20, 40), 40, 31..=40);
         let mut pages = vec![(21..=30, true), (11..=20, true), (6..=10, true)].into_iter();
         let mut befores = Vec::new();
@@ -1049,7 +1139,8 @@ mod tests {
             actions = sync.on_frame(&mut model, page, 0);
         }
         assert_eq!(befores, vec![(31, 10), (21, 10), (11, 5)]);
-        assert_eq!(seqs(&model, "a"), (1..=40).collect::<Vec<_>>());
+        assert_eq!(seqs(&model, "a"), (31..=40).collect::<Vec<_>>());
+        assert!(model.rooms["a"].has_older, "older messages come back by scrolling up");
         assert_eq!(sends(&actions), vec!["unsent".to_owned()], "seq 8 was ours: not resent");
     }
 

@@ -8,7 +8,9 @@
 //! keeps its default. A `type` the browser does not know is `None`, as an unknown frame
 //! was before.
 
-use crate::protocol::{ChatMessage, ErrorCode, Limits, PresenceState, RoomInfo, Seq, ServerMsg, UserInfo};
+use crate::protocol::{
+    ChatMessage, ErrorCode, Limits, PresenceState, RoomInfo, SearchHit, Seq, ServerMsg, UserInfo,
+};
 use serde::Deserialize;
 
 /// Every field of every frame the browser uses, by name: one decoder for all of them (a
@@ -48,10 +50,21 @@ struct Frame {
     message: Option<String>,
     client_id: Option<String>,
     retry_after_ms: Option<u64>,
+    usernames: Vec<String>,
+    last_read: Option<Seq>,
+    unread: Option<u32>,
+    mentions: Option<u32>,
+    seq: Option<Seq>,
+    query: Option<String>,
+    hits: Option<Vec<SearchHit>>,
+    next_before: Option<i64>,
 }
 
 /// How every `message` frame starts: serde writes an internally tagged enum's tag first.
 const MESSAGE_PREFIX: &str = r#"{"type":"message","#;
+const EDIT_PREFIX: &str = r#"{"type":"edit","#;
+const DELETE_PREFIX: &str = r#"{"type":"delete","#;
+const REACT_PREFIX: &str = r#"{"type":"react","#;
 
 /// Decodes one text frame from the server; None for anything else.
 pub fn decode(text: &str) -> Option<ServerMsg> {
@@ -59,6 +72,16 @@ pub fn decode(text: &str) -> Option<ServerMsg> {
     // id, where `welcome`'s is an object).
     if text.starts_with(MESSAGE_PREFIX) {
         return serde_json::from_str(text).ok().map(ServerMsg::Message);
+    }
+    // The log's other events, straight into their structs too (their `user` is an id).
+    if text.starts_with(EDIT_PREFIX) {
+        return serde_json::from_str(text).ok().map(ServerMsg::Edit);
+    }
+    if text.starts_with(DELETE_PREFIX) {
+        return serde_json::from_str(text).ok().map(ServerMsg::Delete);
+    }
+    if text.starts_with(REACT_PREFIX) {
+        return serde_json::from_str(text).ok().map(ServerMsg::React);
     }
     let f: Frame = serde_json::from_str(text).ok()?;
     Some(match f.kind.as_str() {
@@ -68,6 +91,7 @@ pub fn decode(text: &str) -> Option<ServerMsg> {
             state: f.state?,
             member_count: f.member_count,
             guest: f.guest,
+            username: f.username,
         },
         "typing" => ServerMsg::Typing { room: f.room?, nick: f.nick? },
         "joined" => ServerMsg::Joined {
@@ -77,11 +101,23 @@ pub fn decode(text: &str) -> Option<ServerMsg> {
             head: f.head?,
             truncated: f.truncated,
             guests: f.guests,
+            usernames: f.usernames,
             visibility: Default::default(),
             dm: f.dm,
             topic: f.topic,
             role: None,
             muted: f.muted.unwrap_or_default(),
+            last_read: f.last_read,
+            unread: f.unread,
+            mentions: f.mentions,
+            reference: f.reference,
+        },
+        "read" => ServerMsg::Read { room: f.room?, seq: f.seq? },
+        "search_results" => ServerMsg::SearchResults {
+            query: f.query?,
+            hits: f.hits?,
+            has_more: f.has_more,
+            next_before: f.next_before,
             reference: f.reference,
         },
         "history" => ServerMsg::History {
@@ -154,6 +190,16 @@ mod tests {
             client_id: "c".into(),
             user: "7".into(),
             guest: true,
+            reply_to: Some(2),
+            mentions: vec!["bob".into()],
+            edited_ts: Some(9),
+            deleted: false,
+            reactions: vec![crate::protocol::Reaction {
+                emoji: "👍".into(),
+                count: 1,
+                users: vec!["8".into()],
+                nicks: vec!["Bob".into()],
+            }],
         };
         let user = UserInfo {
             id: "7".into(),
@@ -179,12 +225,58 @@ mod tests {
                 head: 9,
                 truncated: true,
                 guests: vec!["bob".into()],
+                usernames: vec!["ann".into()],
                 visibility: Default::default(),
                 dm: true,
                 topic: "t".into(),
                 role: None,
                 muted: true,
+                last_read: Some(4),
+                unread: Some(5),
+                mentions: Some(1),
                 reference: Some("j1".into()),
+            },
+            ServerMsg::Edit(crate::protocol::EditEvent {
+                room: "r".into(),
+                seq: 10,
+                target: 3,
+                text: "new".into(),
+                edited_ts: 11,
+                user: "7".into(),
+                nick: "Ann".into(),
+                client_id: "e1".into(),
+                mentions: vec!["bob".into()],
+            }),
+            ServerMsg::Delete(crate::protocol::DeleteEvent {
+                room: "r".into(),
+                seq: 12,
+                target: 3,
+                by: "Ann".into(),
+                user: "7".into(),
+                client_id: "d1".into(),
+            }),
+            ServerMsg::React(crate::protocol::ReactEvent {
+                room: "r".into(),
+                seq: 13,
+                target: 3,
+                emoji: "🎉".into(),
+                user: "7".into(),
+                nick: "Ann".into(),
+                on: false,
+            }),
+            ServerMsg::Read { room: "r".into(), seq: 13 },
+            ServerMsg::SearchResults {
+                query: "q".into(),
+                hits: vec![SearchHit {
+                    room: "r".into(),
+                    seq: 3,
+                    nick: "Ann".into(),
+                    ts: 5,
+                    snippet: "…q…".into(),
+                }],
+                has_more: true,
+                next_before: Some(77),
+                reference: Some("s1".into()),
             },
             ServerMsg::Left { room: "r".into(), reference: Some("l".into()) },
             ServerMsg::Typing { room: "r".into(), nick: "bob".into() },
@@ -213,6 +305,7 @@ mod tests {
                 state: PresenceState::Left,
                 member_count: Some(1),
                 guest: true,
+                username: Some("bob".into()),
             },
             ServerMsg::Error {
                 code: ErrorCode::Muted,

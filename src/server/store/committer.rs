@@ -9,7 +9,7 @@
 //! and the rooms hand the abandoned seqs out again, so no gap is ever stored.
 
 use super::MessageStore;
-use crate::protocol::{ChatMessage, ErrorCode, ServerMsg};
+use crate::protocol::{ErrorCode, RoomEvent, ServerMsg};
 use crate::server::{
     broker::Broker,
     metrics::Metrics,
@@ -29,10 +29,10 @@ const MAX_BATCH: usize = 1024;
 /// Attempts at one batch before it is abandoned (transient errors such as a busy lock).
 const ATTEMPTS: u32 = 3;
 
-/// A message accepted by a room (seq assigned), waiting to be stored.
+/// An event accepted by a room (seq assigned), waiting to be stored.
 pub struct Job {
     pub room: Arc<Room>,
-    pub msg: ChatMessage,
+    pub event: RoomEvent,
     /// The room's epoch at acceptance: a job from before a rewind is abandoned.
     pub epoch: u64,
     /// The sender's session, told where the message was stored so a retry is answered.
@@ -43,7 +43,7 @@ pub struct Job {
     pub permit: OwnedSemaphorePermit,
     /// Told the outcome (an HTTP post waits for it): the stored message, or Err when it
     /// was abandoned.
-    pub done: Option<oneshot::Sender<Result<ChatMessage, ()>>>,
+    pub done: Option<oneshot::Sender<Result<RoomEvent, ()>>>,
 }
 
 /// What the writer thread receives.
@@ -112,7 +112,7 @@ struct Route {
     room: Arc<Room>,
     session: Weak<Session>,
     sender: Weak<ConnHandle>,
-    done: Option<oneshot::Sender<Result<ChatMessage, ()>>>,
+    done: Option<oneshot::Sender<Result<RoomEvent, ()>>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -122,7 +122,7 @@ fn run(
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
 ) {
-    let mut batch: Vec<ChatMessage> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<RoomEvent> = Vec::with_capacity(MAX_BATCH);
     let mut routes: Vec<Route> = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     loop {
@@ -149,12 +149,12 @@ fn run(
                         _permit: job.permit,
                     };
                     if route.room.epoch() == job.epoch {
-                        batch.push(job.msg);
+                        batch.push(job.event);
                         routes.push(route);
                     } else {
                         // Accepted before a failed batch of its room: its seq was handed out again.
                         let mut route = route;
-                        abandon(&job.msg, &mut route, &metrics);
+                        abandon(&job.event, &mut route, &metrics);
                     }
                 }
             }
@@ -163,7 +163,7 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        if !commit(&*store, &batch) {
+        if !commit(&*store, &mut batch) {
             // Rewound before the senders hear of it, so a retry gets a seq of the new epoch.
             rewind(&*store, &routes);
             for (msg, route) in batch.iter().zip(routes.iter_mut()) {
@@ -176,29 +176,40 @@ fn run(
         }
         metrics.commit_batches.fetch_add(1, Ordering::Relaxed);
         metrics.messages_stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (msg, mut route) in batch.drain(..).zip(routes.drain(..)) {
-            let seq = msg.seq;
+        for (event, mut route) in batch.drain(..).zip(routes.drain(..)) {
+            let seq = event.seq();
             if let Some(done) = route.done.take() {
-                let _ = done.send(Ok(msg.clone()));
+                let _ = done.send(Ok(event.clone()));
             }
             // Remembered before anyone sees it, so a retry that races the echo is answered
             // with the original rather than waiting for an echo already sent.
-            if let Some(session) = route.session.upgrade() {
-                session.remember(&msg.client_id, &route.room, seq);
+            if let Some(session) = route.session.upgrade()
+                && !event.client_id().is_empty()
+            {
+                session.remember(event.client_id(), &route.room, seq);
             }
-            let ts = msg.ts;
+            // Only a new message makes a room active (the directory's order).
+            let ts = match &event {
+                RoomEvent::Message(m) => m.ts,
+                _ => 0,
+            };
             // Encoded once: the same bytes go to every member.
-            let frame = encode(&ServerMsg::Message(msg));
+            let frame = encode(&event.into_server_msg());
             broker.publish(&route.room, seq, ts, frame);
         }
     }
     tracing::debug!("committer stopped: every queued message is stored");
 }
 
-/// Stores a batch, retrying a transient failure a few times.
-fn commit(store: &dyn MessageStore, batch: &[ChatMessage]) -> bool {
+/// Stores a batch, retrying a transient failure a few times. Each attempt starts from
+/// the events as accepted (a failed attempt may have rewritten some before rolling back).
+fn commit(store: &dyn MessageStore, batch: &mut [RoomEvent]) -> bool {
     let mut delay = Duration::from_millis(20);
+    let accepted: Vec<RoomEvent> = batch.to_vec();
     for attempt in 1..=ATTEMPTS {
+        if attempt > 1 {
+            batch.clone_from_slice(&accepted);
+        }
         match store.append(batch) {
             Ok(()) => return true,
             Err(err) => {
@@ -213,20 +224,20 @@ fn commit(store: &dyn MessageStore, batch: &[ChatMessage]) -> bool {
     false
 }
 
-/// Tells the sender its message was not stored; the `client_id` is freed for the retry.
-fn abandon(msg: &ChatMessage, route: &mut Route, metrics: &Metrics) {
+/// Tells the sender its event was not stored; the `client_id` is freed for the retry.
+fn abandon(event: &RoomEvent, route: &mut Route, metrics: &Metrics) {
     if let Some(done) = route.done.take() {
         let _ = done.send(Err(()));
     }
     if let Some(session) = route.session.upgrade() {
-        session.forget(&msg.client_id);
+        session.forget(event.client_id());
     }
     metrics.error(ErrorCode::Internal);
     if let Some(sender) = route.sender.upgrade() {
         let error = ServerMsg::Error {
             code: ErrorCode::Internal,
-            message: "the message could not be stored; send it again".into(),
-            client_id: Some(msg.client_id.clone()),
+            message: "the change could not be stored; send it again".into(),
+            client_id: Some(event.client_id().to_owned()).filter(|c| !c.is_empty()),
             retry_after_ms: None,
             reference: None,
         };
@@ -253,10 +264,10 @@ fn rewind(store: &dyn MessageStore, routes: &[Route]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{RoomName, Seq};
+    use crate::protocol::{ChatMessage, RoomName, Seq};
     use crate::server::{
         broker::LocalBroker,
-        store::{Page, StoreError, StoredRoom},
+        store::{EventPage, Page, SearchPage, SearchQuery, StoreError, StoredRoom, Target, Unread},
     };
     use std::sync::{Condvar, Mutex};
 
@@ -283,7 +294,7 @@ mod tests {
         fn head(&self, _: &RoomName) -> Result<Seq, StoreError> {
             Ok(self.stored.lock().unwrap().last().copied().unwrap_or(0))
         }
-        fn append(&self, batch: &[ChatMessage]) -> Result<(), StoreError> {
+        fn append(&self, batch: &mut [RoomEvent]) -> Result<(), StoreError> {
             let mut open = self.open.lock().unwrap();
             while !*open {
                 open = self.opened.wait(open).unwrap();
@@ -291,14 +302,26 @@ mod tests {
             if *self.fail.lock().unwrap() {
                 return Err(StoreError::Task("disk full".into()));
             }
-            self.stored.lock().unwrap().extend(batch.iter().map(|m| m.seq));
+            self.stored.lock().unwrap().extend(batch.iter().map(|m| m.seq()));
             Ok(())
         }
-        fn after(&self, _: &RoomName, _: Seq, _: Seq, _: usize) -> Result<Page, StoreError> {
-            Ok(Page::default())
+        fn events_after(&self, _: &RoomName, _: Seq, _: Seq, _: usize) -> Result<EventPage, StoreError> {
+            Ok(EventPage::default())
         }
         fn before(&self, _: &RoomName, _: Seq, _: usize) -> Result<Page, StoreError> {
             Ok(Page::default())
+        }
+        fn target(&self, _: &RoomName, _: Seq, _: &str) -> Result<Option<Target>, StoreError> {
+            Ok(None)
+        }
+        fn mark_read(&self, _: &str, _: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
+            Ok(seq)
+        }
+        fn unread(&self, _: &str, _: Option<&str>, _: &[&str]) -> Result<Vec<(String, Unread)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn search(&self, _: &SearchQuery) -> Result<SearchPage, StoreError> {
+            Ok(SearchPage::default())
         }
     }
 
@@ -316,17 +339,20 @@ mod tests {
 
     async fn send(committer: &Committer, room: &Arc<Room>, sender: &Arc<ConnHandle>) {
         let permit = committer.place().await.unwrap();
-        room.accept(message, |msg, epoch| {
-            committer.enqueue(Job {
-                room: room.clone(),
-                msg,
-                epoch,
-                session: Weak::new(),
-                sender: Arc::downgrade(sender),
-                permit,
-                done: None,
-            })
-        })
+        room.accept(
+            |seq| RoomEvent::Message(message(seq)),
+            |event, epoch| {
+                committer.enqueue(Job {
+                    room: room.clone(),
+                    event,
+                    epoch,
+                    session: Weak::new(),
+                    sender: Arc::downgrade(sender),
+                    permit,
+                    done: None,
+                })
+            },
+        )
         .map_err(|_| ())
         .unwrap();
     }

@@ -1,14 +1,20 @@
-//! Message history behind a small, engine-neutral trait.
+//! Rooms' event logs and current state behind a small, engine-neutral trait.
 //!
-//! The hub never talks to SQLite directly: it appends through [`committer`] (group commit,
-//! one writer) and reads through [`MessageStore`]. A PostgreSQL engine is one more impl.
+//! The hub never talks to SQLite directly: it appends events through [`committer`] (group
+//! commit, one writer) and reads through [`MessageStore`]. A PostgreSQL engine is one more
+//! impl.
+//!
+//! Each room has one log of events numbered by `seq` (messages, edits, deletions and
+//! reaction changes) and, beside it, the current state of its messages (text, tombstone,
+//! reactions, mentions, the search index). An append writes both in one transaction.
 
 pub mod accounts;
 pub mod committer;
 pub mod sqlite;
 pub mod sqlite_accounts;
+mod sqlite_events;
 
-use crate::protocol::{ChatMessage, RoomName, Seq};
+use crate::protocol::{ChatMessage, RoomEvent, RoomName, SearchHit, Seq};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +28,9 @@ pub enum StoreError {
     Locked(String),
     #[error("opening {path}: {source}")]
     Open { path: String, source: std::io::Error },
+    /// A search expression the engine could not run.
+    #[error("the search could not be understood: {0}")]
+    Query(String),
 }
 
 /// A stored room as the hub loads it at start.
@@ -42,24 +51,102 @@ pub struct Page {
     pub more: bool,
 }
 
-/// Durable message history. Calls block: the hub runs them on blocking threads.
+/// A page of a room's event log, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventPage {
+    pub events: Vec<RoomEvent>,
+    /// Older events exist in the range that the page left out.
+    pub more: bool,
+}
+
+/// What an edit, a deletion or a reaction needs to know of the message it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Target {
+    /// The author's user id ("" for messages from before accounts).
+    pub author: String,
+    pub deleted: bool,
+    /// Reactions on it (people × emoji) and its distinct emoji.
+    pub reactions: usize,
+    pub emoji: Vec<String>,
+    /// The emoji the asking user has put on it.
+    pub mine: Vec<String>,
+}
+
+/// A search, already authorised: `rooms` are the rooms the asker may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// The engine's full-text expression (see `search::Query::fts`).
+    pub fts: String,
+    pub rooms: Vec<String>,
+    /// Only messages by this user id.
+    pub from_user: Option<String>,
+    /// Only hits stored before this cursor (`SearchPage::next`).
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchPage {
+    pub hits: Vec<SearchHit>,
+    /// The cursor of the next page, when there may be more.
+    pub next: Option<i64>,
+}
+
+/// Unread counts of one user in one room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Unread {
+    pub last_read: Seq,
+    /// Messages after `last_read` by others, not deleted (capped).
+    pub unread: u32,
+    /// Of those, the ones that mention the user.
+    pub mentions: u32,
+}
+
+/// Durable rooms. Calls block: the hub runs them on blocking threads.
 pub trait MessageStore: Send + Sync + 'static {
     /// Every stored room (a room is stored with its first message).
     fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError>;
 
-    /// Highest stored seq of a room, 0 if none.
+    /// Highest stored seq of a room's log, 0 if none.
     fn head(&self, room: &RoomName) -> Result<Seq, StoreError>;
 
-    /// Stores a batch atomically (recording rooms new to the store): all of it or none,
-    /// one durable commit.
-    fn append(&self, batch: &[ChatMessage]) -> Result<(), StoreError>;
+    /// Stores a batch of events, in order, atomically (recording rooms new to the store):
+    /// all of it or none, one durable commit. Each event is applied to the current state
+    /// as the store finds it, and rewritten to what it did: an edit of a message deleted
+    /// meanwhile is stored (and sent) redacted, a reaction over the caps as `on: false`.
+    fn append(&self, batch: &mut [RoomEvent]) -> Result<(), StoreError>;
 
-    /// Messages with `after < seq <= upto`; when more than `limit`, the newest `limit`
-    /// of them and `more = true`.
-    fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError>;
+    /// Events with `after < seq <= upto`, oldest first; when more than `limit`, the
+    /// newest `limit` of them and `more = true`. A `message` comes in its current text
+    /// (a tombstone if deleted) without reactions: the `react` events after it build them.
+    fn events_after(
+        &self,
+        room: &RoomName,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<EventPage, StoreError>;
 
-    /// The newest `limit` messages with `seq < before`; `more` when older ones exist.
+    /// The newest `limit` messages with `seq < before` in their current state (with
+    /// reactions); `more` when older ones exist.
     fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError>;
+
+    /// The message `seq` of a room, as an edit, deletion or reaction by `user` sees it.
+    fn target(&self, room: &RoomName, seq: Seq, user: &str) -> Result<Option<Target>, StoreError>;
+
+    /// Moves `user`'s read position in `room` up to `seq` (never back); returns where it is.
+    fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError>;
+
+    /// `user`'s unread counts in each of `rooms` they have a read position in.
+    fn unread(
+        &self,
+        user: &str,
+        username: Option<&str>,
+        rooms: &[&str],
+    ) -> Result<Vec<(String, Unread)>, StoreError>;
+
+    /// Full-text search, newest first.
+    fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
 
     /// The server has stopped writing (its committer has finished): let another server
     /// have the database, even while something in this process still holds the store.

@@ -8,8 +8,11 @@
 //! `synchronous = FULL` fsyncs every commit and survives those too; group commit (many
 //! messages per transaction, see `committer`) keeps that affordable.
 
-use super::{MessageStore, Page, StoreError, StoredRoom};
-use crate::protocol::{ChatMessage, RoomName, Seq};
+use super::{
+    EventPage, MessageStore, Page, SearchPage, SearchQuery, StoreError, StoredRoom, Target, Unread,
+    sqlite_events,
+};
+use crate::protocol::{ChatMessage, RoomEvent, RoomName, Seq};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{
     fs::{File, TryLockError},
@@ -109,6 +112,60 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      ALTER TABLE messages ADD COLUMN user_id TEXT NOT NULL DEFAULT '';
      ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;",
+    // 5: conversations. A room's seq numbers its events (messages, edits, deletions,
+    // reaction changes), logged in `events`; `messages` holds each message's current
+    // state, `reactions`, `mentions` and the FTS5 index are kept with it in the same
+    // transaction. A message's event row points at its `messages` row (`target` = its
+    // own seq) instead of copying it. Every message stored so far becomes its event.
+    "ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+     ALTER TABLE messages ADD COLUMN mentions TEXT NOT NULL DEFAULT '';
+     ALTER TABLE messages ADD COLUMN edited_ts INTEGER;
+     ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE events (
+        room      TEXT    NOT NULL,
+        seq       INTEGER NOT NULL,
+        kind      TEXT    NOT NULL,
+        target    INTEGER NOT NULL,
+        user_id   TEXT    NOT NULL DEFAULT '',
+        nick      TEXT    NOT NULL DEFAULT '',
+        text      TEXT    NOT NULL DEFAULT '',
+        ts        INTEGER NOT NULL,
+        emoji     TEXT    NOT NULL DEFAULT '',
+        turned_on INTEGER NOT NULL DEFAULT 0,
+        client_id TEXT    NOT NULL DEFAULT '',
+        mentions  TEXT    NOT NULL DEFAULT '',
+        PRIMARY KEY (room, seq)
+     ) WITHOUT ROWID;
+     INSERT INTO events (room, seq, kind, target, ts)
+        SELECT room, seq, 'message', seq, ts FROM messages ORDER BY room, seq;
+     CREATE INDEX events_edits ON events (room, target) WHERE kind = 'edit';
+     CREATE TABLE reactions (
+        room    TEXT    NOT NULL,
+        target  INTEGER NOT NULL,
+        emoji   TEXT    NOT NULL,
+        user_id TEXT    NOT NULL,
+        nick    TEXT    NOT NULL,
+        seq     INTEGER NOT NULL,
+        grp     INTEGER NOT NULL,
+        PRIMARY KEY (room, target, emoji, user_id)
+     ) WITHOUT ROWID;
+     CREATE TABLE mentions (
+        username TEXT    NOT NULL,
+        room     TEXT    NOT NULL,
+        seq      INTEGER NOT NULL,
+        PRIMARY KEY (username, room, seq)
+     ) WITHOUT ROWID;
+     CREATE INDEX mentions_of_message ON mentions (room, seq);
+     CREATE TABLE read_state (
+        user_id TEXT    NOT NULL,
+        room    TEXT    NOT NULL,
+        seq     INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room)
+     ) WITHOUT ROWID;
+     CREATE VIRTUAL TABLE messages_fts USING fts5(
+        text, content = 'messages', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
+     );
+     INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');",
 ];
 
 /// Read connections in the pool.
@@ -258,19 +315,39 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 /// The columns `row_to_message` reads, in order.
-const MESSAGE_COLUMNS: &str = "seq, nick, text, ts, client_id, user_id, guest";
+const MESSAGE_COLUMNS: &str =
+    "seq, nick, text, ts, client_id, user_id, guest, reply_to, mentions, edited_ts, deleted";
 
 fn row_to_message(room: &RoomName, row: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
+    message_at(room, row, 0)
+}
+
+/// A message from `MESSAGE_COLUMNS` starting at column `at`.
+pub(super) fn message_at(
+    room: &RoomName,
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<ChatMessage> {
     Ok(ChatMessage {
         room: room.as_str().to_owned(),
-        seq: row.get::<_, i64>(0)? as Seq,
-        nick: row.get(1)?,
-        text: row.get(2)?,
-        ts: row.get(3)?,
-        client_id: row.get(4)?,
-        user: row.get(5)?,
-        guest: row.get(6)?,
+        seq: row.get::<_, i64>(at)? as Seq,
+        nick: row.get(at + 1)?,
+        text: row.get(at + 2)?,
+        ts: row.get(at + 3)?,
+        client_id: row.get(at + 4)?,
+        user: row.get(at + 5)?,
+        guest: row.get(at + 6)?,
+        reply_to: row.get::<_, Option<i64>>(at + 7)?.map(|s| s as Seq),
+        mentions: split_names(&row.get::<_, String>(at + 8)?),
+        edited_ts: row.get(at + 9)?,
+        deleted: row.get(at + 10)?,
+        reactions: Vec::new(),
     })
+}
+
+/// Usernames are stored space-separated (they hold no spaces).
+pub(super) fn split_names(joined: &str) -> Vec<String> {
+    joined.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// A seq as SQLite's signed integer: values past i64::MAX (only ever sent by a client)
@@ -298,10 +375,10 @@ impl MessageStore for SqliteStore {
     fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT r.name, COALESCE(m.seq, 0), COALESCE(m.ts, r.created_ms)
-                 FROM rooms r LEFT JOIN messages m ON m.id =
-                    (SELECT id FROM messages WHERE room = r.name ORDER BY seq DESC LIMIT 1)
-                 ORDER BY r.name",
+                "SELECT r.name, COALESCE((SELECT MAX(seq) FROM events WHERE room = r.name), 0),
+                        COALESCE((SELECT ts FROM messages WHERE room = r.name ORDER BY seq DESC LIMIT 1),
+                                 r.created_ms)
+                 FROM rooms r ORDER BY r.name",
             )?;
             let rows = stmt.query_map([], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
@@ -321,7 +398,7 @@ impl MessageStore for SqliteStore {
     fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
         self.read(|conn| {
             let head: Option<i64> = conn
-                .prepare_cached("SELECT MAX(seq) FROM messages WHERE room = ?1")?
+                .prepare_cached("SELECT MAX(seq) FROM events WHERE room = ?1")?
                 .query_row(params![room.as_str()], |row| row.get(0))
                 .optional()?
                 .flatten();
@@ -329,35 +406,14 @@ impl MessageStore for SqliteStore {
         })
     }
 
-    fn append(&self, batch: &[ChatMessage]) -> Result<(), StoreError> {
+    fn append(&self, batch: &mut [RoomEvent]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction()?;
-        {
-            let mut new_room =
-                tx.prepare_cached("INSERT OR IGNORE INTO rooms (name, created_ms) VALUES (?1, ?2)")?;
-            // A room's first message (seq 1) records the room; later ones need not look.
-            for m in batch.iter().filter(|m| m.seq == 1) {
-                new_room.execute(params![m.room, m.ts])?;
-            }
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room, seq, nick, text, ts, client_id, user_id, guest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for m in batch {
-                insert.execute(params![
-                    m.room,
-                    m.seq as i64,
-                    m.nick,
-                    m.text,
-                    m.ts,
-                    m.client_id,
-                    m.user,
-                    m.guest
-                ])?;
-            }
+        for event in batch.iter_mut() {
+            sqlite_events::apply(&tx, event)?;
         }
         tx.commit()?;
         if self.wal_restart_due.swap(false, Ordering::Relaxed) {
@@ -380,18 +436,20 @@ impl MessageStore for SqliteStore {
         Ok(())
     }
 
-    fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError> {
+    fn events_after(
+        &self,
+        room: &RoomName,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<EventPage, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
-                 WHERE room = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq DESC LIMIT ?4"
-            ))?;
-            page_desc(
-                &mut stmt,
-                params![room.as_str(), sql_seq(after), sql_seq(upto), (limit + 1) as i64],
-                room,
-                limit,
-            )
+            let mut events =
+                sqlite_events::events_desc(conn, room, sql_seq(after), sql_seq(upto), (limit + 1) as i64)?;
+            let more = events.len() > limit;
+            events.truncate(limit);
+            events.reverse();
+            Ok(EventPage { events, more })
         })
     }
 
@@ -401,8 +459,41 @@ impl MessageStore for SqliteStore {
                 "SELECT {MESSAGE_COLUMNS} FROM messages
                  WHERE room = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
             ))?;
-            page_desc(&mut stmt, params![room.as_str(), sql_seq(before), (limit + 1) as i64], room, limit)
+            let mut page = page_desc(
+                &mut stmt,
+                params![room.as_str(), sql_seq(before), (limit + 1) as i64],
+                room,
+                limit,
+            )?;
+            sqlite_events::attach_reactions(conn, room, &mut page.messages)?;
+            Ok(page)
         })
+    }
+
+    fn target(&self, room: &RoomName, seq: Seq, user: &str) -> Result<Option<Target>, StoreError> {
+        self.read(|conn| sqlite_events::target(conn, room, seq, user))
+    }
+
+    fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(sqlite_events::mark_read(&conn, user, room, sql_seq(seq) as Seq)?)
+    }
+
+    fn unread(
+        &self,
+        user: &str,
+        username: Option<&str>,
+        rooms: &[&str],
+    ) -> Result<Vec<(String, Unread)>, StoreError> {
+        self.read(|conn| sqlite_events::unread(conn, user, username, rooms))
+    }
+
+    fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        let free = (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok());
+        let conn = free.unwrap_or_else(|| self.readers[start % n].lock().unwrap_or_else(|p| p.into_inner()));
+        sqlite_events::search(&conn, query)
     }
 }
 
@@ -422,6 +513,35 @@ mod tests {
         }
     }
 
+    /// Messages as the events that store them.
+    fn events(messages: impl IntoIterator<Item = ChatMessage>) -> Vec<RoomEvent> {
+        messages.into_iter().map(RoomEvent::Message).collect()
+    }
+
+    trait Messages {
+        fn put(&self, messages: Vec<ChatMessage>) -> Result<(), StoreError>;
+        /// The messages among the events of `events_after`.
+        fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError>;
+    }
+
+    impl Messages for SqliteStore {
+        fn put(&self, messages: Vec<ChatMessage>) -> Result<(), StoreError> {
+            self.append(&mut events(messages))
+        }
+        fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError> {
+            let page = self.events_after(room, after, upto, limit)?;
+            let messages = page
+                .events
+                .into_iter()
+                .filter_map(|e| match e {
+                    RoomEvent::Message(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            Ok(Page { messages, more: page.more })
+        }
+    }
+
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db"), true).unwrap();
@@ -436,8 +556,8 @@ mod tests {
     fn append_then_read_pages_oldest_first() {
         let (_dir, store) = store();
         let room = RoomName::parse("a").unwrap();
-        store.append(&(1..=10).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
-        store.append(&[msg("b", 1)]).unwrap();
+        store.put((1..=10).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
+        store.put(vec![msg("b", 1)]).unwrap();
 
         assert_eq!(store.head(&room).unwrap(), 10);
         let page = store.after(&room, 0, 10, 3).unwrap();
@@ -457,15 +577,15 @@ mod tests {
     #[test]
     fn checkpoints_move_the_wal_into_the_database() {
         let (dir, store) = store();
-        store.append(&(1..=500).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
+        store.put((1..=500).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
         let wal = dir.path().join("t.db-wal");
         let before = std::fs::metadata(&wal).unwrap().len();
         assert!(before > 0);
         store.maintain().unwrap();
         // The next commit starts the WAL over instead of growing it.
-        store.append(&[msg("a", 501)]).unwrap();
+        store.put(vec![msg("a", 501)]).unwrap();
         store.maintain().unwrap();
-        store.append(&[msg("a", 502)]).unwrap();
+        store.put(vec![msg("a", 502)]).unwrap();
         assert!(std::fs::metadata(&wal).unwrap().len() <= before);
         assert_eq!(store.head(&RoomName::parse("a").unwrap()).unwrap(), 502);
     }
@@ -476,20 +596,20 @@ mod tests {
         store.wal_restart_pages = 8;
         let path = dir.path().join("t.db");
         let wal_len = || std::fs::metadata(dir.path().join("t.db-wal")).unwrap().len();
-        store.append(&(1..=500).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
+        store.put((1..=500).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
         // A reader's snapshot keeps the passive checkpoint from copying the newest commits,
         // as commits landing during it do under load: the WAL cannot start over by itself.
         let reader = Connection::open(&path).unwrap();
         reader.execute_batch("BEGIN; SELECT COUNT(*) FROM messages;").unwrap();
-        store.append(&(501..=600).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
+        store.put((501..=600).map(|s| msg("a", s)).collect::<Vec<_>>()).unwrap();
         store.maintain().unwrap();
         reader.execute_batch("COMMIT").unwrap();
         // The next commit restarts the WAL: what follows is written from its beginning,
         // so the file stops growing (without the restart each commit would extend it).
-        store.append(&[msg("a", 601)]).unwrap();
+        store.put(vec![msg("a", 601)]).unwrap();
         let len = wal_len();
         for seq in 602..=606 {
-            store.append(&[msg("a", seq)]).unwrap();
+            store.put(vec![msg("a", seq)]).unwrap();
         }
         assert_eq!(wal_len(), len, "the WAL was written over from its beginning");
         assert_eq!(store.after(&RoomName::parse("a").unwrap(), 0, 606, 1000).unwrap().messages.len(), 606);
@@ -517,8 +637,8 @@ mod tests {
         let room = RoomName::parse("a").unwrap();
         let page = store.after(&room, 0, 10, 10).unwrap();
         assert_eq!(page.messages, (1..=3).map(|s| msg("a", s)).collect::<Vec<_>>());
-        store.append(&[msg("a", 4)]).unwrap();
-        assert!(store.append(&[msg("a", 4)]).is_err(), "(room, seq) is still unique");
+        store.put(vec![msg("a", 4)]).unwrap();
+        assert!(store.put(vec![msg("a", 4)]).is_err(), "(room, seq) is still unique");
         assert_eq!(store.head(&room).unwrap(), 4);
         let version: usize =
             store.read(|c| c.pragma_query_value(None, "user_version", |r| r.get(0))).unwrap();
@@ -528,9 +648,9 @@ mod tests {
     #[test]
     fn a_failed_batch_stores_nothing() {
         let (_dir, store) = store();
-        store.append(&[msg("a", 1)]).unwrap();
+        store.put(vec![msg("a", 1)]).unwrap();
         // seq 1 again violates the primary key: the whole batch must roll back.
-        assert!(store.append(&[msg("a", 2), msg("a", 1)]).is_err());
+        assert!(store.put(vec![msg("a", 2), msg("a", 1)]).is_err());
         assert_eq!(store.head(&RoomName::parse("a").unwrap()).unwrap(), 1);
     }
 
@@ -542,7 +662,7 @@ mod tests {
             let store = SqliteStore::open(&path, true).unwrap();
             let mut late = msg("busy", 2);
             late.ts = 99;
-            store.append(&[msg("busy", 1), late, msg("quiet", 1)]).unwrap();
+            store.put(vec![msg("busy", 1), late, msg("quiet", 1)]).unwrap();
         }
         let store = SqliteStore::open(&path, true).unwrap();
         let rooms: Vec<(String, Seq, i64)> = store
