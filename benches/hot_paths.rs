@@ -5,7 +5,7 @@
 //!
 //! `cargo test --features ssr --benches` runs each once as a smoke test (CI does).
 
-use confab::protocol::{ChatMessage, Nick, RoomName, ServerMsg};
+use confab::protocol::{ChatMessage, Nick, RoomEvent, RoomName, ServerMsg};
 use confab::server::{
     metrics::Metrics,
     outbound::{ConnHandle, Outbound},
@@ -25,6 +25,7 @@ fn message(seq: u64) -> ChatMessage {
         client_id: format!("c-{seq}"),
         user: "g-0123456789abcdef".into(),
         guest: true,
+        ..ChatMessage::default()
     }
 }
 
@@ -77,11 +78,12 @@ fn store_append(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
             b.iter_batched(
                 || {
-                    let msgs: Vec<ChatMessage> = (0..batch).map(|i| message(next + i as u64 + 1)).collect();
+                    let events: Vec<RoomEvent> =
+                        (0..batch).map(|i| RoomEvent::Message(message(next + i as u64 + 1))).collect();
                     next += batch as u64;
-                    msgs
+                    events
                 },
-                |msgs| store.append(&msgs).unwrap(),
+                |mut events| store.append(&mut events).unwrap(),
                 BatchSize::SmallInput,
             )
         });

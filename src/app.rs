@@ -9,7 +9,7 @@ use crate::ui::{
     seed,
     sidebar::Sidebar,
 };
-use leptos::prelude::*;
+use leptos::{either::EitherOf3, prelude::*};
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 
 /// The HTML document the server renders around the app.
@@ -69,10 +69,13 @@ pub fn App() -> impl IntoView {
         <div class="layout">
             <Sidebar />
             <main class="main" id="main">
+                // `EitherOf3`, not `into_any`: an erased view carries every way of
+                // hydrating its page (the async one too), which doubled the room page's
+                // code in the bundle.
                 {move || match kind.get() {
-                    PageKind::Lobby => view! { <Lobby /> }.into_any(),
-                    PageKind::Room => view! { <RoomPage /> }.into_any(),
-                    PageKind::NotFound => view! { <NotFound /> }.into_any(),
+                    PageKind::Lobby => EitherOf3::A(view! { <Lobby /> }),
+                    PageKind::Room => EitherOf3::B(view! { <RoomPage /> }),
+                    PageKind::NotFound => EitherOf3::C(view! { <NotFound /> }),
                 }}
             </main>
         </div>

@@ -4,7 +4,7 @@
 //! protocol's rules (resume, replay, gaps, outbox pacing, errors) are all in `ui::sync`.
 
 use super::storage;
-use crate::protocol::Request;
+use crate::protocol::{ClientMsg, Request};
 use crate::ui::{
     chat::{Chat, Command},
     state::{ChatModel, ConnStatus},
@@ -143,10 +143,23 @@ fn command(chat: Chat, syncer: &mut Syncer, cmd: Command) -> Vec<Action> {
             chat.model.with_untracked(|m| storage::save_rooms(m.rooms.keys()));
             actions
         }
-        Command::Send { room, text } => {
+        Command::Send { room, text, reply_to } => {
             let (client_id, now) = (new_client_id(), now());
-            with_model(chat, syncer, Box::new(move |s, m| s.send(m, &room, text, client_id, now)))
+            with_model(chat, syncer, Box::new(move |s, m| s.reply(m, &room, text, client_id, reply_to, now)))
         }
+        Command::Edit { room, target, text } => {
+            let msg = ClientMsg::Edit { room: room.clone(), target, text, client_id: new_client_id() };
+            with_model(chat, syncer, Box::new(move |s, m| s.change(m, &room, msg)))
+        }
+        Command::Delete { room, target } => {
+            let msg = ClientMsg::Delete { room: room.clone(), target, client_id: new_client_id() };
+            with_model(chat, syncer, Box::new(move |s, m| s.change(m, &room, msg)))
+        }
+        Command::React { room, target, emoji, on } => {
+            let msg = ClientMsg::React { room: room.clone(), target, emoji, on };
+            with_model(chat, syncer, Box::new(move |s, m| s.change(m, &room, msg)))
+        }
+        Command::Read { room, seq } => with_model(chat, syncer, Box::new(move |s, m| s.read(m, &room, seq))),
         Command::Typing(room) => chat.model.with_untracked(|m| syncer.typing(m, &room)),
         Command::LoadOlder(room) => with_model(chat, syncer, Box::new(|s, m| s.load_older(m, &room))),
         Command::ListRooms => syncer.list_rooms(),
@@ -193,9 +206,9 @@ impl Timers {
 }
 
 async fn write(sink: &mut Writer, req: &Request) -> bool {
-    match serde_json::to_string(req) {
-        Ok(text) => sink.send(Message::Text(text)).await.is_ok(),
-        Err(_) => true,
+    match crate::ui::wire::encode(req) {
+        Some(text) => sink.send(Message::Text(text)).await.is_ok(),
+        None => true,
     }
 }
 
@@ -255,7 +268,16 @@ async fn connect(chat: Chat, syncer: &mut Syncer, commands: &mut UnboundedReceiv
                 };
                 let Some(msg) = crate::ui::wire::decode(&text) else { continue };
                 let now = now();
-                with_model(chat, syncer, Box::new(move |s, m| s.on_frame(m, msg, now)))
+                // Only a hidden tab notifies: the copy is made only then.
+                let notify = match &msg {
+                    crate::protocol::ServerMsg::Message(m) if super::notify::hidden() => Some(m.clone()),
+                    _ => None,
+                };
+                let actions = with_model(chat, syncer, Box::new(move |s, m| s.on_frame(m, msg, now)));
+                if let Some(m) = notify {
+                    super::notify::message(chat, &m);
+                }
+                actions
             }
             () = &mut timers.alarm => {
                 let now = now();

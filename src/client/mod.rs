@@ -2,6 +2,8 @@
 //! and outbox, and what the page remembers between visits.
 
 mod connection;
+pub mod dom;
+pub mod notify;
 pub mod storage;
 
 use crate::ui::chat::Chat;

@@ -46,11 +46,12 @@ pub fn routes(hub: &Arc<Hub>, auth_limit: &HttpRateLimit) -> Router<Arc<Hub>> {
         .route("/rooms/new", get(new_room_page).post(new_room_post))
         .route("/dm", get(dm_page).post(dm_post))
         .route("/r/{room}/settings", get(settings_page).post(settings_post))
+        .route("/search", get(super::search_page::search_page))
         .layer(axum::middleware::from_fn_with_state(hub.clone(), account_api::check_origin))
 }
 
 /// Escapes text for HTML content and attribute values.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -84,7 +85,7 @@ fn safe_next(next: Option<&str>) -> String {
 }
 
 /// A UTC date and time of Unix ms, "2026-12-01 13:05".
-fn when(ms: i64) -> String {
+pub(super) fn when(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days to a civil date (H. Hinnant's algorithm).
@@ -101,7 +102,7 @@ fn when(ms: i64) -> String {
 }
 
 /// A whole page: the app's stylesheet, no script at all (the CSP says so).
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -124,7 +125,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     response
 }
 
-fn alert(message: Option<&str>) -> String {
+pub(super) fn alert(message: Option<&str>) -> String {
     match message {
         Some(m) => format!("<p class=\"form-error\" role=\"alert\">{}</p>", esc(m)),
         None => String::new(),
@@ -757,7 +758,7 @@ async fn dm_post(State(hub): State<Arc<Hub>>, headers: HeaderMap, Form(form): Fo
 }
 
 /// Who is looking at a room page: the signed-in user, or an anonymous visitor.
-async fn viewer(hub: &Hub, headers: &HeaderMap) -> (Identity, Option<Principal>) {
+pub(super) async fn viewer(hub: &Hub, headers: &HeaderMap) -> (Identity, Option<Principal>) {
     match hub.auth.authenticate(headers).await {
         Ok(Some(p)) => (p.identity(), Some(p)),
         _ => (anonymous(), None),

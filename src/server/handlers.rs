@@ -628,11 +628,13 @@ impl Reader {
             Ok(text) => text.into_string(),
             Err(err) => return self.error_for(err.code(), err.to_string(), &client_id).await,
         };
-        if let Err(err) = self.hub.check_edit(&room, target, who).await {
-            return self.error_for(err.code(), err.to_string(), &client_id).await;
-        }
+        // A retry of a stored edit is answered with it first, whatever changed since.
         if !self.claim(session, &client_id).await {
             return;
+        }
+        if let Err(err) = self.hub.check_edit(&room, target, who).await {
+            session.forget(&client_id);
+            return self.error_for(err.code(), err.to_string(), &client_id).await;
         }
         let mentions = self.hub.mentions_in(&text).await;
         let event = EditEvent {
@@ -665,11 +667,13 @@ impl Reader {
             Ok(room) => room,
             Err((code, message)) => return self.error_for(code, message, &client_id).await,
         };
-        if let Err(err) = self.hub.check_delete(&room, target, who).await {
-            return self.error_for(err.code(), err.to_string(), &client_id).await;
-        }
+        // A retry of a stored deletion is answered with it (the message is deleted now).
         if !self.claim(session, &client_id).await {
             return;
+        }
+        if let Err(err) = self.hub.check_delete(&room, target, who).await {
+            session.forget(&client_id);
+            return self.error_for(err.code(), err.to_string(), &client_id).await;
         }
         let event = DeleteEvent {
             room: room.name.as_str().to_owned(),

@@ -20,6 +20,7 @@ pub mod pages;
 pub mod rate;
 pub mod room;
 pub mod search;
+pub mod search_page;
 pub mod session;
 pub mod store;
 

@@ -2,6 +2,7 @@
 //! browser's connection. On the server there is no connection; commands go nowhere.
 
 use super::state::ChatModel;
+use crate::protocol::Seq;
 use futures::channel::mpsc::UnboundedSender;
 use leptos::prelude::*;
 
@@ -16,6 +17,27 @@ pub enum Command {
     Send {
         room: String,
         text: String,
+        reply_to: Option<Seq>,
+    },
+    Edit {
+        room: String,
+        target: Seq,
+        text: String,
+    },
+    Delete {
+        room: String,
+        target: Seq,
+    },
+    React {
+        room: String,
+        target: Seq,
+        emoji: String,
+        on: bool,
+    },
+    /// I have seen the room up to this seq.
+    Read {
+        room: String,
+        seq: Seq,
     },
     Typing(String),
     LoadOlder(String),
@@ -29,6 +51,12 @@ pub struct Chat {
     pub clock: RwSignal<f64>,
     /// True once the page is hydrated (false during the server render).
     pub mounted: RwSignal<bool>,
+    /// The message the composer answers: (room, seq, author).
+    pub replying: RwSignal<Option<(String, Seq, String)>>,
+    /// The message of mine the composer edits: (room, seq, its text).
+    pub editing: RwSignal<Option<(String, Seq, String)>>,
+    /// A message to bring into view (a reply's original, a search hit): (room, seq).
+    pub seek: RwSignal<Option<(String, Seq)>>,
     commands: StoredValue<Option<UnboundedSender<Command>>>,
     /// Commands given before the connection started (effects run in no set order).
     backlog: StoredValue<Vec<Command>>,
@@ -46,6 +74,9 @@ impl Chat {
             model: RwSignal::new(ChatModel::default()),
             clock: RwSignal::new(0.0),
             mounted: RwSignal::new(false),
+            replying: RwSignal::new(None),
+            editing: RwSignal::new(None),
+            seek: RwSignal::new(None),
             commands: StoredValue::new(None),
             backlog: StoredValue::new(Vec::new()),
         }

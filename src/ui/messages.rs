@@ -9,11 +9,13 @@
 //! anyway (for the reader's place), and the observer's bindings cost bundle weight.
 
 use super::{
+    actions::EmojiPicker,
     chat::{Command, use_chat},
+    row::{RowCtx, RowParts},
     scroll::{self, Place},
-    text::{RichText, clock_time},
+    text::clock_time,
 };
-use crate::protocol::ChatMessage;
+use crate::protocol::{ChatMessage, Seq};
 use leptos::{html, prelude::*};
 
 /// Consecutive messages from one author within this gap share one header.
@@ -24,24 +26,86 @@ const STICKY_PX: i32 = 48;
 /// a reader scrolling up rarely reaches it before the page does.
 const PREFETCH_PX: i32 = 600;
 
-/// One row: the message and whether it starts a group (shows author and time).
+/// One row: the message, whether it starts a group (shows author and time), whether the
+/// "new messages" line goes above it, and the original it answers (author, first line).
 #[derive(Clone, PartialEq)]
 struct Row {
     msg: ChatMessage,
     head: bool,
+    divider: bool,
+    quote: Option<(Seq, String, String)>,
+    /// Changes whenever what the row shows does (the list re-renders only such rows).
+    rev: u64,
 }
 
-fn rows(messages: &[ChatMessage]) -> Vec<Row> {
+/// A row with how the reader relates to it: what `<li>` shows, and its key.
+#[derive(Clone, PartialEq)]
+struct Shown {
+    row: Row,
+    ctx: RowCtx,
+    mentioned: bool,
+    key: u64,
+}
+
+/// The rows of `messages`; the divider goes above the first message after `divider` that
+/// is not `me`'s.
+fn rows(messages: &[ChatMessage], divider: Option<Seq>, me: Option<&str>) -> Vec<Row> {
     let mut prev: Option<&ChatMessage> = None;
+    let mut divided = false;
     messages
         .iter()
         .map(|m| {
             let head =
                 prev.is_none_or(|p| p.nick != m.nick || p.user != m.user || m.ts - p.ts > GROUP_GAP_MS);
             prev = Some(m);
-            Row { msg: m.clone(), head }
+            let divider = !divided && divider.is_some_and(|d| m.seq > d) && me != Some(m.user.as_str());
+            divided |= divider;
+            let quote = m.reply_to.map(|seq| match messages.binary_search_by_key(&seq, |o| o.seq) {
+                Ok(at) => {
+                    let o = &messages[at];
+                    let line = if o.deleted { "message deleted".to_owned() } else { first_line(&o.text) };
+                    (seq, o.nick.clone(), line)
+                }
+                Err(_) => (seq, String::new(), "an earlier message".to_owned()),
+            });
+            let rev = revision(m, head, divider, &quote);
+            Row { msg: m.clone(), head, divider, quote, rev }
         })
         .collect()
+}
+
+/// A line of the original, for a reply's quote.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(80).collect();
+    if out.len() < line.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// FNV-1a over what a row shows.
+fn revision(m: &ChatMessage, head: bool, divider: bool, quote: &Option<(Seq, String, String)>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    eat(m.text.as_bytes());
+    eat(&[u8::from(head), u8::from(divider), u8::from(m.deleted)]);
+    eat(&m.edited_ts.unwrap_or(0).to_le_bytes());
+    for r in &m.reactions {
+        eat(r.emoji.as_bytes());
+        for u in &r.users {
+            eat(u.as_bytes());
+        }
+    }
+    if let Some((_, nick, line)) = quote {
+        eat(nick.as_bytes());
+        eat(line.as_bytes());
+    }
+    h
 }
 
 #[component]
@@ -56,6 +120,51 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
     // when the join was answered.
     let last_render = StoredValue::new((0u64, 0u64, false));
     let my_id = Memo::new(move |_| chat.model.with(|m| m.user.as_ref().map(|u| u.id.clone())));
+    let picking = RwSignal::new(None::<Seq>);
+    let divider = Memo::new(move |_| chat.model.with(|m| m.rooms.get(&room.get()).and_then(|v| v.divider)));
+    // The message to bring into view (a reply's original, a search hit): shown once it
+    // is loaded, older pages loaded until it is.
+    let sought = RwSignal::new(None::<Seq>);
+    Effect::new(move |_| {
+        let Some((r, seq)) = chat.seek.get() else { return };
+        if r != room.get() {
+            return;
+        }
+        let held = messages.with(|m| m.iter().any(|x| x.seq == seq));
+        if held {
+            chat.seek.set(None);
+            sought.set(Some(seq));
+            request_animation_frame(move || scroll_to_seq(seq));
+        } else if chat
+            .model
+            .with(|m| m.rooms.get(&r).is_some_and(|v| v.live && v.has_older && !v.loading_older))
+        {
+            chat.send(Command::LoadOlder(r));
+        } else if chat.model.with(|m| m.rooms.get(&r).is_some_and(|v| v.live && !v.has_older)) {
+            // Not in the room (any more): nothing to show.
+            chat.seek.set(None);
+        }
+    });
+    // Read state: while the room is on screen, the reader at its bottom and the tab
+    // visible, what is here is read (checked each second: one marker per second at most).
+    Effect::new(move |_| {
+        chat.clock.track();
+        let room = room.get_untracked();
+        if !at_bottom.get_untracked() || !page_visible() {
+            return;
+        }
+        let (last, read) = chat
+            .model
+            .with_untracked(|m| m.rooms.get(&room).map_or((None, 0), |v| (v.last_seq(), v.last_read)));
+        if let Some(last) = last
+            && last > read
+            && chat
+                .model
+                .with_untracked(|m| m.account.is_some() && m.rooms.get(&room).is_some_and(|v| v.live))
+        {
+            chat.send(Command::Read { room, seq: last });
+        }
+    });
     // The room's unacknowledged messages: (client_id, text, waiting out a refusal).
     let pending = Memo::new(move |_| {
         let room = room.get();
@@ -173,31 +282,44 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                         "Load older messages"
                     </button>
                 </div>
-                <ol class="message-list">
+                <ol class="message-list" on:click=move |ev| on_row_click(ev, room, picking)>
                     <For
-                        each=move || rows(&messages.get())
-                        key=|row| (row.msg.seq, row.head)
-                        children=move |row| {
-                            let Row { msg, head } = row;
-                            let nick = msg.nick.clone();
-                            let guest = msg.guest;
-                            let mine = {
-                                let user = msg.user.clone();
-                                move || !user.is_empty() && my_id.with(|me| me.as_deref() == Some(user.as_str()))
-                            };
-                            let ts = msg.ts;
-                            let time = move || clock_time(ts, chat.mounted.get());
-                            view! {
-                                <li class="message" class:mine=mine class:grouped=!head data-seq=msg.seq>
-                                    {head.then(|| view! {
-                                        <div class="message-head">
-                                            <span class="author" class:guest=guest>{nick.clone()}</span>
-                                            <time class="time">{time}</time>
-                                        </div>
-                                    })}
-                                    <div class="text"><RichText text=msg.text.clone() /></div>
-                                </li>
+                        each=move || {
+                            let me = my_id.get();
+                            let interactive = chat.mounted.get();
+                            let rows = messages.with(|msgs| rows(msgs, divider.get(), me.as_deref()));
+                            chat.model.with(|m| {
+                                rows.into_iter()
+                                    .map(|row| {
+                                        let mine = m.is_mine(&row.msg);
+                                        let ctx = RowCtx {
+                                            me: me.clone(),
+                                            mine: mine && !row.msg.deleted,
+                                            deletable: !row.msg.deleted && m.may_delete(&row.msg),
+                                            interactive,
+                                            time: clock_time(row.msg.ts, interactive),
+                                        };
+                                        let mentioned = m.mentions_me(&row.msg);
+                                        let flags = u64::from(ctx.mine) | u64::from(ctx.deletable) << 1
+                                            | u64::from(interactive) << 2 | u64::from(mentioned) << 3;
+                                        let key = row.rev ^ flags.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                                        Shown { row, ctx, mentioned, key }
+                                    })
+                                    .collect::<Vec<_>>()
+                            })
+                        }
+                        key=|s| (s.row.msg.seq, s.key)
+                        children=move |shown| {
+                            let Shown { row: Row { msg, head, divider, quote, .. }, ctx, mentioned, .. } = shown;
+                            let seq = msg.seq;
+                            let mut class = String::from("message");
+                            for (on, name) in [(ctx.mine, " mine"), (!head, " grouped"), (msg.deleted, " deleted"), (mentioned, " mentioned")] {
+                                if on {
+                                    class.push_str(name);
+                                }
                             }
+                            let nodes = super::row::row(&msg, &RowParts { head, divider, quote }, &ctx);
+                            row_item(class, seq, nodes, sought)
                         }
                     />
                     <For
@@ -211,7 +333,7 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                             };
                             view! {
                                 <li class=class aria-label=note>
-                                    <div class="text"><RichText text=text /></div>
+                                    <div class="text">{text}</div>
                                     <span class="pending-note">{note}</span>
                                 </li>
                             }
@@ -219,6 +341,7 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
                     />
                 </ol>
             </div>
+            <EmojiPicker room=room picking=picking />
             <Show when=move || { unseen.get() > 0 }>
                 <button type="button" class="new-messages" on:click=move |_| scroll_to_bottom()>
                     {move || format!("{} new messages ↓", unseen.get())}
@@ -226,6 +349,73 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
             </Show>
         </div>
     }
+}
+
+/// One message's `<li>`: the server writes its inside as escaped HTML, the browser
+/// builds it with DOM calls once the element is there.
+fn row_item(
+    class: String,
+    seq: Seq,
+    nodes: Vec<super::row::Node>,
+    sought: RwSignal<Option<Seq>>,
+) -> impl IntoView {
+    #[cfg(feature = "hydrate")]
+    {
+        let li: NodeRef<html::Li> = NodeRef::new();
+        li.on_load(move |el| crate::client::dom::fill(&el, &nodes));
+        view! { <li class=class class:sought=move || sought.get() == Some(seq) data-seq=seq node_ref=li></li> }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let html = super::row::to_html(&nodes);
+        view! { <li class=class class:sought=move || sought.get() == Some(seq) data-seq=seq inner_html=html></li> }
+    }
+}
+
+/// The list's one click handler: a row's button says what it does in its `data-act`.
+fn on_row_click(ev: leptos::ev::MouseEvent, room: Memo<String>, picking: RwSignal<Option<Seq>>) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let Some(target) = ev.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
+        let Some(button) = target.closest("[data-act]").ok().flatten() else { return };
+        let Some(seq) = button
+            .closest("li[data-seq]")
+            .ok()
+            .flatten()
+            .and_then(|li| li.get_attribute("data-seq"))
+            .and_then(|s| s.parse().ok())
+        else {
+            return;
+        };
+        if let Some(what) = super::actions::RowAct::read(|name| button.get_attribute(name)) {
+            super::actions::act(use_chat(), room.get_untracked(), seq, what, picking);
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (ev, room, picking);
+}
+
+/// Scrolls the message with this seq into the middle of the view.
+fn scroll_to_seq(seq: Seq) {
+    #[cfg(feature = "hydrate")]
+    if let Some(el) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.query_selector(&format!("li[data-seq=\"{seq}\"]")).ok().flatten())
+    {
+        el.scroll_into_view();
+    }
+    let _ = seq;
+}
+
+/// The tab is on screen (always, on the server).
+fn page_visible() -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::window().and_then(|w| w.document()).is_none_or(|d| !d.hidden())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    true
 }
 
 #[cfg(test)]
@@ -246,11 +436,42 @@ mod tests {
 
     #[test]
     fn consecutive_messages_from_one_author_are_grouped() {
-        let heads: Vec<bool> =
-            rows(&[m(1, "a", 0), m(2, "a", 1000), m(3, "b", 2000), m(4, "b", 2000 + GROUP_GAP_MS + 1)])
-                .into_iter()
-                .map(|r| r.head)
-                .collect();
+        let heads: Vec<bool> = rows(
+            &[m(1, "a", 0), m(2, "a", 1000), m(3, "b", 2000), m(4, "b", 2000 + GROUP_GAP_MS + 1)],
+            None,
+            None,
+        )
+        .into_iter()
+        .map(|r| r.head)
+        .collect();
         assert_eq!(heads, vec![true, false, true, true]);
+    }
+
+    #[test]
+    fn the_divider_goes_above_the_first_unread_message_of_someone_else() {
+        let mut msgs = vec![m(1, "a", 0), m(2, "me", 0), m(3, "a", 0), m(4, "a", 0)];
+        msgs[1].user = "me".into();
+        let divided: Vec<Seq> =
+            rows(&msgs, Some(1), Some("me")).into_iter().filter(|r| r.divider).map(|r| r.msg.seq).collect();
+        assert_eq!(divided, vec![3]);
+        assert!(rows(&msgs, None, Some("me")).iter().all(|r| !r.divider));
+    }
+
+    #[test]
+    fn a_reply_quotes_the_first_line_of_its_original_and_changes_with_it() {
+        let mut msgs = vec![m(1, "a", 0), m(5, "b", 0)];
+        msgs[0].text = "first line\nsecond".into();
+        msgs[1].reply_to = Some(1);
+        let before = rows(&msgs, None, None);
+        assert_eq!(before[1].quote, Some((1, "a".into(), "first line".into())));
+        msgs[0].deleted = true;
+        let after = rows(&msgs, None, None);
+        assert_eq!(after[1].quote, Some((1, "a".into(), "message deleted".into())));
+        assert_ne!(before[1].rev, after[1].rev, "the reply re-renders");
+        msgs[1].reply_to = Some(0);
+        assert_eq!(
+            rows(&msgs, None, None)[1].quote.as_ref().map(|q| q.2.as_str()),
+            Some("an earlier message")
+        );
     }
 }

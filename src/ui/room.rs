@@ -34,7 +34,11 @@ pub fn RoomPage() -> impl IntoView {
                 if let Some(messages) = seed.messages_for(&room) {
                     chat.model.update(|m| m.seed(&room, messages.to_vec()));
                 }
-                chat.send(Command::Open(room));
+                chat.send(Command::Open(room.clone()));
+                // `?at=seq` (a search hit) opens the room at that message.
+                if let Some(at) = at_in_url() {
+                    chat.seek.set(Some((room, at)));
+                }
             }
         }
     });
@@ -65,6 +69,7 @@ pub fn RoomPage() -> impl IntoView {
                 <header class="room-header">
                     <h1 id="room-title"><span aria-hidden="true">"#"</span>{move || room.get()}</h1>
                     <p class="topic">{topic}</p>
+                    <NotifySetting room=room />
                     <a class="settings-link" href=move || format!("/r/{}/settings", room.get())>"Settings"</a>
                     <button type="button" class="leave" on:click=leave>"Leave"</button>
                 </header>
@@ -98,4 +103,44 @@ fn TypingLine(room: Memo<String>) -> impl IntoView {
         }
     };
     view! { <p class="typing" aria-live="polite" data-testid="typing">{text}</p> }
+}
+
+/// The seq in the page's `?at=` (browser only).
+fn at_in_url() -> Option<crate::protocol::Seq> {
+    #[cfg(feature = "hydrate")]
+    {
+        let search = web_sys::window()?.location().search().ok()?;
+        search.trim_start_matches('?').split('&').find_map(|kv| kv.strip_prefix("at=")?.parse().ok())
+    }
+    #[cfg(not(feature = "hydrate"))]
+    None
+}
+
+/// Which messages of this room notify while the tab is hidden.
+#[component]
+fn NotifySetting(room: Memo<String>) -> impl IntoView {
+    let chat = use_chat();
+    let value = RwSignal::new(String::from("mentions"));
+    Effect::new(move |_| {
+        let room = room.get();
+        #[cfg(feature = "hydrate")]
+        value.set(crate::client::notify::setting(&room));
+        let _ = room;
+    });
+    let on_change = move |ev: leptos::ev::Event| {
+        let v = event_target_value(&ev);
+        #[cfg(feature = "hydrate")]
+        crate::client::notify::set_setting(&room.get_untracked(), &v);
+        value.set(v);
+    };
+    view! {
+        <label class="notify" hidden=move || !chat.mounted.get()>
+            "Notify "
+            <select on:change=on_change prop:value=move || value.get()>
+                <option value="all">"every message"</option>
+                <option value="mentions">"mentions"</option>
+                <option value="none">"nothing"</option>
+            </select>
+        </label>
+    }
 }

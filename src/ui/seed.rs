@@ -60,8 +60,23 @@ impl PageSeed {
             .and_then(|w| w.document())
             .and_then(|d| d.get_element_by_id(SCRIPT_ID))
             .and_then(|e| e.text_content())
-            .and_then(|json| serde_json::from_str(&json).ok())
+            .and_then(|json| Self::parse(&json))
             .unwrap_or_default()
+    }
+
+    /// Reads the seed back from its JSON (with the browser's small reader, `ui::json`).
+    pub fn parse(text: &str) -> Option<Self> {
+        use super::{json::Json, wire};
+        let v = Json::parse(text)?;
+        let room = v.get("room").and_then(|r| {
+            Some(RoomSeed {
+                name: r.str("name")?,
+                messages: r.items("messages").iter().filter_map(wire::message).collect(),
+            })
+        });
+        let directory =
+            v.get("directory").map(|_| v.items("directory").iter().filter_map(wire::room_info).collect());
+        Some(PageSeed { room, directory, user: v.get("user").and_then(wire::user_info) })
     }
 
     /// The seed for this render: the request's on the server, the page's in the browser.
@@ -126,7 +141,8 @@ mod tests {
         };
         let json = seed.to_script_json();
         assert!(!json.contains('<'));
-        assert_eq!(serde_json::from_str::<PageSeed>(&json).unwrap(), seed);
+        assert_eq!(serde_json::from_str::<PageSeed>(&json).unwrap(), seed.clone());
+        assert_eq!(PageSeed::parse(&json), Some(seed.clone()), "the browser reads it back the same");
         assert_eq!(seed.messages_for("r").map(<[_]>::len), Some(1));
         assert!(seed.messages_for("other").is_none());
     }

@@ -10,17 +10,31 @@ pub fn Sidebar() -> impl IntoView {
     // (name, label, unread, current, dm): rooms I am in, and the direct messages I have.
     let all = Memo::new(move |_| {
         chat.model.with(|m| {
-            let mut list: Vec<(String, String, u32, bool, bool)> = m
+            let mut list: Vec<RoomRow> = m
                 .rooms
                 .iter()
                 .map(|(name, v)| {
                     let label = if v.dm && !v.topic.is_empty() { v.topic.clone() } else { name.clone() };
-                    (name.clone(), label, v.unread, m.current.as_deref() == Some(name.as_str()), v.dm)
+                    (
+                        name.clone(),
+                        label,
+                        v.unread,
+                        m.current.as_deref() == Some(name.as_str()),
+                        v.dm,
+                        v.mentions,
+                    )
                 })
                 .collect();
             for r in m.directory.iter().filter(|r| r.dm && !m.rooms.contains_key(&r.name)) {
                 let label = if r.topic.is_empty() { r.name.clone() } else { r.topic.clone() };
-                list.push((r.name.clone(), label, 0, false, true));
+                list.push((
+                    r.name.clone(),
+                    label,
+                    r.unread.unwrap_or(0),
+                    false,
+                    true,
+                    r.mentions.unwrap_or(0),
+                ));
             }
             list
         })
@@ -34,6 +48,13 @@ pub fn Sidebar() -> impl IntoView {
                 <Status />
             </header>
             <Account />
+            <form class="search-form" role="search" action="/search" method="get">
+                <label for="search-q">"Search messages"</label>
+                <div class="row">
+                    <input id="search-q" name="q" type="search" placeholder="words, from:name, in:room" maxlength="200" />
+                    <button type="submit">"Search"</button>
+                </div>
+            </form>
             <JoinForm />
             <h2 class="sidebar-title">"Your rooms"</h2>
             <RoomList rooms=rooms />
@@ -71,7 +92,8 @@ fn Account() -> impl IntoView {
     }
 }
 
-type RoomRow = (String, String, u32, bool, bool);
+/// (name, label, unread, current, dm, mentions).
+type RoomRow = (String, String, u32, bool, bool, u32);
 
 #[component]
 fn RoomList(rooms: Memo<Vec<RoomRow>>) -> impl IntoView {
@@ -80,9 +102,13 @@ fn RoomList(rooms: Memo<Vec<RoomRow>>) -> impl IntoView {
                 <For
                     each=move || rooms.get()
                     key=|r| r.clone()
-                    children=move |(name, label_text, unread, current, _)| {
+                    children=move |(name, label_text, unread, current, _, mentions)| {
                         let href = format!("/r/{name}");
-                        let label = if unread > 0 { format!("{label_text}, {unread} unread") } else { label_text.clone() };
+                        let label = match (unread, mentions) {
+                            (0, _) => label_text.clone(),
+                            (n, 0) => format!("{label_text}, {n} unread"),
+                            (n, m) => format!("{label_text}, {n} unread, {m} mentioning you"),
+                        };
                         view! {
                             <li>
                                 <a
@@ -95,6 +121,7 @@ fn RoomList(rooms: Memo<Vec<RoomRow>>) -> impl IntoView {
                                 >
                                     <span class="hash" aria-hidden="true">"#"</span>
                                     <span class="room-name">{label_text.clone()}</span>
+                                    {(mentions > 0).then(|| view! { <span class="badge mention" data-testid="mentions">{format!("@{mentions}")}</span> })}
                                     {(unread > 0).then(|| view! { <span class="badge" data-testid="unread">{unread}</span> })}
                                 </a>
                             </li>

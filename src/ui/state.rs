@@ -5,7 +5,7 @@
 
 use super::sync::RoomSync;
 use crate::protocol::{
-    ChatMessage, Limits, PresenceState, Reaction, RoomInfo, SearchHit, Seq, ServerMsg, UserInfo,
+    ChatMessage, Limits, PresenceState, Reaction, RoomInfo, RoomRole, Seq, ServerMsg, ServerRole, UserInfo,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -125,6 +125,8 @@ pub struct RoomView {
     pub divider: Option<Seq>,
     /// Usernames of the people here, for `@` completion.
     pub usernames: BTreeSet<String>,
+    /// My role here (moderators may delete anyone's message).
+    pub role: Option<RoomRole>,
 }
 
 impl RoomView {
@@ -224,19 +226,6 @@ pub struct ChatModel {
     pub notice: Option<(String, String)>,
     /// The server refused the nick: ask again.
     pub nick_rejected: Option<String>,
-    /// The last search and what it found.
-    pub search: Option<SearchState>,
-}
-
-/// A search on screen: its query, the hits so far, and where the next page starts.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SearchState {
-    pub query: String,
-    pub hits: Vec<SearchHit>,
-    pub next: Option<i64>,
-    pub loading: bool,
-    /// Why the last page failed, if it did.
-    pub error: Option<String>,
 }
 
 /// Turns `user`'s reaction `emoji` on or off in `reactions`, as the server does: a
@@ -291,7 +280,6 @@ impl Default for ChatModel {
             outbox: Vec::new(),
             notice: None,
             nick_rejected: None,
-            search: None,
         }
     }
 }
@@ -306,6 +294,14 @@ impl ChatModel {
             view.mentions = 0;
             view.divider = Some(view.last_read).filter(|&r| r > 0);
         }
+    }
+
+    /// May I delete `m` (mine, or as a moderator here, or as an admin)?
+    pub fn may_delete(&self, m: &ChatMessage) -> bool {
+        let admin = self.user.as_ref().is_some_and(|u| u.role == ServerRole::Admin);
+        let moderator =
+            self.rooms.get(&m.room).is_some_and(|v| v.role.is_some_and(|r| r >= RoomRole::Moderator));
+        self.is_mine(m) || admin || (moderator && !self.rooms.get(&m.room).is_some_and(|v| v.dm))
     }
 
     /// Whether `m` mentions me.
@@ -429,6 +425,7 @@ impl ChatModel {
                 unread,
                 mentions,
                 usernames,
+                role,
                 ..
             } => {
                 let in_view = self.current.as_deref() == Some(room.as_str());
@@ -447,6 +444,7 @@ impl ChatModel {
                 view.members = members.into_iter().collect();
                 view.guests = guests.into_iter().collect();
                 view.usernames = usernames.into_iter().collect();
+                view.role = role;
                 view.dm = dm;
                 view.topic = topic;
                 view.muted = muted;
@@ -527,16 +525,8 @@ impl ChatModel {
                 }
             }
             ServerMsg::Read { room, seq } => self.read_to(&room, seq),
-            ServerMsg::SearchResults { query, hits, next_before: next, .. } => {
-                let state = self.search.get_or_insert_with(SearchState::default);
-                if state.query != query {
-                    *state = SearchState { query, ..SearchState::default() };
-                }
-                state.hits.extend(hits);
-                state.next = next;
-                state.loading = false;
-                state.error = None;
-            }
+            // Search is a page of its own (`/search`), not part of the chat's model.
+            ServerMsg::SearchResults { .. } => {}
             ServerMsg::Typing { room, nick } => {
                 if let Some(view) = self.rooms.get_mut(&room) {
                     view.typing.insert(nick, now_ms + TYPING_TTL_MS);
@@ -599,10 +589,15 @@ impl ChatModel {
                     view.topic = topic;
                 }
             }
-            ServerMsg::MemberUpdate { room, username, muted, .. } => {
+            ServerMsg::MemberUpdate { room, username, muted, role, .. } => {
                 let me = self.user.as_ref().and_then(|u| u.username.as_deref()) == Some(username.as_str());
-                if let (true, Some(muted), Some(view)) = (me, muted, self.rooms.get_mut(&room)) {
-                    view.muted = muted;
+                if let (true, Some(view)) = (me, self.rooms.get_mut(&room)) {
+                    if let Some(muted) = muted {
+                        view.muted = muted;
+                    }
+                    if role.is_some() {
+                        view.role = role;
+                    }
                 }
             }
             ServerMsg::Ack { .. } => {}

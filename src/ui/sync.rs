@@ -91,8 +91,6 @@ pub enum Req {
     Leave {
         room: String,
     },
-    /// A page of search results.
-    Search,
 }
 
 /// A room's place in the protocol, kept with the room (`RoomView::sync`) so it goes
@@ -223,10 +221,8 @@ impl Syncer {
                 model.apply(msg, now as f64);
                 self.check_replay(model, &room, now, &mut out);
             }
-            ServerMsg::SearchResults { ref reference, .. } => {
-                self.take_request(reference.as_deref());
-                model.apply(msg, now as f64);
-            }
+            // The chat never searches over its socket (search is a page of its own).
+            ServerMsg::SearchResults { .. } => {}
             ServerMsg::History { .. } => self.history(model, msg, now, &mut out),
             ServerMsg::Left { ref room, ref reference } => {
                 self.take_request(reference.as_deref());
@@ -364,31 +360,6 @@ impl Syncer {
             return Vec::new();
         }
         vec![Action::Send(Request { msg: ClientMsg::Read { room: room.to_owned(), seq }, reference: None })]
-    }
-
-    /// Searches (`more`: the next page of the search on screen).
-    pub fn search(&mut self, model: &mut ChatModel, query: String, more: bool) -> Vec<Action> {
-        let mut out = Vec::new();
-        let before = if more {
-            match &model.search {
-                Some(s) if s.query == query && s.next.is_some() && !s.loading => s.next,
-                _ => return out,
-            }
-        } else {
-            None
-        };
-        if !self.online() {
-            model.notify("offline", "Not connected: try again in a moment.".to_owned());
-            return out;
-        }
-        let state = model.search.get_or_insert_with(Default::default);
-        if !more {
-            *state = super::state::SearchState { query: query.clone(), ..Default::default() };
-        }
-        state.loading = true;
-        let msg = ClientMsg::Search { query, room: None, before, limit: None };
-        self.request(msg, Req::Search, &mut out);
-        out
     }
 
     pub fn typing(&self, model: &ChatModel, room: &str) -> Vec<Action> {
@@ -622,12 +593,6 @@ impl Syncer {
                 }
             }
             Req::Leave { .. } => {}
-            Req::Search => {
-                if let Some(search) = &mut model.search {
-                    search.loading = false;
-                    search.error = Some(message);
-                }
-            }
         }
     }
 
@@ -706,7 +671,7 @@ impl Syncer {
                 let msg = ClientMsg::ListRooms { cursor: None, limit: None };
                 self.request(msg, Req::ListRooms { attempt: attempt + 1 }, out);
             }
-            Req::Leave { .. } | Req::Search => {}
+            Req::Leave { .. } => {}
         }
     }
 

@@ -1,23 +1,4 @@
-//! User text on screen: always as text nodes, URLs as safe links.
-
-use crate::protocol::{Segment, segments};
-use leptos::prelude::*;
-
-/// Renders message text. Leptos puts strings in text nodes, so markup in a message is
-/// shown, never interpreted; only http(s) URLs become links.
-#[component]
-pub fn RichText(text: String) -> impl IntoView {
-    segments(&text)
-        .into_iter()
-        .map(|seg| match seg {
-            Segment::Text(t) => t.to_owned().into_any(),
-            Segment::Link(url) => view! {
-                <a href=url.to_owned() target="_blank" rel="noopener noreferrer nofollow">{url.to_owned()}</a>
-            }
-            .into_any(),
-        })
-        .collect_view()
-}
+//! Times on screen.
 
 /// "14:05" from Unix ms: the reader's local time in the browser, UTC on the server (the
 /// browser re-renders it once mounted, so hydration still matches).

@@ -1,168 +1,263 @@
-//! The browser's decoder of server frames.
+//! The browser's decoder of server frames, and encoder of its own.
 //!
-//! `ServerMsg` is an internally tagged enum (`"type"` beside the fields); serde's derive
-//! for those buffers every frame into an intermediate tree and decodes each variant from
-//! it, which costs the bundle about 90 KB before compression. Here the tag is read first
-//! and then the frame is decoded straight into its variant's fields (the `type` key is
-//! ignored as an unknown field). Only what the browser uses is decoded; everything else
-//! keeps its default. A `type` the browser does not know is `None`, as an unknown frame
-//! was before.
+//! The server speaks serde (`protocol`'s derives); the browser reads and writes the same
+//! JSON with `ui::json`, which costs the bundle a fraction of serde's derived code (see
+//! there). Only what the browser uses is decoded; everything else keeps its default. A
+//! `type` the browser does not know is `None`, as is a frame missing a field it needs.
+//! The tests below check, frame by frame, that both sides agree.
 
+use super::json::{Json, Writer};
 use crate::protocol::{
-    ChatMessage, ErrorCode, Limits, PresenceState, RoomInfo, SearchHit, Seq, ServerMsg, UserInfo,
+    ChatMessage, ClientMsg, DeleteEvent, EditEvent, ErrorCode, Limits, PresenceState, ReactEvent, Reaction,
+    Request, RoomInfo, RoomRole, ServerMsg, ServerRole, UserInfo,
 };
-use serde::Deserialize;
-
-/// Every field of every frame the browser uses, by name: one decoder for all of them (a
-/// decoder per kind of frame would cost more bundle than the frames do). Each kind
-/// takes its fields from here; a field it needs and the frame lacks makes it `None`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Frame {
-    #[serde(rename = "type")]
-    kind: String,
-    room: Option<String>,
-    nick: Option<String>,
-    session: Option<String>,
-    limits: Option<Limits>,
-    protocol: u32,
-    user: Option<UserInfo>,
-    members: Option<Vec<String>>,
-    member_count: Option<u32>,
-    head: Option<Seq>,
-    truncated: bool,
-    guests: Vec<String>,
-    dm: bool,
-    topic: String,
-    muted: Option<bool>,
-    #[serde(rename = "ref")]
-    reference: Option<String>,
-    messages: Option<Vec<ChatMessage>>,
-    has_more: bool,
-    rooms: Option<Vec<RoomInfo>>,
-    next: Option<String>,
-    state: Option<PresenceState>,
-    guest: bool,
-    by: Option<String>,
-    banned: bool,
-    username: Option<String>,
-    code: Option<ErrorCode>,
-    message: Option<String>,
-    client_id: Option<String>,
-    retry_after_ms: Option<u64>,
-    usernames: Vec<String>,
-    last_read: Option<Seq>,
-    unread: Option<u32>,
-    mentions: Option<u32>,
-    seq: Option<Seq>,
-    query: Option<String>,
-    hits: Option<Vec<SearchHit>>,
-    next_before: Option<i64>,
-}
-
-/// How every `message` frame starts: serde writes an internally tagged enum's tag first.
-const MESSAGE_PREFIX: &str = r#"{"type":"message","#;
-const EDIT_PREFIX: &str = r#"{"type":"edit","#;
-const DELETE_PREFIX: &str = r#"{"type":"delete","#;
-const REACT_PREFIX: &str = r#"{"type":"react","#;
 
 /// Decodes one text frame from the server; None for anything else.
 pub fn decode(text: &str) -> Option<ServerMsg> {
-    // Messages are most of the traffic: straight into `ChatMessage` (whose `user` is an
-    // id, where `welcome`'s is an object).
-    if text.starts_with(MESSAGE_PREFIX) {
-        return serde_json::from_str(text).ok().map(ServerMsg::Message);
-    }
-    // The log's other events, straight into their structs too (their `user` is an id).
-    if text.starts_with(EDIT_PREFIX) {
-        return serde_json::from_str(text).ok().map(ServerMsg::Edit);
-    }
-    if text.starts_with(DELETE_PREFIX) {
-        return serde_json::from_str(text).ok().map(ServerMsg::Delete);
-    }
-    if text.starts_with(REACT_PREFIX) {
-        return serde_json::from_str(text).ok().map(ServerMsg::React);
-    }
-    let f: Frame = serde_json::from_str(text).ok()?;
-    Some(match f.kind.as_str() {
+    let f = Json::parse(text)?;
+    let room = || f.str("room");
+    Some(match f.get("type")?.as_str()? {
+        "message" => ServerMsg::Message(message(&f)?),
+        "edit" => ServerMsg::Edit(EditEvent {
+            room: room()?,
+            seq: f.u64("seq")?,
+            target: f.u64("target")?,
+            text: f.str("text")?,
+            edited_ts: f.int("edited_ts")?,
+            user: f.string("user"),
+            nick: f.string("nick"),
+            client_id: f.string("client_id"),
+            mentions: f.strings("mentions"),
+        }),
+        "delete" => ServerMsg::Delete(DeleteEvent {
+            room: room()?,
+            seq: f.u64("seq")?,
+            target: f.u64("target")?,
+            by: f.string("by"),
+            user: f.string("user"),
+            client_id: f.string("client_id"),
+        }),
+        "react" => ServerMsg::React(ReactEvent {
+            room: room()?,
+            seq: f.u64("seq")?,
+            target: f.u64("target")?,
+            emoji: f.str("emoji")?,
+            user: f.str("user")?,
+            nick: f.string("nick"),
+            on: f.bool("on")?,
+        }),
         "presence" => ServerMsg::Presence {
-            room: f.room?,
-            nick: f.nick?,
-            state: f.state?,
-            member_count: f.member_count,
-            guest: f.guest,
-            username: f.username,
+            room: room()?,
+            nick: f.str("nick")?,
+            state: match f.get("state")?.as_str()? {
+                "joined" => PresenceState::Joined,
+                "left" => PresenceState::Left,
+                _ => return None,
+            },
+            member_count: f.u32("member_count"),
+            guest: f.flag("guest"),
+            username: f.str("username"),
         },
-        "typing" => ServerMsg::Typing { room: f.room?, nick: f.nick? },
+        "typing" => ServerMsg::Typing { room: room()?, nick: f.str("nick")? },
         "joined" => ServerMsg::Joined {
-            room: f.room?,
-            members: f.members?,
-            member_count: f.member_count.unwrap_or_default(),
-            head: f.head?,
-            truncated: f.truncated,
-            guests: f.guests,
-            usernames: f.usernames,
+            room: room()?,
+            members: f.get("members").map(|_| f.strings("members"))?,
+            member_count: f.u32("member_count").unwrap_or_default(),
+            head: f.u64("head")?,
+            truncated: f.flag("truncated"),
+            guests: f.strings("guests"),
+            usernames: f.strings("usernames"),
             visibility: Default::default(),
-            dm: f.dm,
-            topic: f.topic,
-            role: None,
-            muted: f.muted.unwrap_or_default(),
-            last_read: f.last_read,
-            unread: f.unread,
-            mentions: f.mentions,
-            reference: f.reference,
-        },
-        "read" => ServerMsg::Read { room: f.room?, seq: f.seq? },
-        "search_results" => ServerMsg::SearchResults {
-            query: f.query?,
-            hits: f.hits?,
-            has_more: f.has_more,
-            next_before: f.next_before,
-            reference: f.reference,
+            dm: f.flag("dm"),
+            topic: f.string("topic"),
+            role: f.str("role").as_deref().and_then(RoomRole::parse),
+            muted: f.flag("muted"),
+            last_read: f.u64("last_read"),
+            unread: f.u32("unread"),
+            mentions: f.u32("mentions"),
+            reference: f.str("ref"),
         },
         "history" => ServerMsg::History {
-            room: f.room?,
-            messages: f.messages?,
-            has_more: f.has_more,
-            reference: f.reference,
+            room: room()?,
+            messages: f.get("messages").map(|_| f.items("messages").iter().filter_map(message).collect())?,
+            has_more: f.flag("has_more"),
+            reference: f.str("ref"),
         },
-        "rooms" => {
-            ServerMsg::Rooms { rooms: f.rooms?, has_more: f.has_more, next: f.next, reference: f.reference }
-        }
-        "left" => ServerMsg::Left { room: f.room?, reference: f.reference },
+        "rooms" => ServerMsg::Rooms {
+            rooms: f.get("rooms").map(|_| f.items("rooms").iter().filter_map(room_info).collect())?,
+            has_more: f.flag("has_more"),
+            next: f.str("next"),
+            reference: f.str("ref"),
+        },
+        "left" => ServerMsg::Left { room: room()?, reference: f.str("ref") },
+        "read" => ServerMsg::Read { room: room()?, seq: f.u64("seq")? },
         "welcome" => ServerMsg::Welcome {
-            session: f.session?,
-            nick: f.nick?,
-            limits: f.limits?,
-            protocol: f.protocol,
-            user: f.user,
+            session: f.str("session")?,
+            nick: f.str("nick")?,
+            limits: limits(f.get("limits")?)?,
+            protocol: f.u32("protocol").unwrap_or_default(),
+            user: f.get("user").and_then(user_info),
             reference: None,
         },
         "error" => ServerMsg::Error {
-            code: f.code?,
-            message: f.message?,
-            client_id: f.client_id,
-            retry_after_ms: f.retry_after_ms,
-            reference: f.reference,
+            code: error_code(f.get("code")?.as_str()?)?,
+            message: f.str("message")?,
+            client_id: f.str("client_id"),
+            retry_after_ms: f.u64("retry_after_ms"),
+            reference: f.str("ref"),
         },
-        "invited" => ServerMsg::Invited { room: f.room?, by: f.by? },
-        "kicked" => ServerMsg::Kicked { room: f.room?, by: f.by?, banned: f.banned },
-        "topic" => ServerMsg::Topic { room: f.room?, topic: f.topic, by: f.by? },
+        "invited" => ServerMsg::Invited { room: room()?, by: f.str("by")? },
+        "kicked" => ServerMsg::Kicked { room: room()?, by: f.str("by")?, banned: f.flag("banned") },
+        "topic" => ServerMsg::Topic { room: room()?, topic: f.string("topic"), by: f.str("by")? },
         "member_update" => ServerMsg::MemberUpdate {
-            room: f.room?,
-            username: f.username?,
-            role: None,
+            room: room()?,
+            username: f.str("username")?,
+            role: f.str("role").as_deref().and_then(RoomRole::parse),
             banned: None,
-            muted: f.muted,
+            muted: f.bool("muted"),
         },
         _ => return None,
     })
 }
 
+/// A message as `message`, `history` and the page's seed carry it.
+pub fn message(v: &Json) -> Option<ChatMessage> {
+    Some(ChatMessage {
+        room: v.str("room")?,
+        seq: v.u64("seq")?,
+        nick: v.str("nick")?,
+        text: v.str("text")?,
+        ts: v.int("ts")?,
+        client_id: v.str("client_id")?,
+        user: v.string("user"),
+        guest: v.flag("guest"),
+        reply_to: v.u64("reply_to"),
+        mentions: v.strings("mentions"),
+        edited_ts: v.int("edited_ts"),
+        deleted: v.flag("deleted"),
+        reactions: v
+            .items("reactions")
+            .iter()
+            .filter_map(|r| {
+                Some(Reaction {
+                    emoji: r.str("emoji")?,
+                    count: r.u32("count")?,
+                    users: r.strings("users"),
+                    nicks: r.strings("nicks"),
+                })
+            })
+            .collect(),
+    })
+}
+
+pub fn room_info(v: &Json) -> Option<RoomInfo> {
+    Some(RoomInfo {
+        name: v.str("name")?,
+        members: v.u32("members")?,
+        head: v.u64("head")?,
+        last_active: v.int("last_active").unwrap_or_default(),
+        visibility: Default::default(),
+        dm: v.flag("dm"),
+        topic: v.string("topic"),
+        last_read: v.u64("last_read"),
+        unread: v.u32("unread"),
+        mentions: v.u32("mentions"),
+    })
+}
+
+pub fn user_info(v: &Json) -> Option<UserInfo> {
+    Some(UserInfo {
+        id: v.str("id")?,
+        username: v.str("username"),
+        display_name: v.str("display_name")?,
+        role: ServerRole::parse(v.get("role")?.as_str()?)?,
+        guest: v.flag("guest"),
+    })
+}
+
+fn limits(v: &Json) -> Option<Limits> {
+    Some(Limits {
+        max_text_chars: v.u32("max_text_chars")?,
+        max_nick_chars: v.u32("max_nick_chars")?,
+        max_room_chars: v.u32("max_room_chars")?,
+        max_frame_bytes: v.u32("max_frame_bytes")?,
+        max_rooms_per_connection: v.u32("max_rooms_per_connection")?,
+        max_history: v.u32("max_history")?,
+        messages_per_sec: v.u32("messages_per_sec")?,
+        message_burst: v.u32("message_burst")?,
+    })
+}
+
+fn error_code(s: &str) -> Option<ErrorCode> {
+    ErrorCode::ALL.iter().copied().find(|c| c.as_str() == s)
+}
+
+/// Encodes a request the browser sends (the kinds it sends; others are not its to send).
+pub fn encode(req: &Request) -> Option<String> {
+    let mut w;
+    match &req.msg {
+        ClientMsg::Hello { nick, session } => {
+            w = Writer::object("hello");
+            w.opt_str("nick", nick.as_deref()).opt_str("session", session.as_deref());
+        }
+        ClientMsg::Join { room, since } => {
+            w = Writer::object("join");
+            w.str("room", room);
+            if let Some(since) = since {
+                w.uint("since", *since);
+            }
+        }
+        ClientMsg::Leave { room } => {
+            w = Writer::object("leave");
+            w.str("room", room);
+        }
+        ClientMsg::Send { room, text, client_id, reply_to } => {
+            w = Writer::object("send");
+            w.str("room", room).str("text", text).str("client_id", client_id);
+            if let Some(seq) = reply_to {
+                w.uint("reply_to", *seq);
+            }
+        }
+        ClientMsg::Typing { room } => {
+            w = Writer::object("typing");
+            w.str("room", room);
+        }
+        ClientMsg::History { room, before, limit } => {
+            w = Writer::object("history");
+            w.str("room", room).uint("before", *before).uint("limit", u64::from(*limit));
+        }
+        ClientMsg::ListRooms { cursor, limit } => {
+            w = Writer::object("list_rooms");
+            w.opt_str("cursor", cursor.as_deref());
+            if let Some(limit) = limit {
+                w.uint("limit", u64::from(*limit));
+            }
+        }
+        ClientMsg::Edit { room, target, text, client_id } => {
+            w = Writer::object("edit");
+            w.str("room", room).uint("target", *target).str("text", text).str("client_id", client_id);
+        }
+        ClientMsg::Delete { room, target, client_id } => {
+            w = Writer::object("delete");
+            w.str("room", room).uint("target", *target).str("client_id", client_id);
+        }
+        ClientMsg::React { room, target, emoji, on } => {
+            w = Writer::object("react");
+            w.str("room", room).uint("target", *target).str("emoji", emoji).bool("on", *on);
+        }
+        ClientMsg::Read { room, seq } => {
+            w = Writer::object("read");
+            w.str("room", room).uint("seq", *seq);
+        }
+        _ => return None,
+    }
+    w.opt_str("ref", req.reference.as_deref());
+    Some(w.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{RoomRole, ServerRole};
 
     fn limits() -> Limits {
         Limits {
@@ -265,19 +360,6 @@ mod tests {
                 on: false,
             }),
             ServerMsg::Read { room: "r".into(), seq: 13 },
-            ServerMsg::SearchResults {
-                query: "q".into(),
-                hits: vec![SearchHit {
-                    room: "r".into(),
-                    seq: 3,
-                    nick: "Ann".into(),
-                    ts: 5,
-                    snippet: "…q…".into(),
-                }],
-                has_more: true,
-                next_before: Some(77),
-                reference: Some("s1".into()),
-            },
             ServerMsg::Left { room: "r".into(), reference: Some("l".into()) },
             ServerMsg::Typing { room: "r".into(), nick: "bob".into() },
             ServerMsg::History {
@@ -335,7 +417,8 @@ mod tests {
     fn what_the_browser_does_not_use_is_skipped_or_defaulted() {
         let joined =
             r#"{"type":"joined","room":"r","members":[],"head":0,"visibility":"private","role":"owner"}"#;
-        assert!(matches!(decode(joined), Some(ServerMsg::Joined { role: None, .. })));
+        assert!(matches!(decode(joined), Some(ServerMsg::Joined { role: Some(RoomRole::Owner), .. })));
+        assert_eq!(decode(r#"{"type":"search_results","query":"q","hits":[],"has_more":false}"#), None);
         let update = ServerMsg::MemberUpdate {
             room: "r".into(),
             username: "bob".into(),
@@ -346,15 +429,50 @@ mod tests {
         let decoded = decode(&serde_json::to_string(&update).unwrap());
         assert!(matches!(
             decoded,
-            Some(ServerMsg::MemberUpdate { role: None, banned: None, muted: None, .. })
+            Some(ServerMsg::MemberUpdate { role: Some(RoomRole::Owner), banned: None, muted: None, .. })
         ));
         assert_eq!(decode(r#"{"type":"kicked","room":"r"}"#), None, "no by");
         assert_eq!(decode(r#"{"type":"ack","ref":"x"}"#), None);
         assert_eq!(decode(r#"{"type":"dance"}"#), None);
         assert_eq!(decode("not json"), None);
         assert_eq!(decode(r#"{"type":"message","room":"r"}"#), None, "missing fields");
-        // The server's encoder writes the tag first, which the fast path relies on.
-        let m = ServerMsg::Message(ChatMessage::default());
-        assert!(serde_json::to_string(&m).unwrap().starts_with(MESSAGE_PREFIX));
+        assert_eq!(decode(r#"{"type":"message","room":"r","seq":1.5}"#), None, "not an integer");
+    }
+
+    /// Every request the browser sends is the JSON serde writes for it.
+    #[test]
+    fn requests_encode_as_the_server_decodes_them() {
+        let msgs = vec![
+            ClientMsg::Hello { nick: Some("ann \"x\"".into()), session: Some("s".into()) },
+            ClientMsg::Hello { nick: None, session: None },
+            ClientMsg::Join { room: "r".into(), since: Some(4) },
+            ClientMsg::Join { room: "r".into(), since: None },
+            ClientMsg::Leave { room: "r".into() },
+            ClientMsg::Send {
+                room: "r".into(),
+                text: "a\nb\u{1}😀".into(),
+                client_id: "c".into(),
+                reply_to: Some(3),
+            },
+            ClientMsg::Send { room: "r".into(), text: "t".into(), client_id: "c".into(), reply_to: None },
+            ClientMsg::Typing { room: "r".into() },
+            ClientMsg::History { room: "r".into(), before: 9, limit: 50 },
+            ClientMsg::ListRooms { cursor: None, limit: None },
+            ClientMsg::ListRooms { cursor: Some("5.a".into()), limit: Some(10) },
+            ClientMsg::Edit { room: "r".into(), target: 3, text: "new".into(), client_id: "e".into() },
+            ClientMsg::Delete { room: "r".into(), target: 3, client_id: "d".into() },
+            ClientMsg::React { room: "r".into(), target: 3, emoji: "🎉".into(), on: false },
+            ClientMsg::Read { room: "r".into(), seq: 12 },
+        ];
+        for msg in msgs {
+            for reference in [None, Some("7".to_owned())] {
+                let req = Request { msg: msg.clone(), reference };
+                let ours: serde_json::Value = serde_json::from_str(&encode(&req).unwrap()).unwrap();
+                assert_eq!(ours, serde_json::to_value(&req).unwrap(), "{req:?}");
+                assert_eq!(Request::decode(&encode(&req).unwrap()).0, Ok(req.msg.clone()));
+            }
+        }
+        let other = Request { msg: ClientMsg::OpenDm { username: "u".into() }, reference: None };
+        assert_eq!(encode(&other), None, "not the browser's to send");
     }
 }
