@@ -711,4 +711,140 @@ mod tests {
             store.rooms().unwrap().into_iter().map(|r| r.name.as_str().to_owned()).collect();
         assert_eq!(names, vec!["busy".to_owned()]);
     }
+
+    fn edit(seq: Seq, target: Seq, text: &str) -> RoomEvent {
+        RoomEvent::Edit(crate::protocol::EditEvent {
+            room: "a".into(),
+            seq,
+            target,
+            text: text.into(),
+            edited_ts: 9,
+            user: "1".into(),
+            nick: "ann".into(),
+            client_id: format!("e{seq}"),
+            mentions: Vec::new(),
+        })
+    }
+
+    fn delete(seq: Seq, target: Seq) -> RoomEvent {
+        RoomEvent::Delete(crate::protocol::DeleteEvent {
+            room: "a".into(),
+            seq,
+            target,
+            by: "ann".into(),
+            user: "1".into(),
+            client_id: format!("d{seq}"),
+        })
+    }
+
+    fn react(seq: Seq, target: Seq, emoji: &str, user: &str, on: bool) -> RoomEvent {
+        RoomEvent::React(crate::protocol::ReactEvent {
+            room: "a".into(),
+            seq,
+            target,
+            emoji: emoji.into(),
+            user: user.into(),
+            nick: user.to_uppercase(),
+            on,
+        })
+    }
+
+    fn search(store: &SqliteStore, words: &str) -> Vec<Seq> {
+        let q = SearchQuery {
+            fts: crate::server::search::Query::parse(words).unwrap().fts,
+            rooms: vec!["a".into()],
+            from_user: None,
+            before: None,
+            limit: 10,
+        };
+        store.search(&q).unwrap().hits.iter().map(|h| h.seq).collect()
+    }
+
+    #[test]
+    fn events_change_the_current_state_and_the_index_in_the_same_commit() {
+        let (_dir, store) = store();
+        let room = RoomName::parse("a").unwrap();
+        let mut first = msg("a", 1);
+        first.text = "deploy on friday".into();
+        store.put(vec![first, msg("a", 2)]).unwrap();
+        let mut batch = vec![
+            edit(3, 1, "deploy on monday"),
+            react(4, 2, "🎉", "2", true),
+            react(5, 2, "👍", "1", true),
+            react(6, 2, "🎉", "1", true),
+            react(7, 2, "🎉", "2", false),
+        ];
+        store.append(&mut batch).unwrap();
+        assert_eq!(store.head(&room).unwrap(), 7);
+        let page = store.before(&room, Seq::MAX, 10).unwrap();
+        assert_eq!(
+            (page.messages[0].text.as_str(), page.messages[0].edited_ts),
+            ("deploy on monday", Some(9))
+        );
+        // 🎉's group began first and still has someone in it; 👍 came after.
+        let reactions: Vec<(String, Vec<String>)> =
+            page.messages[1].reactions.iter().map(|r| (r.emoji.clone(), r.users.clone())).collect();
+        assert_eq!(reactions, vec![("🎉".into(), vec!["1".into()]), ("👍".into(), vec!["1".into()])]);
+        assert_eq!(search(&store, "monday"), vec![1]);
+        assert!(search(&store, "friday").is_empty(), "the edit re-indexed");
+        // The log replays every event, messages without their reactions.
+        let events = store.events_after(&room, 0, 7, 100).unwrap().events;
+        assert_eq!(events.iter().map(RoomEvent::seq).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+        assert!(matches!(&events[1], RoomEvent::Message(m) if m.reactions.is_empty()));
+    }
+
+    #[test]
+    fn a_deletion_redacts_the_message_its_edits_and_the_index_and_later_changes_do_nothing() {
+        let (_dir, store) = store();
+        let room = RoomName::parse("a").unwrap();
+        let mut first = msg("a", 1);
+        first.text = "secret plans".into();
+        store.put(vec![first]).unwrap();
+        let mut batch = vec![
+            edit(2, 1, "secret plans v2"),
+            react(3, 1, "👍", "2", true),
+            delete(4, 1),
+            edit(5, 1, "after"),
+        ];
+        batch.push(react(6, 1, "🎉", "2", true));
+        store.append(&mut batch).unwrap();
+        // What raced the deletion is stored as the no-op it became.
+        assert!(matches!(&batch[3], RoomEvent::Edit(e) if e.text.is_empty()));
+        assert!(matches!(&batch[4], RoomEvent::React(r) if !r.on));
+        let m = &store.before(&room, Seq::MAX, 10).unwrap().messages[0];
+        assert!(m.deleted && m.text.is_empty() && m.reactions.is_empty());
+        let events = store.events_after(&room, 0, 6, 100).unwrap().events;
+        assert!(matches!(&events[0], RoomEvent::Message(m) if m.deleted && m.text.is_empty()));
+        assert!(matches!(&events[1], RoomEvent::Edit(e) if e.text.is_empty()), "{:?}", events[1]);
+        assert!(search(&store, "secret").is_empty());
+        let target = store.target(&room, 1, "2").unwrap().unwrap();
+        assert!(target.deleted);
+    }
+
+    #[test]
+    fn reactions_over_the_caps_are_stored_off() {
+        let (_dir, store) = store();
+        store.put(vec![msg("a", 1)]).unwrap();
+        let emoji = crate::ui::actions::EMOJI;
+        let mut batch: Vec<RoomEvent> =
+            (0..21).map(|i| react(2 + i as Seq, 1, emoji[i].0, "1", true)).collect();
+        store.append(&mut batch).unwrap();
+        let on: Vec<bool> = batch.iter().map(|e| matches!(e, RoomEvent::React(r) if r.on)).collect();
+        assert_eq!(on.iter().filter(|o| **o).count(), 20);
+        assert!(!on[20], "the 21st distinct emoji stays off");
+        let target = store.target(&RoomName::parse("a").unwrap(), 1, "1").unwrap().unwrap();
+        assert_eq!((target.emoji.len(), target.mine.len()), (20, 20));
+    }
+
+    #[test]
+    fn read_markers_never_move_back() {
+        let (_dir, store) = store();
+        let room = RoomName::parse("a").unwrap();
+        store.put((1..=5).map(|s| msg("a", s)).collect()).unwrap();
+        assert_eq!(store.mark_read("7", &room, 3).unwrap(), 3);
+        assert_eq!(store.mark_read("7", &room, 2).unwrap(), 3);
+        let unread = store.unread("7", Some("seven"), &["a", "b"]).unwrap();
+        assert_eq!(unread.len(), 1, "only rooms read before");
+        assert_eq!((unread[0].1.last_read, unread[0].1.unread), (3, 2));
+    }
 }
