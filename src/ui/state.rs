@@ -292,7 +292,10 @@ impl ChatModel {
         if let Some(view) = self.rooms.get_mut(room) {
             view.unread = 0;
             view.mentions = 0;
-            view.divider = Some(view.last_read).filter(|&r| r > 0);
+            // The line marks what arrived while I was away: only if something did.
+            let me = self.user.as_ref().map(|u| u.id.as_str());
+            let unread = view.messages.iter().any(|m| m.seq > view.last_read && Some(m.user.as_str()) != me);
+            view.divider = Some(view.last_read).filter(|&r| r > 0 && unread);
         }
     }
 

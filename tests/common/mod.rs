@@ -2,11 +2,12 @@
 //! protocol-speaking WebSocket client.
 #![allow(dead_code)]
 
-use confab::protocol::{ChatMessage, ServerMsg};
+use confab::protocol::{ChatMessage, Seq, ServerMsg};
 use confab::server::{Server, config::Config, hub::Hub};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::{
+    collections::BTreeMap,
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::Stdio,
@@ -309,6 +310,115 @@ pub async fn stored(port: u16, room: &str) -> Vec<ChatMessage> {
             return all;
         }
     }
+}
+
+// --- Room events (`message`, `edit`, `delete`, `react`) as a client applies them ---
+
+/// The room and seq of a room event; none for any other frame.
+pub fn event_place(msg: &ServerMsg) -> Option<(&str, Seq)> {
+    match msg {
+        ServerMsg::Message(m) => Some((&m.room, m.seq)),
+        ServerMsg::Edit(e) => Some((&e.room, e.seq)),
+        ServerMsg::Delete(d) => Some((&d.room, d.seq)),
+        ServerMsg::React(r) => Some((&r.room, r.seq)),
+        _ => None,
+    }
+}
+
+/// Who made a room event (its `user`) and the `client_id` a retry of it carries (empty
+/// for a reaction, and for anything that is not a room event).
+pub fn event_author(msg: &ServerMsg) -> (&str, &str) {
+    match msg {
+        ServerMsg::Message(m) => (&m.user, &m.client_id),
+        ServerMsg::Edit(e) => (&e.user, &e.client_id),
+        ServerMsg::Delete(d) => (&d.user, &d.client_id),
+        ServerMsg::React(r) => (&r.user, ""),
+        _ => ("", ""),
+    }
+}
+
+/// The message a change (`edit`, `delete`, `react`) applies to.
+pub fn event_target(msg: &ServerMsg) -> Option<Seq> {
+    match msg {
+        ServerMsg::Edit(e) => Some(e.target),
+        ServerMsg::Delete(d) => Some(d.target),
+        ServerMsg::React(r) => Some(r.target),
+        _ => None,
+    }
+}
+
+/// Applies one room event to a client's copy of the room (messages by seq), by the
+/// client's rule: a `message` is inserted (or replaces the one held); an `edit` of a held,
+/// live message sets its text, `edited_ts` and mentions; a `delete` makes the held message
+/// a tombstone (no text, mentions or reactions); a `react` turns the user's reaction on a
+/// held, live message on or off (`confab::ui::state::set_reaction`). Anything else is
+/// left alone.
+pub fn apply_event(messages: &mut BTreeMap<Seq, ChatMessage>, msg: &ServerMsg) {
+    match msg {
+        ServerMsg::Message(m) => {
+            messages.insert(m.seq, m.clone());
+        }
+        ServerMsg::Edit(e) => {
+            if let Some(m) = messages.get_mut(&e.target)
+                && !m.deleted
+            {
+                m.text = e.text.clone();
+                m.edited_ts = Some(e.edited_ts);
+                m.mentions = e.mentions.clone();
+            }
+        }
+        ServerMsg::Delete(d) => {
+            if let Some(m) = messages.get_mut(&d.target) {
+                m.deleted = true;
+                m.text.clear();
+                m.mentions.clear();
+                m.reactions.clear();
+            }
+        }
+        ServerMsg::React(r) => {
+            if let Some(m) = messages.get_mut(&r.target)
+                && !m.deleted
+            {
+                confab::ui::state::set_reaction(&mut m.reactions, &r.emoji, &r.user, &r.nick, r.on);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A room's messages as JSON, oldest first: what a client's copy serialises to, for a
+/// comparison byte for byte with a fresh load (both go through `serde_json::Value`, so
+/// their keys come in the same order).
+pub fn messages_json(messages: &BTreeMap<Seq, ChatMessage>) -> Vec<String> {
+    messages.values().map(|m| serde_json::to_value(m).unwrap().to_string()).collect()
+}
+
+/// Everything stored in a room as the HTTP API returns it (current state: text after
+/// edits, tombstones, reactions), oldest first, paging back until `has_more` is false;
+/// each message as the JSON text of the value the server sent.
+pub async fn stored_json(port: u16, room: &str, limit: u32) -> Vec<String> {
+    let mut pages: Vec<Vec<Value>> = Vec::new();
+    let mut before = u64::MAX;
+    loop {
+        let url = format!("http://127.0.0.1:{port}/api/rooms/{room}/messages?before={before}&limit={limit}");
+        let response = reqwest::get(url).await.unwrap();
+        assert!(response.status().is_success(), "messages API: {}", response.status());
+        let page: Value = response.json().await.unwrap();
+        let msgs = page["messages"].as_array().expect("a messages array").clone();
+        let more = page["has_more"].as_bool().expect("has_more");
+        assert!(!more || !msgs.is_empty(), "a page with has_more holds something");
+        if let Some(first) = msgs.first() {
+            before = first["seq"].as_u64().expect("a seq");
+        }
+        pages.push(msgs);
+        if !more {
+            break;
+        }
+    }
+    let all: Vec<Value> = pages.into_iter().rev().flatten().collect();
+    let seqs: Vec<u64> = all.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{room}: pages overlap or are out of order: {seqs:?}");
+    all.iter().map(Value::to_string).collect()
 }
 
 // --- Small shared tools ---
