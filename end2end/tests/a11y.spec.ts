@@ -2,9 +2,13 @@ import AxeBuilder from '@axe-core/playwright';
 import type { Page } from '@playwright/test';
 import {
   adminUnavailable,
+  clickMessageAction,
+  composer,
   createAdmin,
   createRoom,
+  emojiPicker,
   expect,
+  messageWithText,
   HYDRATION_TIMEOUT,
   inviteToRoom,
   openAs,
@@ -12,8 +16,13 @@ import {
   openSettings,
   PASSWORD,
   postMessages,
+  reactionButton,
+  reactTo,
+  replyQuote,
+  searchMessages,
   sendMessage,
   signIn,
+  submitMessage,
   signUp,
   test,
   uniqueName,
@@ -58,6 +67,61 @@ test('room with older messages to load', async ({ browser }) => {
   const page = await openAs(browser, uniqueName('ada'), room);
   // The fallback button at the top of the list, with the latest 50 below it.
   await expect(page.getByTestId('messages').getByRole('button', { name: 'Load older messages' })).toBeAttached();
+  await expectNoSeriousViolations(page);
+});
+
+// Conversations: reactions, replies, the emoji picker, an edit in progress.
+
+test('room with reactions and a reply', async ({ browser }) => {
+  const room = uniqueName('a11y-conv');
+  const ann = uniqueName('ann');
+  const annPage = await openAsUser(browser, ann, room);
+  const bobPage = await openAsUser(browser, uniqueName('bob'), room);
+  const question = await sendMessage(annPage, 'Shall we ship today?');
+  const onBob = messageWithText(bobPage, 'Shall we ship today?');
+  await reactTo(bobPage, onBob, 'party');
+  await reactTo(annPage, question, 'rocket');
+  await clickMessageAction(onBob, 'Reply');
+  const answer = `Yes, after **lunch**, ${ann}`;
+  await submitMessage(bobPage, answer);
+  const reply = annPage.getByTestId('messages').locator('li.message', { hasText: `Yes, after lunch, ${ann}` });
+  await expect(replyQuote(reply)).toHaveAccessibleName(`Reply to ${ann} Shall we ship today?`);
+  await expect(reply.locator('.text strong')).toHaveText('lunch');
+  // One reaction pressed, one not, on the page scanned.
+  await expect(reactionButton(question, '🎉')).toHaveAttribute('aria-pressed', 'false');
+  await expect(reactionButton(question, '🚀')).toHaveAttribute('aria-pressed', 'true');
+  await expectNoSeriousViolations(annPage);
+});
+
+test('room with the emoji picker open', async ({ browser }) => {
+  const room = uniqueName('a11y-pick');
+  const page = await openAsUser(browser, uniqueName('ada'), room);
+  const message = await sendMessage(page, 'Pick something for this');
+  await clickMessageAction(message, 'React');
+  await expect(emojiPicker(page)).toBeVisible();
+  await emojiPicker(page).getByLabel('Search emoji').fill('heart');
+  await expect(emojiPicker(page).getByRole('button', { name: 'React with ❤️' })).toBeVisible();
+  await expectNoSeriousViolations(page);
+});
+
+test('room while editing a message', async ({ browser }) => {
+  const room = uniqueName('a11y-edit');
+  const page = await openAsUser(browser, uniqueName('ada'), room);
+  const message = await sendMessage(page, 'A message with a typo in it');
+  await clickMessageAction(message, 'Edit');
+  await expect(page.getByTestId('editing')).toBeVisible();
+  await expect(composer(page)).toHaveValue('A message with a typo in it');
+  await expectNoSeriousViolations(page);
+});
+
+test('search results page', async ({ browser }) => {
+  const room = uniqueName('a11y-find');
+  const word = `wombat${uniqueName('w').replace(/-/g, '')}`;
+  const page = await openAsUser(browser, uniqueName('ada'), room);
+  await sendMessage(page, `The ${word} is found`);
+  await sendMessage(page, `Another ${word} here`);
+  await searchMessages(page, word);
+  await expect(page.locator('ol.search-hits > li')).toHaveCount(2);
   await expectNoSeriousViolations(page);
 });
 

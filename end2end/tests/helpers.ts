@@ -654,3 +654,65 @@ export async function createAdmin(username: string, password: string = PASSWORD)
     timeout: 20_000,
   });
 }
+
+// ---------------------------------------------------------------------------------------
+// Conversations: message actions, reactions, replies, search
+
+/** The acknowledged message with this `data-seq` (also while it is being edited). */
+export function messageBySeq(page: Page, seq: number | string): Locator {
+  return page.getByTestId('messages').locator(`li.message:not(.pending)[data-seq="${seq}"]`);
+}
+
+/** The `data-seq` of a message, as a number. */
+export async function seqOf(message: Locator): Promise<number> {
+  return Number(await message.getAttribute('data-seq'));
+}
+
+/**
+ * One of a message's action buttons ("Reply", "React", "Edit", "Delete"). They are in the
+ * DOM but `visibility: hidden` until the message is hovered or has focus.
+ */
+export function messageAction(message: Locator, name: 'Reply' | 'React' | 'Edit' | 'Delete'): Locator {
+  return message.locator('div.actions[role="group"][aria-label="Message actions"] > button', { hasText: exactly(name) });
+}
+
+/** Hovers `message` (which shows its actions) and clicks its action `name`. */
+export async function clickMessageAction(message: Locator, name: 'Reply' | 'React' | 'Edit' | 'Delete'): Promise<void> {
+  await message.hover();
+  await messageAction(message, name).click();
+}
+
+/** The room's emoji picker (one per room; hidden while closed). */
+export function emojiPicker(page: Page): Locator {
+  return page.getByRole('dialog', { name: 'Pick a reaction' });
+}
+
+/** Opens the picker on `message`, types `search` into it and picks the first match with Enter. */
+export async function reactTo(page: Page, message: Locator, search: string): Promise<void> {
+  await clickMessageAction(message, 'React');
+  const picker = emojiPicker(page);
+  await expect(picker).toBeVisible();
+  await picker.getByLabel('Search emoji').fill(search);
+  await picker.getByLabel('Search emoji').press('Enter');
+  await expect(picker).toBeHidden();
+}
+
+/** The reaction toggle under `message` for `emoji` (its text is "<emoji> <count>"). */
+export function reactionButton(message: Locator, emoji: string): Locator {
+  return message
+    .locator('div.reactions[aria-label="Reactions"] button.reaction')
+    .filter({ hasText: new RegExp(`^${emoji.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\d+$`) });
+}
+
+/** A message's reply quote: a button naming the original's author and first line. */
+export function replyQuote(message: Locator): Locator {
+  return message.locator('button.quote');
+}
+
+/** Types into the sidebar's search box and submits it; waits for the results page. */
+export async function searchMessages(page: Page, query: string): Promise<void> {
+  await page.locator('#search-q').fill(query);
+  await page.getByRole('search').getByRole('button', { name: 'Search' }).click();
+  await expect(page).toHaveURL((url) => url.pathname === '/search' && url.searchParams.get('q') === query);
+  await expect(page.getByRole('heading', { name: 'Search messages', level: 1 })).toBeVisible();
+}

@@ -134,7 +134,10 @@ pub fn MessageList(room: Memo<String>, messages: Signal<Vec<ChatMessage>>) -> im
         if held {
             chat.seek.set(None);
             sought.set(Some(seq));
-            request_animation_frame(move || scroll_to_seq(seq));
+            // The reader is no longer at the bottom: the list stops following new
+            // messages. Two frames: after the list's own scroll for what just arrived.
+            at_bottom.set(false);
+            request_animation_frame(move || request_animation_frame(move || scroll_to_seq(seq)));
         } else if chat
             .model
             .with(|m| m.rooms.get(&r).is_some_and(|v| v.live && v.has_older && !v.loading_older))
