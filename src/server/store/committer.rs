@@ -202,13 +202,22 @@ fn run(
 }
 
 /// Stores a batch, retrying a transient failure a few times. Each attempt starts from
-/// the events as accepted (a failed attempt may have rewritten some before rolling back).
+/// the events as accepted: a failed attempt may have rewritten edits and reactions (the
+/// store's no-ops) before rolling back, so those are kept aside first. Messages and
+/// deletions are never rewritten, and are not copied.
 fn commit(store: &dyn MessageStore, batch: &mut [RoomEvent]) -> bool {
     let mut delay = Duration::from_millis(20);
-    let accepted: Vec<RoomEvent> = batch.to_vec();
+    let rewritable: Vec<(usize, RoomEvent)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, RoomEvent::Edit(_) | RoomEvent::React(_)))
+        .map(|(i, e)| (i, e.clone()))
+        .collect();
     for attempt in 1..=ATTEMPTS {
         if attempt > 1 {
-            batch.clone_from_slice(&accepted);
+            for (i, e) in &rewritable {
+                batch[*i] = e.clone();
+            }
         }
         match store.append(batch) {
             Ok(()) => return true,
