@@ -755,34 +755,42 @@ async fn a_reaction_must_be_one_emoji() {
     assert_eq!(react(&mut ann, &ann_info.id, "hall", 1, "🇫🇷", true).await.seq, 3);
 }
 
-/// One reaction per user per emoji: turning it on when on (or off when off) is answered
-/// `ack` and stores nothing; the others hear only the changes.
+/// A reaction request that changes nothing (off when never on, on when on) is stored as
+/// the event it is, a no-op by the rules every client applies: deciding "unchanged"
+/// before the store would race a toggle still on its way to it.
 #[tokio::test]
-async fn a_reaction_that_changes_nothing_is_acked_and_not_stored() {
+async fn a_reaction_that_changes_nothing_is_a_no_op_event() {
     let app = server(|_| {}).await;
     let (mut ann, ann_info) = guest(&app, "ann").await;
     let (mut bob, _) = guest(&app, "bob").await;
     join(&mut ann, "hall").await;
     join(&mut bob, "hall").await;
     say(&mut ann, "hall", "hi", "m1").await;
-    let frame = |on: bool| json!({"type": "react", "room": "hall", "target": 1, "emoji": "👍", "on": on});
 
-    let off_before = ask(&mut ann, frame(false), "off0").await;
-    assert_eq!(outcome(&off_before), "ack", "off when never on");
+    let off_before = react(&mut ann, &ann_info.id, "hall", 1, "👍", false).await;
+    assert_eq!((off_before.seq, off_before.on), (2, false), "off when never on");
     let on = react(&mut ann, &ann_info.id, "hall", 1, "👍", true).await;
-    assert_eq!((on.seq, on.on, on.nick.as_str()), (2, true, "ann"));
-    assert_eq!(outcome(&ask(&mut ann, frame(true), "on2").await), "ack", "on when on");
+    assert_eq!((on.seq, on.on, on.nick.as_str()), (3, true, "ann"));
+    let again = react(&mut ann, &ann_info.id, "hall", 1, "👍", true).await;
+    assert_eq!((again.seq, again.on), (4, true), "on when on");
+    assert_eq!(
+        history(&app, "hall", None).await[0].reactions[0].count,
+        1,
+        "one reaction per person per emoji"
+    );
     let off = react(&mut ann, &ann_info.id, "hall", 1, "👍", false).await;
-    assert_eq!((off.seq, off.on), (3, false));
-    assert_eq!(outcome(&ask(&mut ann, frame(false), "off2").await), "ack", "off when off");
-    assert_eq!(say(&mut ann, "hall", "done", "m2").await.seq, 4, "the repeats stored nothing");
+    assert_eq!((off.seq, off.on), (5, false));
+    assert_eq!(say(&mut ann, "hall", "done", "m2").await.seq, 6);
 
     let mut seen = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..6 {
         let e = next_event(&mut bob).await;
         seen.push((seq_of(&e), kind_of(&e)));
     }
-    assert_eq!(seen, vec![(1, "message"), (2, "react"), (3, "react"), (4, "message")]);
+    assert_eq!(
+        seen,
+        vec![(1, "message"), (2, "react"), (3, "react"), (4, "react"), (5, "react"), (6, "message")]
+    );
     assert!(history(&app, "hall", None).await[0].reactions.is_empty());
 }
 
@@ -1373,7 +1381,7 @@ async fn bad_search_queries_are_invalid_query() {
     }
     assert_eq!(found(&mut ann, "hello").await, vec![("hall".to_owned(), 1)]);
 
-    // Another connection: a search allowance is five at once.
+    // Another guest: each guest session has its own allowance.
     let (mut bob, _) = guest(&app, "bob").await;
     let reply = ask(&mut bob, json!({"type": "search", "query": "   "}), "blank").await;
     assert_eq!(outcome(&reply), "invalid_query");
@@ -1430,11 +1438,11 @@ async fn searches_are_rate_limited() {
     let app = server(|_| {}).await;
     let (mut ann, _) = guest(&app, "ann").await;
     join(&mut ann, "hall").await;
-    for i in 0..8 {
+    for i in 0..14 {
         ann.send(json!({"type": "search", "query": "anything", "ref": format!("s{i}")})).await;
     }
     let mut outcomes = Vec::new();
-    for i in 0..8 {
+    for i in 0..14 {
         let reply = ann.recv_until(|m| m.reference().is_some()).await;
         assert_eq!(reply.reference(), Some(format!("s{i}").as_str()), "replies in order");
         if let ServerMsg::Error { retry_after_ms, .. } = &reply {
@@ -1442,10 +1450,28 @@ async fn searches_are_rate_limited() {
         }
         outcomes.push(outcome(&reply));
     }
-    assert_eq!(&outcomes[..5], ["search_results"; 5], "five at once are allowed");
+    assert_eq!(&outcomes[..10], ["search_results"; 10], "ten at once are allowed");
     assert!(outcomes.contains(&"rate_limited".to_owned()), "{outcomes:?}");
     assert!(outcomes.iter().all(|o| o == "search_results" || o == "rate_limited"), "{outcomes:?}");
     assert_eq!(say(&mut ann, "hall", "still open", "m1").await.seq, 1);
+}
+
+/// One account's sockets and its HTTP searches share one allowance: a second tab does not
+/// double it.
+#[tokio::test]
+async fn an_accounts_connections_share_one_search_allowance() {
+    let app = server(|_| {}).await;
+    let ann = signup(&app, "ann").await;
+    let mut first = socket_of(&app, &ann).await;
+    let mut second = socket_of(&app, &ann).await;
+    for i in 0..10 {
+        let reply = ask(&mut first, json!({"type": "search", "query": "anything"}), &format!("a{i}")).await;
+        assert_eq!(outcome(&reply), "search_results");
+    }
+    let reply = ask(&mut second, json!({"type": "search", "query": "anything"}), "b0").await;
+    assert_eq!(outcome(&reply), "rate_limited");
+    let (status, body) = get(&app, "/api/search", &[("q", "anything")], Some(&ann)).await;
+    assert_eq!((status, &body["code"]), (429, &json!("rate_limited")), "{body}");
 }
 
 /// Edits and deletes draw on the `send` allowance: over it they are `rate_limited` with

@@ -728,9 +728,6 @@ async fn post_message(
         |e: crate::protocol::ValidationError| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string());
     check_client_id(&body.client_id).map_err(bad)?;
     let text = MessageText::parse(body.text, hub.config.text_limit()).map_err(bad)?;
-    if let Some(original) = body.reply_to {
-        hub.check_reply(&room, original, &who).await.map_err(|e| ApiError::change(&e))?;
-    }
     let session = hub.sessions.attach_account(p.account.id, who.nick.clone());
     let result = store_post(&hub, &room, &who, &session, text, body.client_id, body.reply_to).await;
     hub.sessions.detach(&session);
@@ -776,6 +773,14 @@ async fn store_post(
     if let Err(refusal) = check() {
         session.forget(&client_id);
         return Err(rate_limited(refusal));
+    }
+    // After the dedup: a retry of a stored reply is answered even if its original has
+    // been deleted since.
+    if let Some(original) = reply_to
+        && let Err(err) = hub.check_reply(room, original, who).await
+    {
+        session.forget(&client_id);
+        return Err(ApiError::change(&err));
     }
     let Some(permit) = hub.committer.place().await else {
         session.forget(&client_id);

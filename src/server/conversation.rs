@@ -61,14 +61,10 @@ impl From<StoreError> for ChangeError {
     }
 }
 
-/// What a reaction request comes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReactOutcome {
-    /// Store it.
-    Change,
-    /// It is so already: nothing to store.
-    Unchanged,
-}
+/// Searches per second per account or guest session, socket and HTTP together (a burst
+/// of 10), and four times that per guest address: each reads the index.
+pub const SEARCH_RATE: f64 = 2.0;
+pub const SEARCH_BURST: f64 = 10.0;
 
 impl Hub {
     /// The stored message `seq` of `room`, as `who` would change it.
@@ -114,24 +110,24 @@ impl Hub {
         emoji: &str,
         on: bool,
         who: &Identity,
-    ) -> Result<ReactOutcome, ChangeError> {
+    ) -> Result<(), ChangeError> {
         if !is_emoji(emoji) {
             return Err(ChangeError::NotAnEmoji);
         }
         room.access().check_send(who)?;
         let target = self.live_target(room, seq, who).await?;
+        // A request that seems to change nothing is stored all the same (a no-op by the
+        // rules): what is stored may be behind a toggle of this user's on its way.
         let has = target.mine.iter().any(|e| e == emoji);
-        if on == has {
-            return Ok(ReactOutcome::Unchanged);
-        }
         let new_emoji = !target.emoji.iter().any(|e| e == emoji);
         if on
+            && !has
             && (target.reactions >= MAX_REACTIONS_PER_MESSAGE
                 || (new_emoji && target.emoji.len() >= MAX_EMOJI_PER_MESSAGE))
         {
             return Err(ChangeError::TooManyReactions);
         }
-        Ok(ReactOutcome::Change)
+        Ok(())
     }
 
     /// The message `reply_to` names must be a message of the room, not deleted.
@@ -196,9 +192,14 @@ impl Hub {
         .await?)
     }
 
-    /// Fills in `who`'s read state of each listed room.
+    /// Fills in `who`'s read state of each listed room they may read (a public room
+    /// they are banned from is listed, but says nothing of what is in it).
     pub async fn annotate_unread(&self, who: &Identity, rooms: &mut [RoomInfo]) {
-        let names = rooms.iter().map(|r| r.name.clone()).collect();
+        let names = rooms
+            .iter()
+            .filter(|r| RoomName::parse(&r.name).is_ok_and(|n| self.check_read(&n, who).is_ok()))
+            .map(|r| r.name.clone())
+            .collect();
         match self.unread_of(who, names).await {
             Ok(found) => {
                 for (name, u) in found {
@@ -211,6 +212,17 @@ impl Hub {
             }
             Err(err) => tracing::warn!(%err, "reading unread counts failed; the list goes without"),
         }
+    }
+
+    /// Takes a search token of a signed-in user's allowance (shared with their sockets);
+    /// anonymous HTTP searches have their address's HTTP allowance.
+    pub fn search_allowed(&self, who: &Identity) -> Result<(), super::rate::Refusal> {
+        if who.is_guest() {
+            return Ok(());
+        }
+        let bucket = self.bucket(&format!("search:{}", who.id), SEARCH_RATE, SEARCH_BURST);
+        let mut bucket = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.check()
     }
 
     /// Searches the rooms `who` may read (only `in:`'s, or `room`'s, when given: a room
@@ -255,9 +267,21 @@ impl Hub {
         if rooms.is_empty() {
             return Ok(SearchPage::default());
         }
+        // Cursors leave the server sealed (see `search::seal`): a position in the index
+        // can be a private room's message.
+        let before = before.map(super::search::unseal);
         let q = SearchQuery { fts: query.fts.clone(), rooms, from_user, before, limit };
         let store = self.store.clone();
-        Ok(blocking(move || store.search(&q)).await?)
+        let turn =
+            self.searching.clone().acquire_owned().await.map_err(|e| StoreError::Task(e.to_string()))?;
+        let mut page = blocking(move || {
+            let _turn = turn;
+            store.search(&q)
+        })
+        .await?;
+        page.next = page.next.map(super::search::seal);
+        page.positions.iter_mut().for_each(|p| *p = super::search::seal(*p));
+        Ok(page)
     }
 }
 

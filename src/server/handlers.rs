@@ -6,7 +6,6 @@
 
 use super::{
     auth::{Identity, Principal},
-    conversation::ReactOutcome,
     hub::{Hub, HubError},
     moderation::Action,
     outbound::{CloseReason, ConnHandle, Outbound},
@@ -40,10 +39,10 @@ const LIST_RATE: f64 = 2.0;
 const MODERATION_RATE: f64 = 2.0;
 /// Reactions per second a connection may change (burst of 10).
 const REACT_RATE: f64 = 4.0;
-/// Read markers per second (burst of 10): each is a store write.
+/// Read markers per second per account (burst of 10): each may be a store write.
 const READ_RATE: f64 = 4.0;
-/// Searches per second (burst of 5): each reads the index.
-const SEARCH_RATE: f64 = 1.0;
+const READ_BURST: f64 = 10.0;
+use super::conversation::{SEARCH_BURST, SEARCH_RATE};
 /// A guest address's `send` allowance, in multiples of one session's: people behind one
 /// NAT share it, so it is wider, but ten guest tabs still do not get ten times the rate.
 const GUEST_ADDRESS_SCALE: u32 = 4;
@@ -66,8 +65,10 @@ pub struct Reader {
     sends: Vec<Arc<Mutex<TokenBucket>>>,
     moderation: TokenBucket,
     reactions: TokenBucket,
-    reads: TokenBucket,
-    searches: TokenBucket,
+    /// The account's read-marker and search allowances (a guest's address has one more
+    /// search allowance), shared by its connections: each is a store read or write.
+    reads: Vec<Arc<Mutex<TokenBucket>>>,
+    searches: Vec<Arc<Mutex<TokenBucket>>>,
     typing: TokenBucket,
     joins: TokenBucket,
     history: TokenBucket,
@@ -98,8 +99,8 @@ impl Reader {
             sends: Vec::new(),
             moderation: TokenBucket::new(MODERATION_RATE, 10.0),
             reactions: TokenBucket::new(REACT_RATE, 10.0),
-            reads: TokenBucket::new(READ_RATE, 10.0),
-            searches: TokenBucket::new(SEARCH_RATE, 5.0),
+            reads: Vec::new(),
+            searches: Vec::new(),
             typing: TokenBucket::new(TYPING_RATE, 3.0),
             joins: TokenBucket::new(JOIN_RATE, 10.0),
             history: TokenBucket::new(HISTORY_RATE, 10.0),
@@ -234,8 +235,13 @@ impl Reader {
             }
         };
         self.sends = vec![self.hub.send_bucket(&identity.id, 1)];
+        self.searches = vec![self.hub.bucket(&format!("search:{}", identity.id), SEARCH_RATE, SEARCH_BURST)];
+        self.reads = vec![self.hub.bucket(&format!("read:{}", identity.id), READ_RATE, READ_BURST)];
         if identity.is_guest() {
+            let scale = f64::from(GUEST_ADDRESS_SCALE);
             self.sends.push(self.hub.send_bucket(&format!("ip:{}", self.peer), GUEST_ADDRESS_SCALE));
+            let key = format!("search:ip:{}", self.peer);
+            self.searches.push(self.hub.bucket(&key, SEARCH_RATE * scale, SEARCH_BURST * scale));
         }
         let welcome = ServerMsg::Welcome {
             session: if identity.is_guest() { session.token.clone() } else { String::new() },
@@ -252,10 +258,7 @@ impl Reader {
 
     /// Takes a `send` token of every allowance this connection draws on.
     fn check_send_rate(&self) -> Result<(), Refusal> {
-        for bucket in &self.sends {
-            bucket.lock().unwrap_or_else(|p| p.into_inner()).check()?;
-        }
-        Ok(())
+        check_all(&self.sends)
     }
 
     async fn create_room(
@@ -697,10 +700,8 @@ impl Reader {
         if let Err(refusal) = self.reactions.check() {
             return self.rate_limited(refusal, "too many reactions", None).await;
         }
-        match self.hub.check_react(&room, target, &emoji, on, who).await {
-            Ok(ReactOutcome::Change) => {}
-            Ok(ReactOutcome::Unchanged) => return self.reply(ServerMsg::Ack { reference: None }).await,
-            Err(err) => return self.error(err.code(), err.to_string()).await,
+        if let Err(err) = self.hub.check_react(&room, target, &emoji, on, who).await {
+            return self.error(err.code(), err.to_string()).await;
         }
         let Some(session) = self.session.clone() else { return };
         let event = ReactEvent {
@@ -720,7 +721,7 @@ impl Reader {
             Ok(room) => room,
             Err((code, message)) => return self.error(code, message).await,
         };
-        if let Err(refusal) = self.reads.check() {
+        if let Err(refusal) = check_all(&self.reads) {
             return self.rate_limited(refusal, "too many read markers", None).await;
         }
         match self.hub.mark_read(&room, seq, who).await {
@@ -751,7 +752,7 @@ impl Reader {
         before: Option<i64>,
         limit: Option<u32>,
     ) {
-        if let Err(refusal) = self.searches.check() {
+        if let Err(refusal) = check_all(&self.searches) {
             return self.rate_limited(refusal, "too many searches", None).await;
         }
         let query = match Query::parse(raw) {
@@ -767,10 +768,16 @@ impl Reader {
             Ok(page) => {
                 let budget = self.hub.config.reply_limit().saturating_sub(REPLY_ENVELOPE + raw.len() * 6);
                 let (hits, cut) = first_within(page.hits, budget);
+                // Cut for size: the next page starts after the last hit sent.
+                let next = if cut {
+                    hits.len().checked_sub(1).and_then(|i| page.positions.get(i).copied())
+                } else {
+                    page.next
+                };
                 let msg = ServerMsg::SearchResults {
                     query: raw.to_owned(),
-                    has_more: page.next.is_some() || cut,
-                    next_before: if cut { None } else { page.next },
+                    has_more: next.is_some() || cut,
+                    next_before: next,
                     hits,
                     reference: None,
                 };
@@ -790,6 +797,17 @@ impl Reader {
     async fn resend_stored(&self, room: &Room, seq: Seq, client_id: &str) {
         let found = self.hub.events_after(&room.name, seq - 1, seq, 1).await;
         match found.map(|page| page.events.into_iter().next()) {
+            // A message as it is now, reactions and all: the client may not hold it, and
+            // the events that changed it may be behind its copy.
+            Ok(Some(RoomEvent::Message(_))) => match self.hub.messages_before(&room.name, seq + 1, 1).await {
+                Ok(page) if page.messages.first().is_some_and(|m| m.seq == seq) => {
+                    let msg = page.messages.into_iter().next().map(ServerMsg::Message);
+                    self.reply(msg.unwrap_or_else(|| ServerMsg::error(ErrorCode::Internal, "lost"))).await
+                }
+                _ => {
+                    self.error_for(ErrorCode::Internal, "could not load the stored message", client_id).await
+                }
+            },
             Ok(Some(event)) => self.reply(event.into_server_msg()).await,
             failed => {
                 let err = failed.err().map(|e| e.to_string()).unwrap_or_else(|| "not in the store".into());
@@ -868,6 +886,15 @@ impl Reader {
             self.hub.sessions.detach(&session);
         }
     }
+}
+
+/// Takes a token of each allowance (all of them, or a refusal naming the longest wait
+/// among those that refused first).
+fn check_all(buckets: &[Arc<Mutex<TokenBucket>>]) -> Result<(), Refusal> {
+    for bucket in buckets {
+        bucket.lock().unwrap_or_else(|p| p.into_inner()).check()?;
+    }
+    Ok(())
 }
 
 /// Bytes a page reply takes besides its messages, at most: the type, a 64-character room

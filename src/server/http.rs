@@ -248,6 +248,10 @@ async fn search(
     Query(p): Query<SearchParams>,
 ) -> Result<Json<SearchResults>, ApiError> {
     let who = super::account_api::reader(&hub, &headers).await?;
+    hub.search_allowed(&who).map_err(|refusal| ApiError {
+        retry_after: Some(refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64),
+        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many searches")
+    })?;
     let query = super::search::Query::parse(&p.q)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, e.to_string()))?;
     let room = p

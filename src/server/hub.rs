@@ -113,6 +113,9 @@ pub struct Hub {
     /// `send` allowances per account (or guest session, or guest address), shared by
     /// every connection of it: ten tabs do not get ten times the rate.
     send_buckets: Mutex<HashMap<String, Arc<Mutex<TokenBucket>>>>,
+    /// Searches running at once: half the read connections, so a flood of searches
+    /// queues here and never takes every reader from joins and `history`.
+    pub(super) searching: Arc<tokio::sync::Semaphore>,
     /// Room creations (`create_room`, `open_dm`) one at a time: each writes the store
     /// between the registry check and the registration.
     pub(super) creating: tokio::sync::Mutex<()>,
@@ -156,7 +159,9 @@ impl Hub {
             })
             .collect();
         let http_reads = Arc::new(tokio::sync::Semaphore::new((config.read_connections as usize / 2).max(1)));
+        let searching = Arc::new(tokio::sync::Semaphore::new((config.read_connections as usize / 2).max(1)));
         let hub = Hub {
+            searching,
             auth: Auth::new(accounts, &config),
             send_buckets: Mutex::default(),
             creating: tokio::sync::Mutex::new(()),
@@ -320,13 +325,18 @@ impl Hub {
 
     /// The `send` allowance of `key` (an account, guest session or guest address).
     pub fn send_bucket(&self, key: &str, scale: u32) -> Arc<Mutex<TokenBucket>> {
+        let (rate, burst) = (self.config.msg_rate * scale, self.config.msg_burst * scale);
+        self.bucket(key, rate as f64, burst as f64)
+    }
+
+    /// The allowance named `key` (`send`'s, or another kind's under its own prefix:
+    /// `search:7`, `read:7`), shared by every connection that draws on it; made with
+    /// `rate` and `burst` when new.
+    pub fn bucket(&self, key: &str, rate: f64, burst: f64) -> Arc<Mutex<TokenBucket>> {
         let mut buckets = self.send_buckets.lock().unwrap_or_else(|p| p.into_inner());
         buckets
             .entry(key.to_owned())
-            .or_insert_with(|| {
-                let (rate, burst) = (self.config.msg_rate * scale, self.config.msg_burst * scale);
-                Arc::new(Mutex::new(TokenBucket::new(rate as f64, burst as f64)))
-            })
+            .or_insert_with(|| Arc::new(Mutex::new(TokenBucket::new(rate, burst))))
             .clone()
     }
 

@@ -81,7 +81,10 @@ impl Query {
                 Word::Bare(w) => {
                     let prefix = w.ends_with('*');
                     let text = w.trim_end_matches('*');
-                    if prefix && text.chars().filter(|c| c.is_alphanumeric()).count() < 2 {
+                    // The prefix is the word's last token (the index splits "a.b" into
+                    // "a" and "b"): it needs two letters, whatever comes before it.
+                    let last = text.rsplit(|c: char| !c.is_alphanumeric()).next().unwrap_or("");
+                    if prefix && last.chars().count() < 2 {
                         return Err(QueryError::ShortPrefix);
                     }
                     if text.chars().any(char::is_alphanumeric) {
@@ -122,6 +125,36 @@ impl Query {
     }
 }
 
+/// Search cursors are positions in the index (row ids of messages, of every room). As
+/// they are, a cursor that stopped on a message of a private room would tell where such
+/// a message is, and so when it was written, to someone who may not read it. A cursor
+/// therefore leaves the server sealed: a keyed permutation of the position (four Feistel
+/// rounds over its two halves, the key random per process), which reveals nothing of
+/// it, and opens back to it. A cursor from before a restart opens to some other
+/// position: the next page starts elsewhere, nothing more.
+pub fn seal(position: i64) -> i64 {
+    let (mut l, mut r) = ((position as u64 >> 32) as u32, position as u64 as u32);
+    for round in 0..4u32 {
+        (l, r) = (r, l ^ feistel(round, r));
+    }
+    ((u64::from(l) << 32) | u64::from(r)) as i64
+}
+
+/// The position a sealed cursor stands for.
+pub fn unseal(cursor: i64) -> i64 {
+    let (mut l, mut r) = ((cursor as u64 >> 32) as u32, cursor as u64 as u32);
+    for round in (0..4u32).rev() {
+        (l, r) = (r ^ feistel(round, l), l);
+    }
+    ((u64::from(l) << 32) | u64::from(r)) as i64
+}
+
+fn feistel(round: u32, half: u32) -> u32 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(std::hash::RandomState::new).hash_one((round, half)) as u32
+}
+
 enum Word<'a> {
     Bare(&'a str),
     Phrase(&'a str),
@@ -160,10 +193,22 @@ mod tests {
         assert_eq!(Query::parse("from:ann"), Err(QueryError::Empty));
         assert_eq!(Query::parse(r#""open"#), Err(QueryError::OpenQuote));
         assert_eq!(Query::parse("a*"), Err(QueryError::ShortPrefix));
+        assert_eq!(Query::parse("long.b*"), Err(QueryError::ShortPrefix), "the prefix is its last token");
+        assert!(Query::parse("a.bc*").is_ok());
         assert_eq!(Query::parse("-spam"), Err(QueryError::OnlyExclusions));
         assert_eq!(Query::parse("in:Bad/Room x"), Err(QueryError::BadRoom));
         assert_eq!(Query::parse(&"x".repeat(201)), Err(QueryError::TooLong));
         assert_eq!(Query::parse("a b c d e f g h i"), Err(QueryError::TooManyTerms));
         assert_eq!(Query::parse("!!! ..."), Err(QueryError::Empty));
+    }
+
+    #[test]
+    fn sealed_cursors_open_back_and_hide_their_position() {
+        for p in [0, 1, 2, 41, 1 << 40, i64::MAX, -1] {
+            assert_eq!(unseal(seal(p)), p);
+        }
+        let (a, b) = (seal(1000), seal(1001));
+        assert_ne!(a, 1000);
+        assert!((a - b).abs() > 1, "neighbours are not neighbours sealed");
     }
 }

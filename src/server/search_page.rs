@@ -59,6 +59,10 @@ pub async fn search_page(
             );
         }
     };
+    if hub.search_allowed(&who).is_err() {
+        let message = "Too many searches: wait a few seconds and try again.";
+        return page(StatusCode::TOO_MANY_REQUESTS, "Search", &format!("{form}{}", alert(Some(message))));
+    }
     let found = hub.search(&who, &query, None, p.before, SEARCH_PAGE as usize).await;
     let page_ = match found {
         Ok(page_) => page_,

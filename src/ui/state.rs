@@ -177,6 +177,19 @@ impl RoomView {
         self.has_older = seq > 1;
     }
 
+    /// Inserts, or replaces the copy held (a `message` frame is the message as the server
+    /// has it: the answer to a retried `send` comes as it is now). Returns false when a
+    /// copy was held.
+    pub fn put(&mut self, msg: ChatMessage) -> bool {
+        match self.messages.binary_search_by_key(&msg.seq, |m| m.seq) {
+            Ok(at) => {
+                self.messages[at] = msg;
+                false
+            }
+            Err(_) => self.insert(msg),
+        }
+    }
+
     /// Inserts in seq order; returns false for a message already held.
     pub fn insert(&mut self, msg: ChatMessage) -> bool {
         match self.messages.last() {
@@ -484,7 +497,7 @@ impl ChatModel {
                 let was_empty = view.messages.is_empty();
                 let mentioned = username.as_ref().is_some_and(|u| m.mentions.contains(u));
                 view.saw(seq);
-                if view.insert(m) {
+                if view.put(m) {
                     if was_empty {
                         view.has_older = seq > 1;
                     }
@@ -821,5 +834,77 @@ mod tests {
         let view = &m.rooms["a"];
         assert_eq!(view.first_seq(), Some(58));
         assert!(!view.has_older);
+    }
+
+    #[test]
+    fn a_message_frame_replaces_the_copy_held() {
+        let mut m = model();
+        m.apply(ServerMsg::Message(msg("a", 1, "bob")), 0.0);
+        let mut now = msg("a", 1, "bob");
+        now.reactions =
+            vec![Reaction {
+                emoji: "🎉".into(), count: 1, users: vec!["x".into()], nicks: vec!["X".into()]
+            }];
+        m.apply(ServerMsg::Message(now.clone()), 0.0);
+        assert_eq!(m.rooms["a"].messages, vec![now]);
+    }
+
+    #[test]
+    fn events_change_the_message_they_name_and_move_the_resume_point() {
+        use crate::protocol::{DeleteEvent, EditEvent, ReactEvent};
+        let mut m = model();
+        m.apply(ServerMsg::Message(msg("a", 1, "bob")), 0.0);
+        let react = |seq, user: &str, on| {
+            ServerMsg::React(ReactEvent {
+                room: "a".into(),
+                seq,
+                target: 1,
+                emoji: "👍".into(),
+                user: user.into(),
+                nick: user.to_uppercase(),
+                on,
+            })
+        };
+        m.apply(
+            ServerMsg::Edit(EditEvent {
+                room: "a".into(),
+                seq: 2,
+                target: 1,
+                text: "new".into(),
+                edited_ts: 5,
+                ..Default::default()
+            }),
+            0.0,
+        );
+        m.apply(react(3, "x", true), 0.0);
+        m.apply(react(4, "y", true), 0.0);
+        m.apply(react(5, "x", true), 0.0);
+        m.apply(react(6, "x", false), 0.0);
+        let held = &m.rooms["a"].messages[0];
+        assert_eq!((held.text.as_str(), held.edited_ts), ("new", Some(5)));
+        assert_eq!(
+            held.reactions,
+            vec![Reaction {
+                emoji: "👍".into(), count: 1, users: vec!["y".into()], nicks: vec!["Y".into()]
+            }]
+        );
+        m.apply(
+            ServerMsg::Delete(DeleteEvent { room: "a".into(), seq: 7, target: 1, ..Default::default() }),
+            0.0,
+        );
+        m.apply(react(8, "z", true), 0.0);
+        m.apply(
+            ServerMsg::Edit(EditEvent {
+                room: "a".into(),
+                seq: 9,
+                target: 1,
+                text: String::new(),
+                ..Default::default()
+            }),
+            0.0,
+        );
+        let held = &m.rooms["a"].messages[0];
+        assert!(held.deleted && held.text.is_empty() && held.reactions.is_empty(), "{held:?}");
+        assert_eq!(m.rooms["a"].last_seq(), Some(9), "a resume starts after the last event");
     }
 }

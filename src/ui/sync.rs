@@ -355,10 +355,12 @@ impl Syncer {
     /// tells my other tabs and devices).
     pub fn read(&mut self, model: &mut ChatModel, room: &str, seq: Seq) -> Vec<Action> {
         let before = model.rooms.get(room).map_or(0, |v| v.last_read);
-        model.read_to(room, seq);
+        // Only what the server is told moves here: a marker that cannot go now is asked
+        // for again (the page checks each second), not lost.
         if seq <= before || !self.online() || phase_of(model, room) != Some(Phase::Live) {
             return Vec::new();
         }
+        model.read_to(room, seq);
         vec![Action::Send(Request { msg: ClientMsg::Read { room: room.to_owned(), seq }, reference: None })]
     }
 

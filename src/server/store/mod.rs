@@ -88,7 +88,9 @@ pub struct SearchQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SearchPage {
     pub hits: Vec<SearchHit>,
-    /// The cursor of the next page, when there may be more.
+    /// Each hit's position, where a page that ends after it goes on from.
+    pub positions: Vec<i64>,
+    /// The position the next page starts from, when there may be more.
     pub next: Option<i64>,
 }
 

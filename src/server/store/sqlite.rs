@@ -478,6 +478,12 @@ impl MessageStore for SqliteStore {
     }
 
     fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
+        // Read first: a marker already there (another tab, a repeat) costs no commit on
+        // the writer that every message waits for.
+        let stored = self.read(|conn| sqlite_events::read_position(conn, user, room))?;
+        if stored.is_some_and(|at| at >= seq) {
+            return Ok(stored.unwrap_or(seq));
+        }
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         Ok(sqlite_events::mark_read(&conn, user, room, sql_seq(seq) as Seq)?)
     }

@@ -355,6 +355,12 @@ pub(super) fn target(
     Ok(Some(t))
 }
 
+pub(super) fn read_position(conn: &Connection, user: &str, room: &RoomName) -> rusqlite::Result<Option<Seq>> {
+    conn.prepare_cached("SELECT seq FROM read_state WHERE user_id = ?1 AND room = ?2")?
+        .query_row(params![user, room.as_str()], |r| Ok(r.get::<_, i64>(0)? as Seq))
+        .optional()
+}
+
 pub(super) fn mark_read(conn: &Connection, user: &str, room: &RoomName, seq: Seq) -> rusqlite::Result<Seq> {
     conn.prepare_cached(
         "INSERT INTO read_state (user_id, room, seq) VALUES (?1, ?2, ?3)
@@ -401,6 +407,9 @@ pub(super) fn unread(
 /// fault (FTS5 reports syntax errors as SQLITE_ERROR with an "fts5:" message).
 pub(super) fn query_error(err: rusqlite::Error) -> StoreError {
     match &err {
+        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::OperationInterrupted => {
+            StoreError::Query("the search is too broad: add words, or search one room".to_owned())
+        }
         rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.contains("fts5") || msg.contains("syntax") => {
             StoreError::Query(msg.clone())
         }
@@ -412,8 +421,26 @@ pub(super) fn query_error(err: rusqlite::Error) -> StoreError {
 /// matches and whichever rooms the asker may read (the page then ends early, with a
 /// cursor to go on from).
 const SEARCH_SCAN: i64 = 2000;
+/// SQLite virtual-machine steps one search may take (checked every 1,000): what the index
+/// does before it yields its first entries (an exclusion, a phrase of common words walks
+/// whole lists) is bounded too. Past it the search is refused as too broad.
+const SEARCH_STEPS: u32 = 20_000;
 
 pub(super) fn search(conn: &Connection, q: &super::SearchQuery) -> Result<super::SearchPage, StoreError> {
+    let mut steps = 0u32;
+    conn.progress_handler(
+        1000,
+        Some(move || {
+            steps += 1;
+            steps > SEARCH_STEPS
+        }),
+    );
+    let result = search_within(conn, q);
+    conn.progress_handler(1000, None::<fn() -> bool>);
+    result
+}
+
+fn search_within(conn: &Connection, q: &super::SearchQuery) -> Result<super::SearchPage, StoreError> {
     let before = q.before.unwrap_or(i64::MAX);
     let candidates: Vec<i64> = conn
         .prepare_cached(
@@ -439,7 +466,8 @@ pub(super) fn search(conn: &Connection, q: &super::SearchQuery) -> Result<super:
                     r.get::<_, String>(4)?,
                 ))
             })
-            .optional()?
+            .optional()
+            .map_err(query_error)?
         else {
             continue;
         };
@@ -474,6 +502,7 @@ fn finish(
         )
         .map_err(query_error)?;
     let mut out = Vec::with_capacity(hits.len());
+    let mut positions = Vec::with_capacity(hits.len());
     for (id, mut hit) in hits {
         hit.snippet = snippet
             .query_row(params![q.fts, id], |r| r.get(0))
@@ -481,6 +510,7 @@ fn finish(
             .map_err(query_error)?
             .unwrap_or_default();
         out.push(hit);
+        positions.push(id);
     }
-    Ok(super::SearchPage { hits: out, next })
+    Ok(super::SearchPage { hits: out, positions, next })
 }
