@@ -1456,6 +1456,29 @@ async fn searches_are_rate_limited() {
     assert_eq!(say(&mut ann, "hall", "still open", "m1").await.seq, 1);
 }
 
+/// A bot's retry (same `client_id`) of a stored reply is answered with the original even
+/// after the message it answered was deleted: the dedup comes before the checks.
+#[tokio::test]
+async fn an_http_retry_of_a_stored_reply_is_answered_after_its_original_is_deleted() {
+    let app = server(|_| {}).await;
+    let ann = signup(&app, "ann").await;
+    let mut sock = socket_of(&app, &ann).await;
+    join(&mut sock, "hall").await;
+    say(&mut sock, "hall", "question", "q1").await;
+    let body = json!({"text": "answer", "client_id": "r1", "reply_to": 1});
+    assert_eq!(post(&app, "/api/rooms/hall/messages", &ann, body.clone()).await, 201);
+    sock.send(json!({"type": "delete", "room": "hall", "target": 1, "client_id": "d1"})).await;
+    sock.recv_until(|m| matches!(m, ServerMsg::Delete(d) if d.target == 1)).await;
+    assert_eq!(post(&app, "/api/rooms/hall/messages", &ann, body).await, 200, "answered with the original");
+    let answers: Vec<ChatMessage> =
+        history(&app, "hall", None).await.into_iter().filter(|m| m.text == "answer").collect();
+    assert_eq!(answers.len(), 1, "stored once");
+    assert_eq!(answers[0].reply_to, Some(1));
+    // A new reply to the deleted message is refused.
+    let fresh = json!({"text": "late", "client_id": "r2", "reply_to": 1});
+    assert_eq!(post(&app, "/api/rooms/hall/messages", &ann, fresh).await, 409);
+}
+
 /// One account's sockets and its HTTP searches share one allowance: a second tab does not
 /// double it.
 #[tokio::test]

@@ -1297,4 +1297,17 @@ mod tests {
         assert!(model.nick.is_none());
         assert_eq!(model.nick_rejected.as_deref(), Some("taken"));
     }
+
+    #[test]
+    fn a_read_marker_moves_only_when_it_can_be_sent() {
+        let (mut sync, mut model, join) = online(limits(500, 20, 40), 3);
+        // Still joining: nothing goes out, and nothing moves here (the page asks again).
+        assert!(sync.read(&mut model, "a", 3).is_empty());
+        assert_eq!(model.rooms["a"].last_read, 0);
+        sync.on_frame(&mut model, joined("a", 3, false, &join), 0);
+        let sent = frames(&sync.read(&mut model, "a", 3));
+        assert_eq!(sent, vec![(ClientMsg::Read { room: "a".into(), seq: 3 }, None)]);
+        assert_eq!(model.rooms["a"].last_read, 3);
+        assert!(sync.read(&mut model, "a", 2).is_empty(), "never back");
+    }
 }
