@@ -1521,3 +1521,115 @@ async fn edits_and_deletes_share_the_send_allowance() {
     let messages = history(&app, "hall", None).await;
     assert_eq!((messages[0].text.as_str(), messages[0].deleted), ("one!", false));
 }
+
+// --- HTTP: changing messages ---
+
+/// A request with `who`'s cookie from this server's origin: status and JSON body.
+async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    who: &User,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, app.url(path))
+        .header("cookie", &who.cookie)
+        .header("origin", format!("http://{}", app.addr));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("the request is answered");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Bots edit, delete and react over HTTP with the socket's rules and answers: the stored
+/// event (as the socket sends it), a retry answered with the original, refusals with the
+/// socket's codes, a private room 404 to an outsider, and every socket in the room sees
+/// each event once, in seq order.
+#[tokio::test]
+async fn messages_change_over_http_as_over_the_socket() {
+    use reqwest::Method;
+    let app = server(|_| {}).await;
+    signup(&app, "root").await;
+    let ann = signup(&app, "ann").await;
+    let bob = signup(&app, "bob").await;
+    let mut watcher = socket_of(&app, &bob).await;
+    join(&mut watcher, "hall").await;
+    let mut sock = socket_of(&app, &ann).await;
+    join(&mut sock, "hall").await;
+    say(&mut sock, "hall", "draft", "m1").await;
+
+    let edit = json!({"text": "final", "client_id": "e1"});
+    let (status, body) =
+        call(&app, Method::PATCH, "/api/rooms/hall/messages/1", &ann, Some(edit.clone())).await;
+    assert_eq!(
+        (status, &body["type"], &body["seq"], &body["text"]),
+        (200, &json!("edit"), &json!(2), &json!("final"))
+    );
+    let (status, again) = call(&app, Method::PATCH, "/api/rooms/hall/messages/1", &ann, Some(edit)).await;
+    assert_eq!((status, again), (200, body), "a retry answers the original");
+    let theirs = json!({"text": "mine now", "client_id": "b1"});
+    let (status, body) = call(&app, Method::PATCH, "/api/rooms/hall/messages/1", &bob, Some(theirs)).await;
+    assert_eq!((status, &body["code"]), (403, &json!("forbidden")), "{body}");
+    let (status, body) = call(
+        &app,
+        Method::PATCH,
+        "/api/rooms/hall/messages/9",
+        &ann,
+        Some(json!({"text": "x", "client_id": "e9"})),
+    )
+    .await;
+    assert_eq!((status, &body["code"]), (404, &json!("not_found")), "{body}");
+
+    let react = json!({"emoji": "🎉"});
+    let (status, body) =
+        call(&app, Method::PUT, "/api/rooms/hall/messages/1/reactions", &bob, Some(react)).await;
+    assert_eq!(
+        (status, &body["type"], &body["seq"], &body["on"]),
+        (200, &json!("react"), &json!(3), &json!(true))
+    );
+    let bad = json!({"emoji": "yay"});
+    let (status, body) =
+        call(&app, Method::PUT, "/api/rooms/hall/messages/1/reactions", &bob, Some(bad)).await;
+    assert_eq!((status, &body["code"]), (400, &json!("invalid_emoji")), "{body}");
+
+    let (status, body) =
+        call(&app, Method::DELETE, "/api/rooms/hall/messages/1?client_id=d1", &ann, None).await;
+    assert_eq!((status, &body["type"], &body["seq"]), (200, &json!("delete"), &json!(4)));
+    let (status, again) =
+        call(&app, Method::DELETE, "/api/rooms/hall/messages/1?client_id=d1", &ann, None).await;
+    assert_eq!((status, again), (200, body), "a retried deletion answers the original");
+    let (status, body) =
+        call(&app, Method::DELETE, "/api/rooms/hall/messages/1?client_id=d2", &ann, None).await;
+    assert_eq!((status, &body["code"]), (409, &json!("deleted")), "{body}");
+
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let e = next_event(&mut watcher).await;
+        seen.push((seq_of(&e), kind_of(&e)));
+    }
+    assert_eq!(seen, vec![(1, "message"), (2, "edit"), (3, "react"), (4, "delete")]);
+    let stored = history(&app, "hall", None).await;
+    assert!(stored[0].deleted && stored[0].reactions.is_empty());
+
+    // A private room is not found by an outsider, over HTTP too.
+    let mut owner = socket_of(&app, &ann).await;
+    let create = json!({"type": "create_room", "room": "vault", "visibility": "private"});
+    assert_eq!(outcome(&ask(&mut owner, create, "c").await), "joined");
+    say(&mut owner, "vault", "secret", "v1").await;
+    let (status, body) =
+        call(&app, Method::PUT, "/api/rooms/vault/messages/1/reactions", &bob, Some(json!({"emoji": "👀"})))
+            .await;
+    assert_eq!((status, &body["code"]), (404, &json!("not_found")), "{body}");
+    // Without the page's Origin (and no Bearer token), a cookie may not change anything.
+    let resp = reqwest::Client::new()
+        .delete(app.url("/api/rooms/hall/messages/1?client_id=d3"))
+        .header("cookie", &ann.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+}

@@ -133,6 +133,11 @@ pub fn routes(limit: &HttpRateLimit, auth_limit: &HttpRateLimit) -> Router<Arc<H
         .route("/api/invites/{id}", delete(delete_invite))
         .route("/api/rooms", post(create_room))
         .route("/api/rooms/{room}/messages", post(post_message))
+        .route(
+            "/api/rooms/{room}/messages/{seq}",
+            axum::routing::patch(super::message_api::edit).delete(super::message_api::delete),
+        )
+        .route("/api/rooms/{room}/messages/{seq}/reactions", axum::routing::put(super::message_api::react))
         .route("/api/rooms/{room}/members", get(members))
         .route("/api/rooms/{room}/moderation", post(moderate))
         .route("/api/rooms/{room}/topic", post(set_topic))

@@ -12,6 +12,7 @@ pub mod conversation;
 pub mod handlers;
 pub mod http;
 pub mod hub;
+pub mod message_api;
 pub mod metrics;
 pub mod moderation;
 pub mod ordering;
