@@ -405,6 +405,49 @@ pub const MAX_SEARCH_PAGE: u32 = 50;
 /// Most `@username` mentions a message records.
 pub const MAX_MENTIONS: usize = 20;
 
+/// What a reply shows of its original: its author and first line (none if deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Quote {
+    pub nick: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub text: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+/// Characters of its original's first line a reply quotes.
+pub const QUOTE_CHARS: usize = 100;
+
+/// The first line of `text`, at most [`QUOTE_CHARS`] characters (then "…").
+pub fn quote_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(QUOTE_CHARS).collect();
+    if out.len() < line.len() {
+        out.push('…');
+    }
+    out
+}
+
+impl Quote {
+    /// The quote of `original` as it is now.
+    pub fn of(nick: &str, text: &str, deleted: bool) -> Quote {
+        Quote { nick: nick.to_owned(), text: if deleted { String::new() } else { quote_line(text) }, deleted }
+    }
+
+    /// The original was edited to `text` (a deleted one stays deleted).
+    pub fn edited(&mut self, text: &str) {
+        if !self.deleted {
+            self.text = quote_line(text);
+        }
+    }
+
+    /// The original was deleted.
+    pub fn deleted(&mut self) {
+        self.text.clear();
+        self.deleted = true;
+    }
+}
+
 /// One emoji's reactions on a message: who (user ids, and their names at the time), in
 /// the order they reacted.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -649,6 +692,10 @@ pub struct ChatMessage {
     /// A tombstone: the message was deleted (its text is empty).
     #[serde(default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// The line of the original a reply shows (with `reply_to`), as the original is now:
+    /// the server fills it in, and `edit` and `delete` of the original change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Quote>,
     /// Reactions now, in `history` and the HTTP API (and a fresh join's replay); a
     /// `message` of the live stream or of a `since` replay carries none: the `react`
     /// events that follow it in the log build them.

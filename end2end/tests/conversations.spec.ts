@@ -345,19 +345,33 @@ test('a reply quotes its original, and the quote leads back to it, even when it 
     await expect(shown).toBeInViewport();
   });
 
-  await test.step('in a fresh load the original is older than the first page; the quote loads it', async () => {
+  await test.step('in a fresh load the original is older than the first page: the server quotes it, and the quote loads it', async () => {
     await annPage.reload();
     await expectInRoom(annPage, room);
     const reply = messageBySeq(annPage, replySeq);
     await expect(reply).toBeVisible();
     await expect(messageBySeq(annPage, originalSeq)).toHaveCount(0);
-    await expect(replyQuote(reply)).toHaveAccessibleName('Reply to an earlier message');
+    await expect(replyQuote(reply)).toHaveAccessibleName(`Reply to ${ann} ${question}`);
     await replyQuote(reply).click();
     const shown = messageBySeq(annPage, originalSeq);
     await expect(shown).toHaveClass(/\bsought\b/);
     await expect(shown.locator('.text')).toHaveText(question);
     await expect(shown).toBeInViewport();
-    await expect(replyQuote(reply)).toHaveAccessibleName(`Reply to ${ann} ${question}`);
+  });
+
+  await test.step('the quote follows an edit of the original, and its deletion', async () => {
+    const edited = `Deploys go from the release branch now, ${ann}`;
+    await clickMessageAction(messageBySeq(annPage, originalSeq), 'Edit');
+    await composer(annPage).fill(edited);
+    await composer(annPage).press('Enter');
+    for (const page of [annPage, bobPage]) {
+      await expect(replyQuote(messageBySeq(page, replySeq))).toHaveAccessibleName(`Reply to ${ann} ${edited}`);
+    }
+    annPage.once('dialog', (d) => d.accept());
+    await clickMessageAction(messageBySeq(annPage, originalSeq), 'Delete');
+    for (const page of [annPage, bobPage]) {
+      await expect(replyQuote(messageBySeq(page, replySeq))).toHaveAccessibleName(`Reply to ${ann} message deleted`);
+    }
   });
 });
 

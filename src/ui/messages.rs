@@ -60,14 +60,21 @@ fn rows(messages: &[ChatMessage], divider: Option<Seq>, me: Option<&str>) -> Vec
             prev = Some(m);
             let divider = !divided && divider.is_some_and(|d| m.seq > d) && me != Some(m.user.as_str());
             divided |= divider;
-            let quote = m.reply_to.map(|seq| match messages.binary_search_by_key(&seq, |o| o.seq) {
-                Ok(at) => {
-                    let o = &messages[at];
-                    let line = if o.deleted { "message deleted".to_owned() } else { first_line(&o.text) };
-                    (seq, o.nick.clone(), line)
-                }
-                Err(_) => (seq, String::new(), "an earlier message".to_owned()),
-            });
+            // The server's quote of the original (kept up by its edits and deletion);
+            // the original itself if it is held and the quote is not there.
+            let quote =
+                m.reply_to.map(|seq| match (&m.quote, messages.binary_search_by_key(&seq, |o| o.seq)) {
+                    (Some(q), _) => {
+                        let line = if q.deleted { "message deleted".to_owned() } else { q.text.clone() };
+                        (seq, q.nick.clone(), line)
+                    }
+                    (None, Ok(at)) => {
+                        let o = &messages[at];
+                        let line = if o.deleted { "message deleted".to_owned() } else { first_line(&o.text) };
+                        (seq, o.nick.clone(), line)
+                    }
+                    (None, Err(_)) => (seq, String::new(), "an earlier message".to_owned()),
+                });
             let rev = revision(m, head, divider, &quote);
             Row { msg: m.clone(), head, divider, quote, rev }
         })
@@ -76,12 +83,7 @@ fn rows(messages: &[ChatMessage], divider: Option<Seq>, me: Option<&str>) -> Vec
 
 /// A line of the original, for a reply's quote.
 fn first_line(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("");
-    let mut out: String = line.chars().take(80).collect();
-    if out.len() < line.len() {
-        out.push('…');
-    }
-    out
+    crate::protocol::quote_line(text)
 }
 
 /// FNV-1a over what a row shows.

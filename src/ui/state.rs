@@ -241,6 +241,19 @@ pub struct ChatModel {
     pub nick_rejected: Option<String>,
 }
 
+/// The replies among `messages` to `target` follow an edit of it (`Some(text)`) or its
+/// deletion (`None`), as the server's quote of it does.
+pub fn requote<'a>(messages: impl Iterator<Item = &'a mut ChatMessage>, target: Seq, edit: Option<&str>) {
+    for m in messages.filter(|m| m.reply_to == Some(target)) {
+        if let Some(quote) = &mut m.quote {
+            match edit {
+                Some(text) => quote.edited(text),
+                None => quote.deleted(),
+            }
+        }
+    }
+}
+
 /// Turns `user`'s reaction `emoji` on or off in `reactions`, as the server does: a
 /// new emoji goes last, a new reactor last within it, an emoji nobody holds goes away.
 /// Doing what is done already changes nothing.
@@ -513,6 +526,7 @@ impl ChatModel {
             ServerMsg::Edit(e) => {
                 let Some(view) = self.rooms.get_mut(&e.room) else { return };
                 view.saw(e.seq);
+                requote(view.messages.iter_mut(), e.target, Some(&e.text));
                 if let Some(m) = view.message_mut(e.target)
                     && !m.deleted
                 {
@@ -524,6 +538,7 @@ impl ChatModel {
             ServerMsg::Delete(d) => {
                 let Some(view) = self.rooms.get_mut(&d.room) else { return };
                 view.saw(d.seq);
+                requote(view.messages.iter_mut(), d.target, None);
                 if let Some(m) = view.message_mut(d.target) {
                     m.deleted = true;
                     m.text.clear();
@@ -906,5 +921,43 @@ mod tests {
         let held = &m.rooms["a"].messages[0];
         assert!(held.deleted && held.text.is_empty() && held.reactions.is_empty(), "{held:?}");
         assert_eq!(m.rooms["a"].last_seq(), Some(9), "a resume starts after the last event");
+    }
+
+    #[test]
+    fn a_replys_quote_follows_its_original() {
+        use crate::protocol::{DeleteEvent, EditEvent, Quote};
+        let mut m = model();
+        let mut reply = msg("a", 5, "bob");
+        reply.reply_to = Some(1);
+        reply.quote = Some(Quote::of("ann", "old line\nmore", false));
+        m.apply(ServerMsg::Message(reply), 0.0);
+        assert_eq!(m.rooms["a"].messages[0].quote.as_ref().unwrap().text, "old line");
+        // The original is not held here: the quote follows its events all the same.
+        m.apply(
+            ServerMsg::Edit(EditEvent {
+                room: "a".into(),
+                seq: 6,
+                target: 1,
+                text: "new line".into(),
+                ..Default::default()
+            }),
+            0.0,
+        );
+        assert_eq!(m.rooms["a"].messages[0].quote, Some(Quote::of("ann", "new line", false)));
+        m.apply(
+            ServerMsg::Delete(DeleteEvent { room: "a".into(), seq: 7, target: 1, ..Default::default() }),
+            0.0,
+        );
+        m.apply(
+            ServerMsg::Edit(EditEvent {
+                room: "a".into(),
+                seq: 8,
+                target: 1,
+                text: String::new(),
+                ..Default::default()
+            }),
+            0.0,
+        );
+        assert_eq!(m.rooms["a"].messages[0].quote, Some(Quote::of("ann", "", true)));
     }
 }

@@ -8,8 +8,8 @@
 
 use super::json::{Json, Writer};
 use crate::protocol::{
-    ChatMessage, ClientMsg, DeleteEvent, EditEvent, ErrorCode, Limits, PresenceState, ReactEvent, Reaction,
-    Request, RoomInfo, RoomRole, ServerMsg, ServerRole, UserInfo,
+    ChatMessage, ClientMsg, DeleteEvent, EditEvent, ErrorCode, Limits, PresenceState, Quote, ReactEvent,
+    Reaction, Request, RoomInfo, RoomRole, ServerMsg, ServerRole, UserInfo,
 };
 
 /// Decodes one text frame from the server; None for anything else.
@@ -135,6 +135,9 @@ pub fn message(v: &Json) -> Option<ChatMessage> {
         mentions: v.strings("mentions"),
         edited_ts: v.int("edited_ts"),
         deleted: v.flag("deleted"),
+        quote: v.get("quote").and_then(|q| {
+            Some(Quote { nick: q.str("nick")?, text: q.string("text"), deleted: q.flag("deleted") })
+        }),
         reactions: v
             .items("reactions")
             .iter()
@@ -286,6 +289,7 @@ mod tests {
             user: "7".into(),
             guest: true,
             reply_to: Some(2),
+            quote: Some(Quote { nick: "Bob".into(), text: "the original".into(), deleted: false }),
             mentions: vec!["bob".into()],
             edited_ts: Some(9),
             deleted: false,

@@ -359,6 +359,7 @@ pub fn apply_event(messages: &mut BTreeMap<Seq, ChatMessage>, msg: &ServerMsg) {
             messages.insert(m.seq, m.clone());
         }
         ServerMsg::Edit(e) => {
+            confab::ui::state::requote(messages.values_mut(), e.target, Some(&e.text));
             if let Some(m) = messages.get_mut(&e.target)
                 && !m.deleted
             {
@@ -368,6 +369,7 @@ pub fn apply_event(messages: &mut BTreeMap<Seq, ChatMessage>, msg: &ServerMsg) {
             }
         }
         ServerMsg::Delete(d) => {
+            confab::ui::state::requote(messages.values_mut(), d.target, None);
             if let Some(m) = messages.get_mut(&d.target) {
                 m.deleted = true;
                 m.text.clear();

@@ -344,6 +344,7 @@ pub(super) fn message_at(
         mentions: split_names(&row.get::<_, String>(at + 8)?),
         edited_ts: row.get(at + 9)?,
         deleted: row.get(at + 10)?,
+        quote: None,
         reactions: Vec::new(),
     })
 }
@@ -452,6 +453,7 @@ impl MessageStore for SqliteStore {
             let more = events.len() > limit;
             events.truncate(limit);
             events.reverse();
+            sqlite_events::attach_event_quotes(conn, room, &mut events)?;
             Ok(EventPage { events, more })
         })
     }
@@ -469,6 +471,7 @@ impl MessageStore for SqliteStore {
                 limit,
             )?;
             sqlite_events::attach_reactions(conn, room, &mut page.messages)?;
+            sqlite_events::attach_quotes(conn, room, &mut page.messages)?;
             Ok(page)
         })
     }
@@ -855,5 +858,30 @@ mod tests {
         let unread = store.unread("7", Some("seven"), &["a", "b"]).unwrap();
         assert_eq!(unread.len(), 1, "only rooms read before");
         assert_eq!((unread[0].1.last_read, unread[0].1.unread), (3, 2));
+    }
+
+    #[test]
+    fn a_reply_quotes_its_original_as_it_is_now() {
+        use crate::protocol::Quote;
+        let (_dir, store) = store();
+        let room = RoomName::parse("a").unwrap();
+        let mut original = msg("a", 1);
+        original.text = "first line\nsecond".into();
+        let mut reply = msg("a", 2);
+        reply.reply_to = Some(1);
+        let mut batch = vec![RoomEvent::Message(original), RoomEvent::Message(reply)];
+        store.append(&mut batch).unwrap();
+        // The live frame carries the quote made in the commit.
+        assert!(
+            matches!(&batch[1], RoomEvent::Message(m) if m.quote == Some(Quote::of("ann", "first line", false)))
+        );
+        store.append(&mut [edit(3, 1, "edited")]).unwrap();
+        let quote = |page: &Page| page.messages.iter().find(|m| m.seq == 2).unwrap().quote.clone();
+        assert_eq!(
+            quote(&store.before(&room, Seq::MAX, 10).unwrap()),
+            Some(Quote::of("ann", "edited", false))
+        );
+        store.append(&mut [delete(4, 1)]).unwrap();
+        assert_eq!(quote(&store.after(&room, 1, 4, 10).unwrap()), Some(Quote::of("ann", "", true)));
     }
 }

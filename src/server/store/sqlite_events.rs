@@ -11,14 +11,20 @@
 use super::{StoreError, Target, Unread};
 use crate::protocol::{
     ChatMessage, DeleteEvent, EditEvent, MAX_EMOJI_PER_MESSAGE, MAX_REACTIONS_PER_MESSAGE, MAX_UNREAD_COUNT,
-    ReactEvent, Reaction, RoomEvent, RoomName, Seq,
+    Quote, ReactEvent, Reaction, RoomEvent, RoomName, Seq,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Applies one event and logs it.
 pub(super) fn apply(tx: &Connection, event: &mut RoomEvent) -> rusqlite::Result<()> {
     match event {
-        RoomEvent::Message(m) => insert_message(tx, m),
+        RoomEvent::Message(m) => {
+            // The reply's quote, as its original is at this point of the log.
+            if let Some(original) = m.reply_to {
+                m.quote = quote_of(tx, &m.room, original)?;
+            }
+            insert_message(tx, m)
+        }
         RoomEvent::Edit(e) => edit(tx, e),
         RoomEvent::Delete(d) => delete(tx, d),
         RoomEvent::React(r) => react(tx, r),
@@ -51,6 +57,46 @@ fn insert_message(tx: &Connection, m: &ChatMessage) -> rusqlite::Result<()> {
     index(tx, id, &m.text)?;
     add_mentions(tx, &m.room, m.seq, &m.mentions)?;
     log(tx, &m.room, m.seq, "message", m.seq, Logged { ts: m.ts, ..Logged::default() })
+}
+
+/// What a reply to message `seq` of `room` quotes of it now.
+fn quote_of(conn: &Connection, room: &str, seq: Seq) -> rusqlite::Result<Option<Quote>> {
+    conn.prepare_cached("SELECT nick, text, deleted FROM messages WHERE room = ?1 AND seq = ?2")?
+        .query_row(params![room, seq as i64], |r| {
+            Ok(Quote::of(&r.get::<_, String>(0)?, &r.get::<_, String>(1)?, r.get(2)?))
+        })
+        .optional()
+}
+
+/// Fills in the quotes of the replies among `messages` (of `room`), as their originals
+/// are now.
+pub(super) fn attach_quotes(
+    conn: &Connection,
+    room: &RoomName,
+    messages: &mut [ChatMessage],
+) -> rusqlite::Result<()> {
+    for m in messages.iter_mut() {
+        if let Some(original) = m.reply_to {
+            m.quote = quote_of(conn, room.as_str(), original)?;
+        }
+    }
+    Ok(())
+}
+
+/// `attach_quotes` for the messages among a page of the log.
+pub(super) fn attach_event_quotes(
+    conn: &Connection,
+    room: &RoomName,
+    events: &mut [RoomEvent],
+) -> rusqlite::Result<()> {
+    for e in events.iter_mut() {
+        if let RoomEvent::Message(m) = e
+            && let Some(original) = m.reply_to
+        {
+            m.quote = quote_of(conn, room.as_str(), original)?;
+        }
+    }
+    Ok(())
 }
 
 /// The message row a change applies to: (rowid, text, deleted).
