@@ -1398,6 +1398,169 @@ mod tests {
     }
 
     #[test]
+    fn conversation_messages_round_trip_with_fixed_field_names() {
+        round_trip_client(
+            ClientMsg::Send { room: "r".into(), text: "t".into(), client_id: "c".into(), reply_to: Some(3) },
+            json!({"type": "send", "room": "r", "text": "t", "client_id": "c", "reply_to": 3}),
+        );
+        round_trip_client(
+            ClientMsg::Edit { room: "r".into(), target: 3, text: "t".into(), client_id: "e".into() },
+            json!({"type": "edit", "room": "r", "target": 3, "text": "t", "client_id": "e"}),
+        );
+        round_trip_client(
+            ClientMsg::Delete { room: "r".into(), target: 3, client_id: "d".into() },
+            json!({"type": "delete", "room": "r", "target": 3, "client_id": "d"}),
+        );
+        round_trip_client(
+            ClientMsg::React { room: "r".into(), target: 3, emoji: "🎉".into(), on: false },
+            json!({"type": "react", "room": "r", "target": 3, "emoji": "🎉", "on": false}),
+        );
+        assert_eq!(
+            ClientMsg::decode(r#"{"type":"react","room":"r","target":3,"emoji":"🎉"}"#).unwrap(),
+            ClientMsg::React { room: "r".into(), target: 3, emoji: "🎉".into(), on: true },
+            "on defaults to true"
+        );
+        round_trip_client(
+            ClientMsg::Read { room: "r".into(), seq: 9 },
+            json!({"type": "read", "room": "r", "seq": 9}),
+        );
+        round_trip_client(
+            ClientMsg::Search {
+                query: "q".into(),
+                room: Some("r".into()),
+                before: Some(-5),
+                limit: Some(10),
+            },
+            json!({"type": "search", "query": "q", "room": "r", "before": -5, "limit": 10}),
+        );
+        round_trip_client(
+            ClientMsg::Search { query: "q".into(), room: None, before: None, limit: None },
+            json!({"type": "search", "query": "q"}),
+        );
+        round_trip_server(
+            ServerMsg::Edit(EditEvent {
+                room: "r".into(),
+                seq: 4,
+                target: 3,
+                text: "t".into(),
+                edited_ts: 7,
+                user: "1".into(),
+                nick: "Ann".into(),
+                client_id: "e".into(),
+                mentions: vec!["bob".into()],
+            }),
+            json!({"type": "edit", "room": "r", "seq": 4, "target": 3, "text": "t", "edited_ts": 7, "user": "1",
+                   "nick": "Ann", "client_id": "e", "mentions": ["bob"]}),
+        );
+        round_trip_server(
+            ServerMsg::Delete(DeleteEvent {
+                room: "r".into(),
+                seq: 5,
+                target: 3,
+                by: "Ann".into(),
+                user: "1".into(),
+                client_id: "d".into(),
+            }),
+            json!({"type": "delete", "room": "r", "seq": 5, "target": 3, "by": "Ann", "user": "1", "client_id": "d"}),
+        );
+        round_trip_server(
+            ServerMsg::React(ReactEvent {
+                room: "r".into(),
+                seq: 6,
+                target: 3,
+                emoji: "🎉".into(),
+                user: "2".into(),
+                nick: "Bob".into(),
+                on: true,
+            }),
+            json!({"type": "react", "room": "r", "seq": 6, "target": 3, "emoji": "🎉", "user": "2", "nick": "Bob", "on": true}),
+        );
+        round_trip_server(
+            ServerMsg::Read { room: "r".into(), seq: 6 },
+            json!({"type": "read", "room": "r", "seq": 6}),
+        );
+        round_trip_server(
+            ServerMsg::SearchResults {
+                query: "q".into(),
+                hits: vec![SearchHit {
+                    room: "r".into(),
+                    seq: 3,
+                    nick: "Ann".into(),
+                    ts: 1,
+                    snippet: "…q…".into(),
+                }],
+                has_more: true,
+                next_before: Some(99),
+                reference: Some("s".into()),
+            },
+            json!({"type": "search_results", "query": "q", "has_more": true, "next_before": 99, "ref": "s",
+                   "hits": [{"room": "r", "seq": 3, "nick": "Ann", "ts": 1, "snippet": "…q…"}]}),
+        );
+        let m = ChatMessage {
+            reply_to: Some(3),
+            quote: Some(Quote { nick: "Bob".into(), text: String::new(), deleted: true }),
+            mentions: vec!["bob".into()],
+            edited_ts: Some(8),
+            deleted: true,
+            reactions: vec![Reaction {
+                emoji: "👍".into(),
+                count: 1,
+                users: vec!["2".into()],
+                nicks: vec!["Bob".into()],
+            }],
+            ..sample_message()
+        };
+        round_trip_server(
+            ServerMsg::Message(m),
+            json!({"type": "message", "room": "lobby", "seq": 7, "nick": "ann", "text": "hi <b>",
+                   "ts": 1_700_000_000_000_i64, "client_id": "c-1", "reply_to": 3,
+                   "quote": {"nick": "Bob", "deleted": true}, "mentions": ["bob"], "edited_ts": 8,
+                   "deleted": true, "reactions": [{"emoji": "👍", "count": 1, "users": ["2"], "nicks": ["Bob"]}]}),
+        );
+        for code in [
+            ErrorCode::InvalidEmoji,
+            ErrorCode::TooManyReactions,
+            ErrorCode::InvalidQuery,
+            ErrorCode::Deleted,
+        ] {
+            assert!(ErrorCode::ALL.contains(&code));
+        }
+        assert_eq!(
+            [
+                ErrorCode::InvalidEmoji,
+                ErrorCode::TooManyReactions,
+                ErrorCode::InvalidQuery,
+                ErrorCode::Deleted
+            ]
+            .map(ErrorCode::as_str),
+            ["invalid_emoji", "too_many_reactions", "invalid_query", "deleted"]
+        );
+    }
+
+    #[test]
+    fn emoji_mentions_and_quotes() {
+        for yes in ["👍", "👍🏽", "👨‍👩‍👧", "🇫🇷", "1️⃣", "❤️", "©"] {
+            assert!(is_emoji(yes), "{yes:?}");
+        }
+        for no in ["", "a", "👍👍", "🇫", "👍 ", "\u{200D}", "🏽", "ok👍"] {
+            assert!(!is_emoji(no), "{no:?}");
+        }
+        assert_eq!(
+            mention_candidates("hi @Ann and @bob.b, not a@b.c; @ann again. @x"),
+            vec!["ann", "bob.b", "x"]
+        );
+        assert_eq!(mention_candidates("@ mail a@b.c"), Vec::<String>::new());
+        assert_eq!(quote_line("first\nsecond"), "first");
+        assert_eq!(quote_line(&"é".repeat(150)), format!("{}…", "é".repeat(100)));
+        let mut q = Quote::of("Ann", "a", false);
+        q.edited("b");
+        assert_eq!(q.text, "b");
+        q.deleted();
+        q.edited("c");
+        assert_eq!(q, Quote::of("Ann", "", true));
+    }
+
+    #[test]
     fn protocol_2_messages_round_trip_with_fixed_field_names() {
         round_trip_client(ClientMsg::Hello { nick: None, session: None }, json!({"type": "hello"}));
         round_trip_client(

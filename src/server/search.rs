@@ -209,6 +209,6 @@ mod tests {
         }
         let (a, b) = (seal(1000), seal(1001));
         assert_ne!(a, 1000);
-        assert!((a - b).abs() > 1, "neighbours are not neighbours sealed");
+        assert!(a.abs_diff(b) > 1, "neighbours are not neighbours sealed");
     }
 }
