@@ -14,15 +14,13 @@ use super::{
     hub::{Hub, HubError},
     moderation::Action,
     room::Room,
-    session::SendState,
-    store::{accounts::Account, committer::Job},
+    store::accounts::Account,
     unix_ms,
 };
 use crate::protocol::{
-    ChatMessage, ErrorCode, MessageText, Nick, RoomInfo, RoomName, RoomRole, ServerRole, UserInfo,
-    Visibility, check_client_id,
+    ChatMessage, ErrorCode, MessageText, Nick, RoomEvent, RoomInfo, RoomName, RoomRole, Seq, ServerRole,
+    UserInfo, Visibility, check_client_id,
 };
-use crate::protocol::{RoomEvent, Seq};
 use axum::{
     Json, Router,
     extract::{ConnectInfo, Path, Request, State},
@@ -32,13 +30,13 @@ use axum::{
     routing::{delete, get, post},
 };
 use serde::{Deserialize, Serialize};
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Weak},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use super::{conversation::ChangeError, store::StoreError};
+use super::{
+    conversation::ChangeError,
+    message_api::{claim_change, commit_event},
+    store::StoreError,
+};
 
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
@@ -748,88 +746,42 @@ async fn store_post(
     client_id: String,
     reply_to: Option<Seq>,
 ) -> Result<Response, ApiError> {
-    let rate_limited = |refusal: super::rate::Refusal| ApiError {
-        retry_after: Some(refusal.retry_after.as_secs_f64().ceil().max(1.0) as u64),
-        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "slow down: too many messages")
-    };
-    let bucket = hub.send_bucket(&who.id, 1);
-    let check = || bucket.lock().unwrap_or_else(|p| p.into_inner()).check();
-    match session.claim(&client_id) {
-        SendState::New => {}
-        SendState::InFlight => {
-            let message = "a message with this client_id is being stored; retry shortly";
-            return Err(ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(StatusCode::CONFLICT, ErrorCode::RateLimited, message)
-            });
-        }
-        SendState::Stored(stored_in, seq) => {
-            check().map_err(rate_limited)?;
-            let page = hub
-                .events_after(&stored_in.name, seq - 1, seq, 1)
-                .await
-                .map_err(|_| ApiError::internal("could not load the stored message"))?;
-            let Some(RoomEvent::Message(msg)) = page.events.into_iter().next() else {
-                return Err(ApiError::internal("the stored message is missing"));
-            };
-            return Ok((StatusCode::OK, Json(msg)).into_response());
-        }
-    }
-    if let Err(refusal) = check() {
-        session.forget(&client_id);
-        return Err(rate_limited(refusal));
-    }
     // After the dedup: a retry of a stored reply is answered even if its original has
     // been deleted since.
-    if let Some(original) = reply_to
-        && let Err(err) = hub.check_reply(room, original, who).await
-    {
-        session.forget(&client_id);
-        return Err(ApiError::change(&err));
-    }
-    let Some(permit) = hub.committer.place().await else {
-        session.forget(&client_id);
-        return Err(ApiError::internal("the server is stopping"));
+    let check = async {
+        match reply_to {
+            Some(original) => hub.check_reply(room, original, who).await.map_err(|e| ApiError::change(&e)),
+            None => Ok(()),
+        }
     };
-    hub.metrics.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    if let Some(event) = claim_change(hub, who, session, &client_id, check).await? {
+        let RoomEvent::Message(msg) = event else {
+            return Err(ApiError::internal("that client_id was used for another kind of change"));
+        };
+        return Ok((StatusCode::OK, Json(msg)).into_response());
+    }
     let ts = unix_ms();
     let (nick, user) = (who.nick.as_str().to_owned(), who.id.to_string());
     let text = text.into_string();
     let mentions = hub.mentions_in(&text).await;
-    let accepted = room.accept(
-        |seq| {
-            RoomEvent::Message(ChatMessage {
-                room: room.name.as_str().to_owned(),
-                seq,
-                nick,
-                text,
-                ts,
-                client_id: client_id.clone(),
-                user,
-                reply_to,
-                mentions,
-                ..ChatMessage::default()
-            })
-        },
-        |event, epoch| {
-            hub.committer.enqueue(Job {
-                room: room.clone(),
-                event,
-                epoch,
-                session: Arc::downgrade(session),
-                sender: Weak::new(),
-                permit,
-                done: Some(tx),
-            })
-        },
-    );
-    if accepted.is_err() {
-        session.forget(&client_id);
-        return Err(ApiError::internal("the server is stopping"));
-    }
-    match rx.await {
-        Ok(Ok(RoomEvent::Message(msg))) => Ok((StatusCode::CREATED, Json(msg)).into_response()),
+    let room_name = room.name.as_str().to_owned();
+    let cid = client_id.clone();
+    let build = move |seq| {
+        RoomEvent::Message(ChatMessage {
+            room: room_name,
+            seq,
+            nick,
+            text,
+            ts,
+            client_id: cid,
+            user,
+            reply_to,
+            mentions,
+            ..ChatMessage::default()
+        })
+    };
+    match commit_event(hub, room, session, Some(&client_id), build).await? {
+        RoomEvent::Message(msg) => Ok((StatusCode::CREATED, Json(msg)).into_response()),
         _ => {
             Err(ApiError::internal("the message could not be stored; send it again with the same client_id"))
         }

@@ -53,16 +53,7 @@ pub fn routes(hub: &Arc<Hub>, auth_limit: &HttpRateLimit) -> Router<Arc<Hub>> {
 /// Escapes text for HTML content and attribute values.
 pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    crate::ui::row::escape(s, &mut out);
     out
 }
 

@@ -7,7 +7,8 @@
 //! - `PUT /api/rooms/{room}/messages/{seq}/reactions` `{emoji, on}`: the stored `react`.
 //!
 //! Each answers once the event is stored (200 with the event as the socket sends it);
-//! a retry with a `client_id` already stored answers the original event.
+//! a retry with a `client_id` already stored answers the original event. The claim and
+//! the commit (`claim_change`, `commit_event`) serve `POST …/messages` too.
 
 use super::{
     auth::Identity,
@@ -87,20 +88,9 @@ pub async fn edit(
     let text = MessageText::parse(body.text, hub.config.text_limit()).map_err(bad)?.into_string();
     let (who, room, session) = caller(&hub, &headers, &room).await?;
     let result = async {
-        if let Some(stored) = retry(&hub, &session, &body.client_id).await? {
-            return Ok(stored);
-        }
-        let checked = async {
-            hub.send_bucket(&who.id, 1)
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check()
-                .map_err(too_many)?;
-            hub.check_edit(&room, seq, &who).await.map_err(|e| ApiError::change(&e))
-        };
-        if let Err(err) = checked.await {
-            session.forget(&body.client_id);
-            return Err(err);
+        let check = async { hub.check_edit(&room, seq, &who).await.map_err(|e| ApiError::change(&e)) };
+        if let Some(event) = claim_change(&hub, &who, &session, &body.client_id, check).await? {
+            return Ok(answer(event));
         }
         let mentions = hub.mentions_in(&text).await;
         let event = EditEvent {
@@ -114,10 +104,8 @@ pub async fn edit(
             client_id: body.client_id.clone(),
             mentions,
         };
-        store(&hub, &room, &session, Some(&body.client_id), move |s| {
-            RoomEvent::Edit(EditEvent { seq: s, ..event })
-        })
-        .await
+        let build = move |s| RoomEvent::Edit(EditEvent { seq: s, ..event });
+        commit_event(&hub, &room, &session, Some(&body.client_id), build).await.map(answer)
     }
     .await;
     hub.sessions.detach(&session);
@@ -134,20 +122,9 @@ pub async fn delete(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let (who, room, session) = caller(&hub, &headers, &room).await?;
     let result = async {
-        if let Some(stored) = retry(&hub, &session, &q.client_id).await? {
-            return Ok(stored);
-        }
-        let checked = async {
-            hub.send_bucket(&who.id, 1)
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check()
-                .map_err(too_many)?;
-            hub.check_delete(&room, seq, &who).await.map_err(|e| ApiError::change(&e))
-        };
-        if let Err(err) = checked.await {
-            session.forget(&q.client_id);
-            return Err(err);
+        let check = async { hub.check_delete(&room, seq, &who).await.map_err(|e| ApiError::change(&e)) };
+        if let Some(event) = claim_change(&hub, &who, &session, &q.client_id, check).await? {
+            return Ok(answer(event));
         }
         let event = DeleteEvent {
             room: room.name.as_str().to_owned(),
@@ -157,10 +134,8 @@ pub async fn delete(
             user: who.id.to_string(),
             client_id: q.client_id.clone(),
         };
-        store(&hub, &room, &session, Some(&q.client_id), move |s| {
-            RoomEvent::Delete(DeleteEvent { seq: s, ..event })
-        })
-        .await
+        let build = move |s| RoomEvent::Delete(DeleteEvent { seq: s, ..event });
+        commit_event(&hub, &room, &session, Some(&q.client_id), build).await.map(answer)
     }
     .await;
     hub.sessions.detach(&session);
@@ -187,26 +162,47 @@ pub async fn react(
             nick: who.nick.as_str().to_owned(),
             on: body.on,
         };
-        store(&hub, &room, &session, None, move |s| RoomEvent::React(ReactEvent { seq: s, ..event })).await
+        let build = move |s| RoomEvent::React(ReactEvent { seq: s, ..event });
+        commit_event(&hub, &room, &session, None, build).await.map(answer)
     }
     .await;
     hub.sessions.detach(&session);
     result
 }
 
-/// The stored event a retried `client_id` stands for (claiming a new one otherwise).
-async fn retry(hub: &Hub, session: &Session, client_id: &str) -> Result<Option<Response>, ApiError> {
+/// 200 with the event as the socket sends it.
+fn answer(event: RoomEvent) -> Response {
+    Json(event.into_server_msg()).into_response()
+}
+
+/// Claims `client_id` for a change by `who` (a message, an edit, a deletion), as the
+/// socket does: a retry of a stored one is answered with it before any check (it costs a
+/// read, so a `send` token too); a new one takes a `send` token and must pass `check`,
+/// or its claim is freed and the refusal returned. `Some` is the stored event of a
+/// retry; `None`, a new change claimed and allowed.
+pub(super) async fn claim_change(
+    hub: &Hub,
+    who: &Identity,
+    session: &Session,
+    client_id: &str,
+    check: impl std::future::Future<Output = Result<(), ApiError>>,
+) -> Result<Option<RoomEvent>, ApiError> {
+    let take =
+        || hub.send_bucket(&who.id, 1).lock().unwrap_or_else(|p| p.into_inner()).check().map_err(too_many);
     match session.claim(client_id) {
-        SendState::New => Ok(None),
-        SendState::InFlight => Err(ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::RateLimited,
-                "this client_id is being stored; retry shortly",
-            )
-        }),
+        SendState::New => {}
+        SendState::InFlight => {
+            return Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::RateLimited,
+                    "this client_id is being stored; retry shortly",
+                )
+            });
+        }
         SendState::Stored(stored_in, seq) => {
+            take()?;
             let page = hub
                 .events_after(&stored_in.name, seq - 1, seq, 1)
                 .await
@@ -216,19 +212,30 @@ async fn retry(hub: &Hub, session: &Session, client_id: &str) -> Result<Option<R
                 .into_iter()
                 .next()
                 .ok_or_else(|| ApiError::internal("the stored event is missing"))?;
-            Ok(Some(Json(event.into_server_msg()).into_response()))
+            return Ok(Some(event));
+        }
+    }
+    let checked = match take() {
+        Ok(()) => check.await,
+        Err(err) => Err(err),
+    };
+    match checked {
+        Ok(()) => Ok(None),
+        Err(err) => {
+            session.forget(client_id);
+            Err(err)
         }
     }
 }
 
-/// Gives a checked event its seq, queues it for the store and answers once it is stored.
-async fn store(
+/// Gives a checked event its seq, queues it for the store, and returns it once stored.
+pub(super) async fn commit_event(
     hub: &Hub,
     room: &Arc<Room>,
     session: &Arc<Session>,
     client_id: Option<&str>,
     build: impl FnOnce(Seq) -> RoomEvent,
-) -> Result<Response, ApiError> {
+) -> Result<RoomEvent, ApiError> {
     let forget = || {
         if let Some(id) = client_id {
             session.forget(id);
@@ -238,6 +245,7 @@ async fn store(
         forget();
         return Err(ApiError::internal("the server is stopping"));
     };
+    hub.metrics.messages_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let accepted = room.accept(build, |event, epoch| {
         hub.committer.enqueue(Job {
@@ -255,7 +263,7 @@ async fn store(
         return Err(ApiError::internal("the server is stopping"));
     }
     match rx.await {
-        Ok(Ok(event)) => Ok(Json(event.into_server_msg()).into_response()),
+        Ok(Ok(event)) => Ok(event),
         _ => Err(ApiError::internal("the change could not be stored; send it again")),
     }
 }

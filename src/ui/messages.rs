@@ -70,7 +70,11 @@ fn rows(messages: &[ChatMessage], divider: Option<Seq>, me: Option<&str>) -> Vec
                     }
                     (None, Ok(at)) => {
                         let o = &messages[at];
-                        let line = if o.deleted { "message deleted".to_owned() } else { first_line(&o.text) };
+                        let line = if o.deleted {
+                            "message deleted".to_owned()
+                        } else {
+                            crate::protocol::quote_line(&o.text)
+                        };
                         (seq, o.nick.clone(), line)
                     }
                     (None, Err(_)) => (seq, String::new(), "an earlier message".to_owned()),
@@ -79,11 +83,6 @@ fn rows(messages: &[ChatMessage], divider: Option<Seq>, me: Option<&str>) -> Vec
             Row { msg: m.clone(), head, divider, quote, rev }
         })
         .collect()
-}
-
-/// A line of the original, for a reply's quote.
-fn first_line(text: &str) -> String {
-    crate::protocol::quote_line(text)
 }
 
 /// FNV-1a over what a row shows.

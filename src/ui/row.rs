@@ -251,7 +251,9 @@ fn write_html(node: &Node, out: &mut String) {
     }
 }
 
-fn escape(s: &str, out: &mut String) {
+/// Appends `s` escaped for HTML text and attribute values (the server's pages use it
+/// too).
+pub fn escape(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),

@@ -39,7 +39,8 @@ use super::{
 };
 use crate::protocol::{ChatMessage, ClientMsg, ErrorCode, JOIN_RECENT, Request, Seq, ServerMsg};
 
-/// Gaps up to this many `history` pages (of `max_history`) are filled; bigger ones reload.
+/// A truncated replay's gap is searched for our own messages this many `history` pages
+/// (of `max_history`) deep.
 pub const GAP_PAGES: u64 = 4;
 /// First delay before retrying a failed request; doubles per failure up to `MAX_RETRY_MS`.
 const BASE_RETRY_MS: u64 = 500;
@@ -124,8 +125,6 @@ struct Gap {
     before: Seq,
     /// Messages per page (the server's `max_history`).
     page: Seq,
-    /// Keep what the walk finds (a small gap), or only look for our messages (a big one).
-    fill: bool,
     /// A page of it was asked for on this connection.
     asked: bool,
 }
@@ -489,13 +488,13 @@ impl Syncer {
         }
         if let Some(gap) = gap_of(model, room) {
             let outbox_waits = model.outbox.iter().any(|p| p.room == room && p.tried);
-            if gap.fill || outbox_waits {
+            if outbox_waits {
                 if !gap.asked {
                     self.ask_gap(model, room, gap, 0, out);
                 }
                 return;
             }
-            // A big gap, and nothing of ours was sent that could be in it.
+            // Nothing of ours was sent that could be in it: no walk.
             set_gap(model, room, None);
         }
         self.drain(model, now, out);
@@ -537,13 +536,8 @@ impl Syncer {
         for m in &messages {
             model.acknowledge(m);
         }
-        let Some(view) = model.rooms.get_mut(&room) else { return };
-        view.sync.gap = (!walked).then_some(Gap { asked: false, ..gap });
-        if gap.fill {
-            for m in messages {
-                view.insert(m);
-            }
-        }
+        // The walk keeps nothing: the room was reloaded from the replay.
+        set_gap(model, &room, (!walked).then_some(Gap { asked: false, ..gap }));
         self.carry_on(model, &room, now, out);
     }
 
@@ -749,8 +743,8 @@ fn open_gap(view: &mut RoomView, since: Seq, first: Seq, page: Seq) {
     view.keep_from(first);
     view.sync.gap = Some(match view.sync.gap {
         // An earlier gap is still being walked: our messages, if stored, are in that one.
-        Some(old) => Gap { fill: false, ..old },
-        None => Gap { after: since, before: first.min(since + 1 + limit), page, fill: false, asked: false },
+        Some(old) => old,
+        None => Gap { after: since, before: first.min(since + 1 + limit), page, asked: false },
     });
 }
 

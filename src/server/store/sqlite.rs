@@ -453,7 +453,11 @@ impl MessageStore for SqliteStore {
             let more = events.len() > limit;
             events.truncate(limit);
             events.reverse();
-            sqlite_events::attach_event_quotes(conn, room, &mut events)?;
+            let messages = events.iter_mut().filter_map(|e| match e {
+                RoomEvent::Message(m) => Some(m),
+                _ => None,
+            });
+            sqlite_events::attach_quotes(conn, room, messages)?;
             Ok(EventPage { events, more })
         })
     }
@@ -471,7 +475,7 @@ impl MessageStore for SqliteStore {
                 limit,
             )?;
             sqlite_events::attach_reactions(conn, room, &mut page.messages)?;
-            sqlite_events::attach_quotes(conn, room, &mut page.messages)?;
+            sqlite_events::attach_quotes(conn, room, page.messages.iter_mut())?;
             Ok(page)
         })
     }

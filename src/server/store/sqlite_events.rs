@@ -70,29 +70,13 @@ fn quote_of(conn: &Connection, room: &str, seq: Seq) -> rusqlite::Result<Option<
 
 /// Fills in the quotes of the replies among `messages` (of `room`), as their originals
 /// are now.
-pub(super) fn attach_quotes(
+pub(super) fn attach_quotes<'a>(
     conn: &Connection,
     room: &RoomName,
-    messages: &mut [ChatMessage],
+    messages: impl Iterator<Item = &'a mut ChatMessage>,
 ) -> rusqlite::Result<()> {
-    for m in messages.iter_mut() {
+    for m in messages {
         if let Some(original) = m.reply_to {
-            m.quote = quote_of(conn, room.as_str(), original)?;
-        }
-    }
-    Ok(())
-}
-
-/// `attach_quotes` for the messages among a page of the log.
-pub(super) fn attach_event_quotes(
-    conn: &Connection,
-    room: &RoomName,
-    events: &mut [RoomEvent],
-) -> rusqlite::Result<()> {
-    for e in events.iter_mut() {
-        if let RoomEvent::Message(m) = e
-            && let Some(original) = m.reply_to
-        {
             m.quote = quote_of(conn, room.as_str(), original)?;
         }
     }
