@@ -5,8 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
+echo "==> PostgreSQL and Redis on loopback (multi-node tests)"
+scripts/engines.sh
+# The engines are up: a test that cannot reach them fails rather than skips.
+export CONFAB_REQUIRE_ENGINES=1
+
 echo "==> unit and integration tests, criterion benches run once"
 cargo test --features ssr --all-targets
+
+echo "==> the protocol suites again, on the PostgreSQL store"
+CONFAB_TEST_ENGINE=postgres cargo test --features ssr --test ws_protocol --test conversations --test http_api --test accounts
 
 echo "==> benchmark smoke run"
 scripts/bench-smoke.sh

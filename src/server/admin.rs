@@ -21,6 +21,8 @@ pub enum AdminError {
     Auth(#[from] super::auth::AuthError),
     #[error("{0}")]
     Store(#[from] super::store::accounts::AccountError),
+    #[error("opening the database: {0}")]
+    Open(String),
     #[error("reading the password: {0}")]
     Input(#[from] std::io::Error),
     #[error("no account is called {0}")]
@@ -39,8 +41,15 @@ fn read_password() -> Result<String, AdminError> {
 
 /// Runs one admin command; returns what to print.
 pub async fn run(config: &Config, command: &AdminCommand) -> Result<String, AdminError> {
-    let store: Arc<dyn AccountStore> =
-        Arc::new(SqliteAccounts::open(&config.db, config.sync == super::config::SyncMode::Full)?);
+    let store: Arc<dyn AccountStore> = if config.uses_postgres() {
+        let url = config.db.to_str().unwrap_or_default();
+        let pg = super::store::postgres::Pg::connect(url)
+            .await
+            .map_err(|e| AdminError::Open(e.to_string()))?;
+        Arc::new(super::store::postgres_accounts::PgAccounts::new(Arc::new(pg)))
+    } else {
+        Arc::new(SqliteAccounts::open(&config.db, config.sync == super::config::SyncMode::Full)?)
+    };
     let auth = Auth::new(store.clone(), config);
     match command {
         AdminCommand::CreateUser { username, display_name, admin } => {

@@ -88,9 +88,26 @@ pub struct Config {
     #[arg(long, env = "CONFAB_ADDR")]
     pub addr: Option<SocketAddr>,
 
-    /// SQLite database file; created with its schema on first start.
+    /// Where durable state lives: a SQLite file (created with its schema on first start;
+    /// one process), or a `postgres://user@host/db` URL shared by several nodes (migrated
+    /// at start). See docs/DEPLOYMENT.md.
     #[arg(long, env = "CONFAB_DB", default_value = "confab.db", global = true)]
     pub db: PathBuf,
+
+    /// Fan-out between nodes: a `redis://host:port` URL. Without it a node fans out to
+    /// its own connections only (one node, or SQLite).
+    #[arg(long, env = "CONFAB_BROKER")]
+    pub broker: Option<String>,
+
+    /// Prefix of every Redis key and channel this cluster uses, so clusters (or tests)
+    /// can share one Redis.
+    #[arg(long, env = "CONFAB_BROKER_PREFIX", default_value = "confab:")]
+    pub broker_prefix: String,
+
+    /// Seconds a node's presence entries live in Redis without a refresh: a node that dies
+    /// takes its people out of every room within this time.
+    #[arg(long, env = "CONFAB_PRESENCE_TTL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub presence_ttl_secs: u64,
 
     /// When a commit is synced to disk: `normal` (WAL, synced at checkpoints) survives a
     /// crash of the process; `full` (every commit fsynced) also survives power loss, at the
@@ -247,6 +264,24 @@ impl Config {
         Config::from_arg_matches(&matches).expect("the defaults parse")
     }
 
+    /// Whether `--db` is a PostgreSQL URL.
+    pub fn uses_postgres(&self) -> bool {
+        self.db.to_str().is_some_and(crate::server::store::postgres::is_url)
+    }
+
+    /// `--db` as shown in logs: a URL without its password.
+    pub fn db_display(&self) -> String {
+        let db = self.db.display().to_string();
+        match (db.find("://"), db.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &db[scheme + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{}{user}{}", &db[..scheme + 3], &db[at..])
+            }
+            _ => db,
+        }
+    }
+
     /// Settings that cannot work together, said at start rather than found under load.
     pub fn validate(&self) -> Result<(), String> {
         if self.outbound_queue_bytes < 2 * MIN_REPLY_BYTES {
@@ -254,6 +289,12 @@ impl Config {
                 "--outbound-queue-bytes must be at least {} (two of the smallest replies)",
                 2 * MIN_REPLY_BYTES
             ));
+        }
+        if self.broker.as_deref().is_some_and(|b| !b.starts_with("redis://")) {
+            return Err("--broker takes a redis:// URL".into());
+        }
+        if self.broker.is_some() && !self.uses_postgres() {
+            return Err("--broker needs --db postgres://…: nodes share one database".into());
         }
         if self.http_rate > 1_000_000_000 {
             return Err("--http-rate is at most 1000000000 per second".into());

@@ -270,7 +270,7 @@ impl Hub {
         // Cursors leave the server sealed (see `search::seal`): a position in the index
         // can be a private room's message.
         let before = before.map(super::search::unseal);
-        let q = SearchQuery { fts: query.fts.clone(), rooms, from_user, before, limit };
+        let q = SearchQuery { fts: query.fts.clone(), terms: query.terms.clone(), rooms, from_user, before, limit };
         let store = self.store.clone();
         let turn =
             self.searching.clone().acquire_owned().await.map_err(|e| StoreError::Task(e.to_string()))?;

@@ -376,6 +376,12 @@ impl Reader {
             let message = format!("a connection may join at most {max} rooms");
             return self.error(ErrorCode::TooManyRooms, message).await;
         }
+        // Several nodes: a room created on another node may not be known here yet (its
+        // notice still on the way). It is read from the store before the join decides
+        // whether the room exists, and with which access.
+        if self.hub.broker.is_shared() && self.hub.find_room(&name).is_none() {
+            self.hub.discover_room(&name).await;
+        }
         // Subscribe first, then replay from the store up to the head seen at subscription:
         // the writer holds live messages meanwhile and drops what both would send. The
         // replay's bytes are reserved first, so it never waits behind what is held for it.
@@ -825,7 +831,7 @@ impl Reader {
         if let Err(refusal) = self.typing.check() {
             return self.rate_limited(refusal, "too many typing events", None).await;
         }
-        room.typing(&session.nick);
+        self.hub.broker.typing(&room, &session.nick);
     }
 
     async fn history(&mut self, who: &Identity, room: &str, before: Seq, limit: u32) {

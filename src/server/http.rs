@@ -136,6 +136,24 @@ struct Health {
     messages_in: u64,
     messages_stored: u64,
     slow_consumers: u64,
+    /// Several nodes only: this node's view of the bus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bus: Option<BusHealth>,
+}
+
+#[derive(serde::Serialize)]
+struct BusHealth {
+    node: String,
+    /// Ms from the newest bus event's publication to its arrival here.
+    lag_ms: u64,
+    reconnects: u64,
+    /// Gaps in a room's stream filled from the store, and the events that took.
+    gap_fills: u64,
+    gap_events: u64,
+    /// Head checks that delivered events the bus had lost.
+    head_repairs: u64,
+    duplicates_dropped: u64,
+    publish_failures: u64,
 }
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> Json<Health> {
@@ -149,6 +167,16 @@ async fn healthz(State(hub): State<Arc<Hub>>) -> Json<Health> {
         messages_in: m.messages_in.load(Ordering::Relaxed),
         messages_stored: m.messages_stored.load(Ordering::Relaxed),
         slow_consumers: m.slow_consumers.load(Ordering::Relaxed),
+        bus: hub.broker.node().map(|node| BusHealth {
+            node: node.to_owned(),
+            lag_ms: hub.broker.lag_ms().unwrap_or(0),
+            reconnects: m.bus_reconnects.load(Ordering::Relaxed),
+            gap_fills: m.gap_fills.load(Ordering::Relaxed),
+            gap_events: m.gap_events.load(Ordering::Relaxed),
+            head_repairs: m.head_repairs.load(Ordering::Relaxed),
+            duplicates_dropped: m.bus_duplicates.load(Ordering::Relaxed),
+            publish_failures: m.bus_publish_failures.load(Ordering::Relaxed),
+        }),
     })
 }
 

@@ -89,6 +89,8 @@ fn directory_order(a: &RoomInfo, b: &RoomInfo) -> std::cmp::Ordering {
 
 pub struct Hub {
     pub config: Arc<Config>,
+    /// Fan-out: this process only, or every node (Redis).
+    pub broker: Arc<dyn Broker>,
     pub store: Arc<dyn MessageStore>,
     pub committer: Committer,
     pub sessions: Sessions,
@@ -130,10 +132,19 @@ impl Hub {
         store: Arc<dyn MessageStore>,
         accounts: Arc<dyn AccountStore>,
     ) -> Result<(Arc<Hub>, JoinHandle<()>), StoreError> {
-        let metrics = Arc::new(Metrics::default());
-        let broker: Arc<dyn Broker> = Arc::new(LocalBroker);
+        Hub::start_with(config, store, accounts, Arc::new(LocalBroker), Arc::default())
+    }
+
+    /// `start` with a broker (several nodes) and the metrics it already counts into.
+    pub fn start_with(
+        config: Config,
+        store: Arc<dyn MessageStore>,
+        accounts: Arc<dyn AccountStore>,
+        broker: Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<Hub>, JoinHandle<()>), StoreError> {
         let (committer, thread) =
-            Committer::start(store.clone(), broker, metrics.clone(), config.commit_queue)
+            Committer::start(store.clone(), broker.clone(), metrics.clone(), config.commit_queue)
                 .map_err(|e| StoreError::Task(format!("starting the committer: {e}")))?;
         let load = |e: AccountError| StoreError::Task(format!("loading room access: {e}"));
         let metas: HashMap<String, _> = accounts.room_metas().map_err(load)?.into_iter().collect();
@@ -161,6 +172,7 @@ impl Hub {
         let http_reads = Arc::new(tokio::sync::Semaphore::new((config.read_connections as usize / 2).max(1)));
         let searching = Arc::new(tokio::sync::Semaphore::new((config.read_connections as usize / 2).max(1)));
         let hub = Hub {
+            broker,
             searching,
             auth: Auth::new(accounts, &config),
             send_buckets: Mutex::default(),
@@ -198,7 +210,74 @@ impl Hub {
     }
 
     pub fn gauges(&self) -> Gauges {
-        Gauges { rooms: self.room_count(), sessions: self.sessions.len(), tasks: self.tasks.len() }
+        Gauges {
+            rooms: self.room_count(),
+            sessions: self.sessions.len(),
+            tasks: self.tasks.len(),
+            bus_lag_ms: self.broker.lag_ms(),
+        }
+    }
+
+    /// Several nodes: reads `name` from the store (created, or changed, on another node)
+    /// and registers it, or refreshes its access. A room the store does not hold is left
+    /// alone. Access is replaced as stored; members it now shuts out are removed.
+    pub async fn discover_room(&self, name: &RoomName) {
+        let (store, accounts) = (self.store.clone(), self.auth.store.clone());
+        let room = name.as_str().to_owned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let head = store.heads(&[room.as_str()])?;
+            let load = |e: AccountError| StoreError::Task(format!("loading room access: {e}"));
+            let meta = accounts.room_metas().map_err(load)?.into_iter().find(|(n, _)| *n == room);
+            let members = accounts.memberships_of(Some(&room)).map_err(load)?;
+            Ok::<_, StoreError>((head.first().map(|(_, h)| *h), meta, members))
+        })
+        .await;
+        let (head, meta, members) = match loaded {
+            Ok(Ok(found)) => found,
+            Ok(Err(err)) => return tracing::warn!(%err, room = %name, "reading a room from the store failed"),
+            Err(err) => return tracing::warn!(%err, room = %name, "reading a room from the store failed"),
+        };
+        let Some(head) = head else { return };
+        let mut access = meta.map(|(_, m)| Access::from_meta(&m)).unwrap_or_default();
+        for m in &members {
+            access.load(m);
+        }
+        let room = {
+            let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Room::new(name.clone(), head, super::unix_ms(), self.metrics.clone())))
+                .clone()
+        };
+        // Anyone here the new standings shut out goes (a ban or removal on another node).
+        let shut_out: Vec<Arc<str>> = {
+            let mut current = room.access();
+            // Guest bans and mutes live in memory on the node that made them.
+            access.banned_guests = std::mem::take(&mut current.banned_guests);
+            access.muted_guests = std::mem::take(&mut current.muted_guests);
+            *current = access;
+            current
+                .accounts
+                .iter()
+                .filter(|(_, s)| s.banned)
+                .map(|(id, _)| Arc::from(id.to_string()))
+                .collect()
+        };
+        for user in shut_out {
+            super::broker::eject(&room, room.remove_user(&user), "", true);
+        }
+    }
+
+    /// Several nodes: registers every stored room this node does not know yet (a missed
+    /// creation notice).
+    pub async fn discover_rooms(&self) {
+        let store = self.store.clone();
+        let Ok(Ok(stored)) = tokio::task::spawn_blocking(move || store.rooms()).await else { return };
+        for r in stored {
+            if self.find_room(&r.name).is_none() {
+                self.discover_room(&r.name).await;
+            }
+        }
     }
 
     pub fn find_room(&self, name: &RoomName) -> Option<Arc<Room>> {

@@ -17,6 +17,19 @@ pub struct Metrics {
     pub messages_in: AtomicU64,
     pub messages_stored: AtomicU64,
     pub messages_out: AtomicU64,
+    /// Several nodes: publish round trips to Redis, and the ones Redis refused.
+    pub bus_published: AtomicU64,
+    pub bus_publish_failures: AtomicU64,
+    /// Events received from the bus, and those dropped as already delivered.
+    pub bus_received: AtomicU64,
+    pub bus_duplicates: AtomicU64,
+    /// Gaps in a room's stream found on the bus, and the events read back to fill them.
+    pub gap_fills: AtomicU64,
+    pub gap_events: AtomicU64,
+    /// Head checks that found (and delivered) events the bus had not brought.
+    pub head_repairs: AtomicU64,
+    /// Times the Redis subscription was lost and re-established.
+    pub bus_reconnects: AtomicU64,
     pub commit_batches: AtomicU64,
     /// Batches the store refused (their senders were told to resend).
     pub store_failures: AtomicU64,
@@ -32,6 +45,8 @@ pub struct Gauges {
     pub rooms: usize,
     pub sessions: usize,
     pub tasks: usize,
+    /// Several nodes: ms between the newest bus event's publication and its arrival.
+    pub bus_lag_ms: Option<u64>,
 }
 
 impl Metrics {
@@ -54,6 +69,9 @@ impl Metrics {
             );
         };
         metric("connections", "gauge", "Open WebSocket connections.", self.connections.load(Relaxed));
+        if let Some(lag) = g.bus_lag_ms {
+            metric("bus_lag_ms", "gauge", "Ms from the newest bus event's publication to its arrival.", lag);
+        }
         metric(
             "connections_total",
             "counter",
@@ -87,6 +105,18 @@ impl Metrics {
             "Messages durably stored.",
             self.messages_stored.load(Relaxed),
         );
+        for (name, help, value) in [
+            ("bus_published_total", "Publish round trips to Redis.", &self.bus_published),
+            ("bus_publish_failures_total", "Publish round trips Redis refused.", &self.bus_publish_failures),
+            ("bus_received_total", "Events received from the bus.", &self.bus_received),
+            ("bus_duplicates_total", "Events dropped as already delivered.", &self.bus_duplicates),
+            ("gap_fills_total", "Gaps in a room's stream filled from the store.", &self.gap_fills),
+            ("gap_events_total", "Events read from the store to fill gaps.", &self.gap_events),
+            ("head_repairs_total", "Head checks that delivered events the bus lost.", &self.head_repairs),
+            ("bus_reconnects_total", "Re-established Redis subscriptions.", &self.bus_reconnects),
+        ] {
+            metric(name, "counter", help, value.load(Relaxed));
+        }
         metric(
             "messages_out_total",
             "counter",
@@ -144,9 +174,11 @@ mod tests {
         m.error(ErrorCode::RateLimited);
         m.error(ErrorCode::RateLimited);
         m.messages_in.fetch_add(3, Relaxed);
-        let text = m.render(&Gauges { rooms: 2, sessions: 1, tasks: 0 });
+        let text = m.render(&Gauges { rooms: 2, sessions: 1, tasks: 0, bus_lag_ms: Some(3) });
         assert!(text.contains("# TYPE confab_messages_in_total counter\nconfab_messages_in_total 3\n"));
         assert!(text.contains("confab_rooms 2\n"));
+        assert!(text.contains("confab_bus_lag_ms 3\n"));
+        assert!(text.contains("# TYPE confab_gap_fills_total counter\nconfab_gap_fills_total 0\n"));
         assert!(text.contains("confab_errors_total{code=\"rate_limited\"} 2\n"));
         assert!(text.contains("confab_errors_total{code=\"bad_frame\"} 0\n"));
         assert_eq!(m.errors(ErrorCode::RateLimited), 2);

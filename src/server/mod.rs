@@ -44,7 +44,7 @@ use std::{
     thread::JoinHandle,
     time::Duration,
 };
-use store::{StoreError, sqlite::SqliteStore, sqlite_accounts::SqliteAccounts};
+use store::StoreError;
 use tokio::net::TcpListener;
 use tower_http::{compression::CompressionLayer, set_header::SetResponseHeaderLayer, timeout::TimeoutLayer};
 
@@ -77,12 +77,39 @@ impl Server {
     /// Opens the store, loads the rooms, binds the address. Nothing is served until `run`.
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let fsync = config.sync == config::SyncMode::Full;
-        let store = Arc::new(SqliteStore::open_with(&config.db, fsync, config.read_connections as usize)?);
-        let accounts = Arc::new(SqliteAccounts::open(&config.db, fsync)?);
+        let (store, accounts) = store::open(&config).await?;
         let listener = TcpListener::bind(config.listen_addr()).await?;
         let options = leptos_options(&config, listener.local_addr()?);
-        let (hub, committer) = Hub::start(config, store, accounts)?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let redis = match &config.broker {
+            Some(url) => {
+                let ttl = Duration::from_secs(config.presence_ttl_secs);
+                let connected = broker::redis::RedisBroker::connect(
+                    url,
+                    &config.broker_prefix,
+                    ttl,
+                    store.clone(),
+                    metrics.clone(),
+                )
+                .await;
+                Some(connected.map_err(|e| StartError::Config(format!("--broker: {e}")))?)
+            }
+            None => None,
+        };
+        let fanout: Arc<dyn broker::Broker> = match &redis {
+            Some(redis) => redis.clone(),
+            None => Arc::new(broker::LocalBroker),
+        };
+        // Loading rooms blocks on the store (PostgreSQL's calls wait on this runtime):
+        // off the async threads.
+        let (hub, committer) =
+            tokio::task::spawn_blocking(move || Hub::start_with(config, store, accounts, fanout, metrics))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))??;
+        if let Some(redis) = &redis {
+            redis.attach(&hub);
+            tracing::info!(node = ?broker::Broker::node(&**redis), "fan-out between nodes through Redis");
+        }
         let app = router(hub.clone(), options);
         Ok(Server { hub, committer, listener, app })
     }

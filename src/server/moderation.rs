@@ -9,7 +9,7 @@ use super::{
     access::{Access, Denied, Moderation, Standing},
     auth::Identity,
     hub::{Hub, HubError},
-    outbound::{ConnHandle, Outbound},
+    outbound::Outbound,
     room::{Room, encode},
     store::accounts::{Account, Membership, RoomMeta},
     unix_ms,
@@ -83,15 +83,7 @@ impl Action {
     }
 }
 
-/// Removes connections from a room: their queued room traffic is dropped and each is
-/// told why.
-fn eject(room: &Room, conns: Vec<Arc<ConnHandle>>, by: &str, banned: bool) {
-    let frame = encode(&ServerMsg::Kicked { room: room.name.as_str().to_owned(), by: by.to_owned(), banned });
-    for conn in conns {
-        conn.push(Outbound::EndRoom { room: room.key.clone() });
-        conn.push(Outbound::Frame(frame.clone()));
-    }
-}
+use super::broker::eject;
 
 impl Hub {
     /// The room `who` acts in: `not_found` when it does not exist or `who` may not see it.
@@ -166,6 +158,7 @@ impl Hub {
                 e => store_failed("the room could not be stored", e),
             });
         }
+        self.broker.room_changed(name);
         tracing::info!(room = %name, visibility = ?visibility, by = %who.id, "room created");
         Ok(room)
     }
@@ -211,6 +204,7 @@ impl Hub {
         access.accounts.insert(me, Standing::MEMBER);
         access.accounts.insert(other.id, Standing::MEMBER);
         self.register_room(&name, access)?;
+        self.broker.room_changed(&name);
         let invited =
             encode(&ServerMsg::Invited { room: name.as_str().to_owned(), by: who.nick.as_str().to_owned() });
         for conn in self.auth.live_conns(other.id) {
@@ -252,15 +246,19 @@ impl Hub {
             };
         match (&target, action) {
             (Target::Guest(..), Action::Invite | Action::SetRole(_)) => return Err(Denied::Forbidden.into()),
-            (Target::Guest(id, _), Action::Kick) => eject(&room, room.remove_user(id), &by, false),
+            (Target::Guest(id, _), Action::Kick) => {
+                eject(&room, room.remove_user(id), &by, false);
+                self.broker.eject(name, id, &by, false);
+            }
             (Target::Guest(id, _), Action::Ban) => {
                 room.access().banned_guests.insert(id.to_string());
                 eject(&room, room.remove_user(id), &by, true);
-                room.broadcast(&update(None, Some(true), None));
+                self.broker.eject(name, id, &by, true);
+                self.broker.notice(&room, encode(&update(None, Some(true), None)));
             }
             (Target::Guest(id, _), Action::Unban) => {
                 room.access().banned_guests.remove(&**id);
-                room.broadcast(&update(None, Some(false), None));
+                self.broker.notice(&room, encode(&update(None, Some(false), None)));
             }
             (Target::Guest(id, _), Action::Mute | Action::Unmute) => {
                 let on = action == Action::Mute;
@@ -271,7 +269,7 @@ impl Hub {
                     access.muted_guests.remove(&**id);
                 }
                 drop(access);
-                room.broadcast(&update(None, None, Some(on)));
+                self.broker.notice(&room, encode(&update(None, None, Some(on))));
             }
             (Target::Account(account), action) => {
                 let current = target_standing;
@@ -324,16 +322,23 @@ impl Hub {
                             conn.push(Outbound::Frame(invited.clone()));
                         }
                     }
-                    Action::Kick => eject(&room, room.remove_user(&id), &by, false),
+                    Action::Kick => {
+                        eject(&room, room.remove_user(&id), &by, false);
+                        self.broker.eject(name, &id, &by, false);
+                    }
                     Action::Ban => {
                         eject(&room, room.remove_user(&id), &by, true);
-                        room.broadcast(&update(None, Some(true), None));
+                        self.broker.eject(name, &id, &by, true);
+                        self.broker.notice(&room, encode(&update(None, Some(true), None)));
                     }
-                    Action::Unban => room.broadcast(&update(None, Some(false), None)),
+                    Action::Unban => self.broker.notice(&room, encode(&update(None, Some(false), None))),
                     Action::Mute | Action::Unmute => {
-                        room.broadcast(&update(None, None, Some(action == Action::Mute)))
+                        self.broker.notice(&room, encode(&update(None, None, Some(action == Action::Mute))))
                     }
-                    Action::SetRole(role) => room.broadcast(&update(Some(role), None, None)),
+                    Action::SetRole(role) => self.broker.notice(&room, encode(&update(Some(role), None, None))),
+                }
+                if keep != current {
+                    self.broker.room_changed(name);
                 }
             }
         }
@@ -382,11 +387,11 @@ impl Hub {
             .await
             .map_err(|e| store_failed("the topic could not be stored", e))?;
         room.access().topic = topic.clone();
-        room.broadcast(&ServerMsg::Topic {
-            room: name.as_str().to_owned(),
-            topic,
-            by: actor.nick.as_str().to_owned(),
-        });
+        self.broker.room_changed(name);
+        self.broker.notice(
+            &room,
+            encode(&ServerMsg::Topic { room: name.as_str().to_owned(), topic, by: actor.nick.as_str().to_owned() }),
+        );
         Ok(())
     }
 

@@ -49,6 +49,10 @@ struct RoomState {
     guests: HashSet<Arc<str>>,
     /// The usernames of nicks present that are accounts (for `@` completion).
     usernames: HashMap<Arc<str>, Arc<str>>,
+    /// People connected to other nodes, per node (multi-node presence).
+    remote: HashMap<String, Vec<Arc<str>>>,
+    /// Bumped when the local connections change.
+    version: u64,
 }
 
 impl RoomState {
@@ -66,17 +70,46 @@ impl RoomState {
     /// Removes one connection, with the presence changes it causes.
     fn remove(&mut self, room: &RoomName, key: &Arc<str>, conn: ConnId) -> Option<Member> {
         let member = self.members.remove(&conn)?;
-        match self.nicks.get_mut(&member.nick) {
+        self.version += 1;
+        self.drop_person(room, key, &member.nick);
+        Some(member)
+    }
+
+    /// One connection (here, or a node's share) of `nick` more; announces a first one.
+    fn add_person(&mut self, room: &RoomName, key: &Arc<str>, nick: Arc<str>, guest: bool, username: Option<&str>) {
+        let count = self.nicks.entry(nick.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            return;
+        }
+        if guest {
+            self.guests.insert(nick.clone());
+        }
+        if let Some(username) = username {
+            self.usernames.insert(nick.clone(), Arc::from(username));
+        }
+        if self.named.len() < PRESENCE_MAX_PEOPLE {
+            self.named.insert(nick.clone());
+            let frame = self.presence(room, &nick, PresenceState::Joined);
+            self.tell_all(key, frame, None);
+        }
+    }
+
+    /// One connection of `nick` fewer; when it was the last, the others hear that the
+    /// person left and someone present who was not named takes the free name slot.
+    fn drop_person(&mut self, room: &RoomName, key: &Arc<str>, nick: &Arc<str>) {
+        match self.nicks.get_mut(nick) {
             Some(count) if *count > 1 => {
                 *count -= 1;
-                return Some(member);
+                return;
             }
-            _ => {
-                self.nicks.remove(&member.nick);
+            Some(_) => {
+                self.nicks.remove(nick);
             }
+            None => return,
         }
-        if self.named.remove(&member.nick) {
-            let frame = self.presence(room, &member.nick, PresenceState::Left);
+        if self.named.remove(nick) {
+            let frame = self.presence(room, nick, PresenceState::Left);
             self.tell_all(key, frame, None);
             let unnamed = self.nicks.keys().find(|n| !self.named.contains(*n)).cloned();
             if let Some(next) = unnamed {
@@ -85,9 +118,8 @@ impl RoomState {
                 self.tell_all(key, frame, None);
             }
         }
-        self.guests.remove(&member.nick);
-        self.usernames.remove(&member.nick);
-        Some(member)
+        self.guests.remove(nick);
+        self.usernames.remove(nick);
     }
 
     fn tell_all(&self, key: &Arc<str>, frame: Utf8Bytes, except: Option<ConnId>) {
@@ -142,6 +174,8 @@ impl Room {
                 named: BTreeSet::new(),
                 guests: HashSet::new(),
                 usernames: HashMap::new(),
+                remote: HashMap::new(),
+                version: 0,
             }),
             access: Mutex::default(),
             moderation: tokio::sync::Mutex::new(()),
@@ -182,20 +216,8 @@ impl Room {
         let mut state = self.lock();
         if !state.members.contains_key(&conn.id) {
             let nick: Arc<str> = Arc::from(nick.as_str());
-            let count = state.nicks.entry(nick.clone()).or_insert(0);
-            *count += 1;
-            let first = *count == 1;
-            if first && guest {
-                state.guests.insert(nick.clone());
-            }
-            if let (true, Some(username)) = (first, username) {
-                state.usernames.insert(nick.clone(), Arc::from(username));
-            }
-            if first && state.named.len() < PRESENCE_MAX_PEOPLE {
-                state.named.insert(nick.clone());
-                let frame = state.presence(&self.name, &nick, PresenceState::Joined);
-                state.tell_all(&self.key, frame, None);
-            }
+            state.version += 1;
+            state.add_person(&self.name, &self.key, nick.clone(), guest, username);
             state.members.insert(conn.id, Member { nick, conn: conn.clone(), user: Arc::from(user) });
         }
         let members = state.named.iter().map(|n| n.to_string()).collect();
@@ -204,6 +226,11 @@ impl Room {
         let usernames =
             state.named.iter().filter_map(|n| state.usernames.get(n)).map(|u| u.to_string()).collect();
         Subscription { head: state.head, members, member_count: state.nicks.len(), guests, usernames }
+    }
+
+    /// Whether anyone is connected to the room on this node.
+    pub fn has_members(&self) -> bool {
+        !self.lock().members.is_empty()
     }
 
     /// Whether `conn` is in the room now (a kick removes it without the reader's help).
@@ -244,8 +271,71 @@ impl Room {
 
     /// Sends an event (already encoded) to everyone in the room.
     pub fn broadcast(&self, msg: &ServerMsg) {
-        let frame = encode(msg);
+        self.broadcast_frame(encode(msg));
+    }
+
+    /// Sends an already-encoded event to everyone in the room.
+    pub fn broadcast_frame(&self, frame: Utf8Bytes) {
         self.lock().tell_all(&self.key, frame, None);
+    }
+
+    /// Moves the delivered head to `head` when nobody here would receive what lies
+    /// between (a multi-node head check of a room no one here is in). False when someone
+    /// is here: the events must then be delivered, not skipped.
+    pub fn advance_if_empty(&self, head: Seq) -> bool {
+        let mut state = self.lock();
+        if !state.members.is_empty() {
+            return false;
+        }
+        state.head = state.head.max(head);
+        state.next_seq = state.next_seq.max(state.head + 1);
+        true
+    }
+
+    /// Bumped whenever the people connected here change (the multi-node presence sync
+    /// writes this node's share again only then).
+    pub fn presence_version(&self) -> u64 {
+        self.lock().version
+    }
+
+    /// The people connected to this node: (nick, guest, username), sorted by nick.
+    pub fn local_people(&self) -> Vec<(String, bool, Option<String>)> {
+        let state = self.lock();
+        let mut people: Vec<(String, bool, Option<String>)> = Vec::new();
+        for m in state.members.values() {
+            if people.iter().any(|(n, _, _)| **n == *m.nick) {
+                continue;
+            }
+            let guest = m.user.starts_with("g-");
+            people.push((m.nick.to_string(), guest, state.usernames.get(&m.nick).map(|u| u.to_string())));
+        }
+        people.sort();
+        people
+    }
+
+    /// Sets the people another node reports in this room (its presence entry in Redis):
+    /// each counts as one connection of theirs, so presence, `member_count` and the named
+    /// set cover the whole cluster. An empty list removes the node.
+    pub fn set_remote(&self, node: &str, people: Vec<(String, bool, Option<String>)>) {
+        let mut state = self.lock();
+        let old = state.remote.remove(node).unwrap_or_default();
+        let new: Vec<Arc<str>> = people.iter().map(|(n, _, _)| Arc::from(n.as_str())).collect();
+        for nick in old.iter().filter(|n| !new.contains(n)) {
+            state.drop_person(&self.name, &self.key, nick);
+        }
+        for ((_, guest, username), nick) in people.iter().zip(&new) {
+            if !old.contains(nick) {
+                state.add_person(&self.name, &self.key, nick.clone(), *guest, username.as_deref());
+            }
+        }
+        if !new.is_empty() {
+            state.remote.insert(node.to_owned(), new);
+        }
+    }
+
+    /// The nodes whose people are counted here.
+    pub fn remote_nodes(&self) -> Vec<String> {
+        self.lock().remote.keys().cloned().collect()
     }
 
     /// Removes a connection; tells the others when a named person has no connection left

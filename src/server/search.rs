@@ -16,6 +16,8 @@ pub const MAX_TERMS: usize = 8;
 pub struct Query {
     /// The FTS5 expression of the terms.
     pub fts: String,
+    /// The terms themselves (included first), for engines with another syntax.
+    pub terms: Vec<crate::server::store::SearchTerm>,
     pub from: Option<Username>,
     pub room: Option<RoomName>,
 }
@@ -121,7 +123,11 @@ impl Query {
                 fts.push('*');
             }
         }
-        Ok(Query { fts, from, room })
+        let terms = terms
+            .into_iter()
+            .map(|t| crate::server::store::SearchTerm { text: t.text, prefix: t.prefix, exclude: t.exclude })
+            .collect();
+        Ok(Query { fts, terms, from, room })
     }
 }
 

@@ -1,9 +1,15 @@
 //! Test helpers: the real server on 127.0.0.1:0 with a fresh database, and a small
 //! protocol-speaking WebSocket client.
+//!
+//! The database is a SQLite file in a temporary directory, or, with
+//! `CONFAB_TEST_ENGINE=postgres`, a fresh PostgreSQL database of its own (on the server
+//! `CONFAB_TEST_PG` names, see `confab::server::store::pg_testing`), dropped with the app.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use confab::protocol::{ChatMessage, Seq, ServerMsg};
-use confab::server::{Server, config::Config, hub::Hub};
+use confab::server::{Server, config::Config, hub::Hub, store::pg_testing::TestDb};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::{
@@ -30,10 +36,51 @@ pub static PAGE_RENDER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new((
 pub struct TestApp {
     pub addr: SocketAddr,
     pub hub: Arc<Hub>,
+    /// The database's file, or its URL under PostgreSQL.
     pub db: PathBuf,
-    dir: Option<TempDir>,
+    kept: Option<Kept>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// What keeps an app's database in being: the SQLite file's directory or the PostgreSQL
+/// database (dropped with this). `TestApp::stop` hands it over for a restart on the same
+/// database.
+pub enum Kept {
+    Dir(TempDir),
+    Pg(TestDb),
+}
+
+/// The engine the protocol suites run on: `CONFAB_TEST_ENGINE`, `sqlite` (the default)
+/// or `postgres`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+pub const ENGINE_VAR: &str = "CONFAB_TEST_ENGINE";
+
+pub fn engine() -> Engine {
+    match std::env::var(ENGINE_VAR).as_deref() {
+        Err(_) | Ok("" | "sqlite") => Engine::Sqlite,
+        Ok("postgres") => Engine::Postgres,
+        Ok(other) => panic!("{ENGINE_VAR}={other}: expected sqlite or postgres"),
+    }
+}
+
+/// Whether a test that needs SQLite itself (it opens the database file, or checks its
+/// lock) runs on this engine; under PostgreSQL it says why it is skipped.
+///
+/// `if !common::sqlite_only("opens the database file") { return; }`
+pub fn sqlite_only(reason: &str) -> bool {
+    match engine() {
+        Engine::Sqlite => true,
+        Engine::Postgres => {
+            eprintln!("skipped on postgres: {reason}");
+            false
+        }
+    }
 }
 
 pub fn test_config(db: PathBuf) -> Config {
@@ -47,14 +94,35 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }
 
+/// Starts a server on a fresh database of the engine `CONFAB_TEST_ENGINE` names.
+///
+/// # Panics
+///
+/// Under `CONFAB_TEST_ENGINE=postgres` when no PostgreSQL answers: the run asked for it.
 pub async fn spawn_with(tune: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let mut app = spawn_on(dir.path().join("confab.db"), tune).await;
-    app.dir = Some(dir);
+    let (db, kept) = match engine() {
+        Engine::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            (dir.path().join("confab.db"), Kept::Dir(dir))
+        }
+        Engine::Postgres => {
+            let Some(pg) = TestDb::create().await else {
+                let admin = std::env::var(confab::server::store::pg_testing::ADMIN_URL_VAR)
+                    .unwrap_or_else(|_| confab::server::store::pg_testing::DEFAULT_ADMIN_URL.to_owned());
+                panic!(
+                    "{ENGINE_VAR}=postgres, but PostgreSQL is not reachable at {admin} (set {}; the reason is printed above)",
+                    confab::server::store::pg_testing::ADMIN_URL_VAR
+                );
+            };
+            (PathBuf::from(pg.url()), Kept::Pg(pg))
+        }
+    };
+    let mut app = spawn_on(db, tune).await;
+    app.kept = Some(kept);
     app
 }
 
-/// Starts a server on an existing database file.
+/// Starts a server on an existing database (a file, or a PostgreSQL URL).
 pub async fn spawn_on(db: PathBuf, tune: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(db.clone());
     tune(&mut config);
@@ -65,7 +133,7 @@ pub async fn spawn_on(db: PathBuf, tune: impl FnOnce(&mut Config)) -> TestApp {
     let handle = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    TestApp { addr, hub, db, dir: None, stop: Some(stop), handle: Some(handle) }
+    TestApp { addr, hub, db, kept: None, stop: Some(stop), handle: Some(handle) }
 }
 
 impl TestApp {
@@ -92,8 +160,9 @@ impl TestApp {
         }
     }
 
-    /// Graceful stop; keeps the database directory (returned) for a restart.
-    pub async fn stop(mut self) -> Option<TempDir> {
+    /// Graceful stop; keeps the database (returned: its directory, or the PostgreSQL
+    /// database) for a restart.
+    pub async fn stop(mut self) -> Option<Kept> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -104,7 +173,7 @@ impl TestApp {
                 .unwrap()
                 .unwrap();
         }
-        self.dir.take()
+        self.kept.take()
     }
 }
 

@@ -197,7 +197,7 @@ impl From<AccountError> for AuthError {
                 AuthError::Invalid(format!("an account may hold at most {MAX_TOKENS} API tokens"))
             }
             AccountError::RoomExists => AuthError::Invalid("a room with that name exists".into()),
-            err @ (AccountError::Sqlite(_) | AccountError::Task(_)) => {
+            err @ (AccountError::Engine { .. } | AccountError::Task(_)) => {
                 tracing::error!(%err, "account store failed");
                 AuthError::Internal("the account store failed".into())
             }

@@ -25,10 +25,17 @@ pub enum AccountError {
     TooManyTokens,
     #[error("a room with that name exists")]
     RoomExists,
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The engine failed (its own message; no engine type crosses this trait).
+    #[error("{engine}: {message}")]
+    Engine { engine: &'static str, message: String },
     #[error("store task failed: {0}")]
     Task(String),
+}
+
+impl From<rusqlite::Error> for AccountError {
+    fn from(err: rusqlite::Error) -> Self {
+        AccountError::Engine { engine: "sqlite", message: err.to_string() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -165,7 +165,10 @@ fn run(
         }
         if !commit(&*store, &mut batch) {
             // Rewound before the senders hear of it, so a retry gets a seq of the new epoch.
-            rewind(&*store, &routes);
+            // A store that numbers events itself left no seq handed out to take back.
+            if !store.assigns_seqs() {
+                rewind(&*store, &routes);
+            }
             for (msg, route) in batch.iter().zip(routes.iter_mut()) {
                 abandon(msg, route, &metrics);
             }

@@ -10,6 +10,11 @@
 
 pub mod accounts;
 pub mod committer;
+pub mod postgres;
+pub mod postgres_accounts;
+#[doc(hidden)]
+pub mod pg_testing;
+mod postgres_events;
 pub mod sqlite;
 pub mod sqlite_accounts;
 mod sqlite_events;
@@ -18,8 +23,10 @@ use crate::protocol::{ChatMessage, RoomEvent, RoomName, SearchHit, Seq};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The engine failed (SQLite or PostgreSQL: I/O, a lost connection, a conflict). The
+    /// message is the engine's; no engine type crosses this trait.
+    #[error("{engine}: {message}")]
+    Engine { engine: &'static str, message: String },
     #[error("store task failed: {0}")]
     Task(String),
     /// Another server process holds the database: two writers would hand out the same
@@ -31,6 +38,28 @@ pub enum StoreError {
     /// A search expression the engine could not run.
     #[error("the search could not be understood: {0}")]
     Query(String),
+}
+
+/// Opens the engine `--db` names: a PostgreSQL URL (connected and migrated), else a
+/// SQLite file. Both stores share the engine's connections or file.
+pub async fn open(
+    config: &crate::server::config::Config,
+) -> Result<(std::sync::Arc<dyn MessageStore>, std::sync::Arc<dyn accounts::AccountStore>), StoreError> {
+    use std::sync::Arc;
+    if config.uses_postgres() {
+        let url = config.db.to_str().unwrap_or_default();
+        let pg = Arc::new(postgres::Pg::connect(url).await?);
+        let store = Arc::new(postgres_events::PgStore::new(pg.clone()));
+        let accounts = Arc::new(postgres_accounts::PgAccounts::new(pg));
+        return Ok((store, accounts));
+    }
+    let fsync = config.sync == crate::server::config::SyncMode::Full;
+    let store = Arc::new(sqlite::SqliteStore::open_with(&config.db, fsync, config.read_connections as usize)?);
+    let accounts = Arc::new(
+        sqlite_accounts::SqliteAccounts::open(&config.db, fsync)
+            .map_err(|e| StoreError::Task(format!("opening the accounts: {e}")))?,
+    );
+    Ok((store, accounts))
 }
 
 /// A stored room as the hub loads it at start.
@@ -72,11 +101,29 @@ pub struct Target {
     pub mine: Vec<String>,
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Engine { engine: "sqlite", message: err.to_string() }
+    }
+}
+
+/// One word or phrase of a search, for engines that build their own expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchTerm {
+    pub text: String,
+    /// `word*`: any word starting with it.
+    pub prefix: bool,
+    /// `-word`: hits must not have it.
+    pub exclude: bool,
+}
+
 /// A search, already authorised: `rooms` are the rooms the asker may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchQuery {
-    /// The engine's full-text expression (see `search::Query::fts`).
+    /// SQLite's full-text expression (see `search::Query::fts`).
     pub fts: String,
+    /// The same terms, for engines with another syntax (PostgreSQL's tsquery).
+    pub terms: Vec<SearchTerm>,
     pub rooms: Vec<String>,
     /// Only messages by this user id.
     pub from_user: Option<String>,
@@ -104,16 +151,38 @@ pub struct Unread {
     pub mentions: u32,
 }
 
-/// Durable rooms. Calls block: the hub runs them on blocking threads.
+/// Durable rooms. Calls block: the hub runs them on blocking threads (the PostgreSQL
+/// engine waits there on its async client).
 pub trait MessageStore: Send + Sync + 'static {
+    /// Whether `append` assigns each event's seq itself (PostgreSQL: several nodes write
+    /// one room, so the seq comes from the row the transaction locks), overwriting the
+    /// seq the room proposed. With one writer (SQLite) the room's own count is the seq.
+    fn assigns_seqs(&self) -> bool {
+        false
+    }
+
     /// Every stored room (a room is stored with its first message).
     fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError>;
 
     /// Highest stored seq of a room's log, 0 if none.
     fn head(&self, room: &RoomName) -> Result<Seq, StoreError>;
 
+    /// The heads of several rooms at once (the multi-node head check, every second);
+    /// rooms the store does not hold are left out.
+    fn heads(&self, rooms: &[&str]) -> Result<Vec<(String, Seq)>, StoreError> {
+        let mut out = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            if let Ok(name) = RoomName::parse(room) {
+                out.push((room.to_string(), self.head(&name)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Stores a batch of events, in order, atomically (recording rooms new to the store):
-    /// all of it or none, one durable commit. Each event is applied to the current state
+    /// all of it or none, one durable commit. A store that `assigns_seqs` numbers them
+    /// here, and rewrites an event whose (room, author, `client_id`) it already holds
+    /// into the stored original (a retry through another node), storing nothing new. Each event is applied to the current state
     /// as the store finds it, and rewritten to what it did: an edit of a message deleted
     /// meanwhile is stored (and sent) redacted, a reaction over the caps as `on: false`.
     fn append(&self, batch: &mut [RoomEvent]) -> Result<(), StoreError>;

@@ -766,8 +766,10 @@ mod tests {
     }
 
     fn search(store: &SqliteStore, words: &str) -> Vec<Seq> {
+        let parsed = crate::server::search::Query::parse(words).unwrap();
         let q = SearchQuery {
-            fts: crate::server::search::Query::parse(words).unwrap().fts,
+            fts: parsed.fts,
+            terms: parsed.terms,
             rooms: vec!["a".into()],
             from_user: None,
             before: None,

@@ -443,7 +443,7 @@ pub(super) fn query_error(err: rusqlite::Error) -> StoreError {
         rusqlite::Error::SqliteFailure(_, Some(msg)) if msg.contains("fts5") || msg.contains("syntax") => {
             StoreError::Query(msg.clone())
         }
-        _ => StoreError::Sqlite(err),
+        _ => err.into(),
     }
 }
 

@@ -80,6 +80,10 @@ struct Args {
     /// Server process to read RSS and CPU from (/proc).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Other processes whose CPU counts with the server's (other nodes, PostgreSQL,
+    /// Redis): a comma list.
+    #[arg(long, value_delimiter = ',')]
+    extra_pids: Vec<u32>,
     #[arg(long, default_value = "confab-bench")]
     label: String,
 }
@@ -100,6 +104,13 @@ fn proc_cpu_s(pid: u32) -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// CPU seconds of the server and every `--extra-pids` process (those that are gone
+/// count nothing).
+fn cluster_cpu_s(args: &Args) -> Option<f64> {
+    let server = proc_cpu_s(args.server_pid?)?;
+    Some(server + args.extra_pids.iter().filter_map(|&p| proc_cpu_s(p)).sum::<f64>())
 }
 
 /// The fields of a server frame the bench looks at, borrowed from the frame.
@@ -318,9 +329,9 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        args.url.starts_with("ws://127.")
-            || args.url.starts_with("ws://localhost")
-            || args.url.starts_with("ws://[::1]"),
+        args.url.split(',').all(|u| u.starts_with("ws://127.")
+            || u.starts_with("ws://localhost")
+            || u.starts_with("ws://[::1]")),
         "confab-bench only targets loopback addresses"
     );
     let run_id = now_ns() % 1_000_000_000;
@@ -394,8 +405,10 @@ async fn main() -> anyhow::Result<()> {
     let mut sockets = Vec::with_capacity(roles.len());
     let mut pending = Vec::new();
     let every = Duration::from_secs_f64(1.0 / run.args.connect_rate.max(1.0));
-    for role in roles {
-        let url = run.args.url.clone();
+    // A comma list of URLs spreads the clients over several nodes (client i on URL i mod n).
+    let urls: Vec<String> = run.args.url.split(',').map(str::to_owned).collect();
+    for (i, role) in roles.into_iter().enumerate() {
+        let url = urls[i % urls.len()].clone();
         let permit = gate.clone().acquire_owned().await?;
         pending.push(tokio::spawn(async move {
             let ws = connect(&url, &role.nick, std::slice::from_ref(&role.room)).await;
@@ -424,14 +437,14 @@ async fn main() -> anyhow::Result<()> {
     let tasks: Vec<_> =
         sockets.into_iter().map(|(role, ws)| tokio::spawn(client(run.clone(), ws, role))).collect();
     sleep(Duration::from_secs_f64(run.args.warmup)).await;
-    let cpu_before = run.args.server_pid.and_then(proc_cpu_s);
+    let cpu_before = cluster_cpu_s(&run.args);
     let bench_cpu_before = proc_cpu_s(std::process::id());
     let t0 = Instant::now();
     run.measuring.store(true, Relaxed);
     sleep(Duration::from_secs_f64(run.args.duration)).await;
     run.measuring.store(false, Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = run.args.server_pid.and_then(proc_cpu_s).zip(cpu_before).map(|(a, b)| a - b);
+    let cpu = cluster_cpu_s(&run.args).zip(cpu_before).map(|(a, b)| a - b);
     let bench_cpu = proc_cpu_s(std::process::id()).zip(bench_cpu_before).map(|(a, b)| a - b);
     run.stop.store(true, Relaxed);
     // Drain: let in-flight messages arrive (bounded).
