@@ -406,12 +406,23 @@ impl Reader {
             }
         };
         self.joined.insert(name.clone(), room.clone());
+        // Several nodes: this node may be behind the store (the bus or its head check has
+        // not brought the newest events yet) while the client, resuming from another
+        // node, already holds them. The replay then runs to the store's head, and the
+        // writer drops whatever the sequencer delivers up to there later.
+        let mut head = sub.head;
+        if self.hub.broker.is_shared() && since.is_some_and(|s| s > head) {
+            match self.hub.stored_head(&name).await {
+                Ok(stored) => head = head.max(stored),
+                Err(err) => tracing::warn!(%err, room = %name, "reading the stored head failed"),
+            }
+        }
         // A `since` join replays the log after it; a fresh one gets the newest messages
         // as they are now (with their reactions), everything up to the head applied.
         let replay = match since {
             Some(since) => {
                 let cap = self.hub.config.max_history as usize;
-                self.hub.events_after(&name, since, sub.head, cap).await.map(|page| {
+                self.hub.events_after(&name, since, head, cap).await.map(|page| {
                     let frames = page.events.into_iter().map(|e| encode(&e.into_server_msg())).collect();
                     (frames, page.more)
                 })
@@ -450,7 +461,7 @@ impl Reader {
             room: name.as_str().to_owned(),
             members: sub.members,
             member_count: sub.member_count as u32,
-            head: sub.head,
+            head,
             truncated: since.is_some(),
             guests: sub.guests,
             usernames: sub.usernames,
@@ -474,7 +485,7 @@ impl Reader {
         let mut frames = Vec::with_capacity(replay.len() + 1);
         frames.push(encode(&joined));
         frames.extend(replay);
-        self.conn.replay(Outbound::Replay { room: room.key.clone(), frames, upto: sub.head }, reserve);
+        self.conn.replay(Outbound::Replay { room: room.key.clone(), frames, upto: head }, reserve);
     }
 
     async fn leave(&mut self, room: &str) {

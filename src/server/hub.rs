@@ -531,6 +531,13 @@ impl Hub {
         .await?)
     }
 
+    /// The highest seq the store holds of a room.
+    pub async fn stored_head(&self, room: &RoomName) -> Result<Seq, HubError> {
+        let store = self.store.clone();
+        let room = room.clone();
+        Ok(blocking(move || store.head(&room)).await?)
+    }
+
     /// The newest `limit` messages before `before`.
     pub async fn messages_before(
         &self,

@@ -163,7 +163,7 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        if !commit(&*store, &mut batch) {
+        let Some(retries) = commit(&*store, &mut batch) else {
             // Rewound before the senders hear of it, so a retry gets a seq of the new epoch.
             // A store that numbers events itself left no seq handed out to take back.
             if !store.assigns_seqs() {
@@ -176,11 +176,12 @@ fn run(
             batch.clear();
             routes.clear();
             continue;
-        }
+        };
         metrics.commit_batches.fetch_add(1, Ordering::Relaxed);
         metrics.messages_stored.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (event, mut route) in batch.drain(..).zip(routes.drain(..)) {
+        for (i, (event, mut route)) in batch.drain(..).zip(routes.drain(..)).enumerate() {
             let seq = event.seq();
+            let retry = retries.contains(&i);
             if let Some(done) = route.done.take() {
                 let _ = done.send(Ok(event.clone()));
             }
@@ -198,6 +199,14 @@ fn run(
             };
             // Encoded once: the same bytes go to every member.
             let frame = encode(&event.into_server_msg());
+            if retry && seq <= route.room.head() {
+                // A retry (through another node) of what everyone here already has: the
+                // sender is answered with the original, as a retry its session knew is.
+                if let Some(sender) = route.sender.upgrade() {
+                    sender.push(Outbound::Frame(frame));
+                }
+                continue;
+            }
             broker.publish(&route.room, seq, ts, frame);
         }
     }
@@ -208,7 +217,7 @@ fn run(
 /// the events as accepted: a failed attempt may have rewritten edits and reactions (the
 /// store's no-ops) before rolling back, so those are kept aside first. Messages and
 /// deletions are never rewritten, and are not copied.
-fn commit(store: &dyn MessageStore, batch: &mut [RoomEvent]) -> bool {
+fn commit(store: &dyn MessageStore, batch: &mut [RoomEvent]) -> Option<Vec<usize>> {
     let mut delay = Duration::from_millis(20);
     let rewritable: Vec<(usize, RoomEvent)> = batch
         .iter()
@@ -223,7 +232,7 @@ fn commit(store: &dyn MessageStore, batch: &mut [RoomEvent]) -> bool {
             }
         }
         match store.append(batch) {
-            Ok(()) => return true,
+            Ok(retries) => return Some(retries),
             Err(err) => {
                 tracing::error!(%err, attempt, messages = batch.len(), "storing messages failed");
                 if attempt < ATTEMPTS {
@@ -233,7 +242,7 @@ fn commit(store: &dyn MessageStore, batch: &mut [RoomEvent]) -> bool {
             }
         }
     }
-    false
+    None
 }
 
 /// Tells the sender its event was not stored; the `client_id` is freed for the retry.
@@ -306,7 +315,7 @@ mod tests {
         fn head(&self, _: &RoomName) -> Result<Seq, StoreError> {
             Ok(self.stored.lock().unwrap().last().copied().unwrap_or(0))
         }
-        fn append(&self, batch: &mut [RoomEvent]) -> Result<(), StoreError> {
+        fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
             let mut open = self.open.lock().unwrap();
             while !*open {
                 open = self.opened.wait(open).unwrap();
@@ -315,7 +324,7 @@ mod tests {
                 return Err(StoreError::Task("disk full".into()));
             }
             self.stored.lock().unwrap().extend(batch.iter().map(|m| m.seq()));
-            Ok(())
+            Ok(Vec::new())
         }
         fn events_after(&self, _: &RoomName, _: Seq, _: Seq, _: usize) -> Result<EventPage, StoreError> {
             Ok(EventPage::default())

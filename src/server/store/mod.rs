@@ -180,12 +180,14 @@ pub trait MessageStore: Send + Sync + 'static {
     }
 
     /// Stores a batch of events, in order, atomically (recording rooms new to the store):
-    /// all of it or none, one durable commit. A store that `assigns_seqs` numbers them
-    /// here, and rewrites an event whose (room, author, `client_id`) it already holds
-    /// into the stored original (a retry through another node), storing nothing new. Each event is applied to the current state
+    /// all of it or none, one durable commit. Each event is applied to the current state
     /// as the store finds it, and rewritten to what it did: an edit of a message deleted
     /// meanwhile is stored (and sent) redacted, a reaction over the caps as `on: false`.
-    fn append(&self, batch: &mut [RoomEvent]) -> Result<(), StoreError>;
+    /// A store that `assigns_seqs` numbers them here, and rewrites an event whose (room,
+    /// author, `client_id`) it already holds into the stored original (a retry through
+    /// another node), storing nothing for it. Returns the positions of those retries, so
+    /// their senders are answered with the original instead of it being fanned out again.
+    fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError>;
 
     /// Events with `after < seq <= upto`, oldest first; when more than `limit`, the
     /// newest `limit` of them and `more = true`. A `message` comes in its current text

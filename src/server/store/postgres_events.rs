@@ -470,7 +470,7 @@ async fn attach_reactions(
 }
 
 impl PgStore {
-    async fn append_async(&self, batch: &mut [RoomEvent]) -> Result<(), StoreError> {
+    async fn append_async(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
         for event in batch.iter_mut() {
             match event {
                 RoomEvent::Message(m) => without_nul(&mut m.text),
@@ -535,14 +535,15 @@ impl PgStore {
         }
         let mut run = MessageRun::default();
         let mut active: HashMap<&str, i64> = HashMap::new();
-        for i in 0..batch.len() {
-            let original = retry_key(&batch[i]).and_then(|(user, id)| {
-                stored.get(&(batch[i].room().to_owned(), user.to_owned(), id.to_owned())).copied()
+        let mut retries = Vec::new();
+        for (i, event) in batch.iter_mut().enumerate() {
+            let original = retry_key(event).and_then(|(user, id)| {
+                stored.get(&(event.room().to_owned(), user.to_owned(), id.to_owned())).copied()
             });
             if let Some(seq) = original {
                 // A retry: it becomes the stored original, and stores nothing.
                 run.flush(&tx).await?;
-                let room = batch[i].room().to_owned();
+                let room = event.room().to_owned();
                 if let Some(found) = events_desc(&tx, &room, seq - 1, seq, 1).await?.pop() {
                     let mut found = found;
                     if let RoomEvent::Message(m) = &mut found
@@ -550,18 +551,19 @@ impl PgStore {
                     {
                         m.quote = quote_of(&tx, &room, original).await?;
                     }
-                    batch[i] = found;
+                    *event = found;
                 }
+                retries.push(i);
                 continue;
             }
-            let head = heads.entry(batch[i].room().to_owned()).or_insert(0);
+            let head = heads.entry(event.room().to_owned()).or_insert(0);
             *head += 1;
-            batch[i].set_seq(*head as Seq);
+            event.set_seq(*head as Seq);
             // Later events of this batch with the same key are retries of this one.
-            if let Some((user, id)) = retry_key(&batch[i]) {
-                stored.insert((batch[i].room().to_owned(), user.to_owned(), id.to_owned()), *head);
+            if let Some((user, id)) = retry_key(event) {
+                stored.insert((event.room().to_owned(), user.to_owned(), id.to_owned()), *head);
             }
-            match &mut batch[i] {
+            match event {
                 RoomEvent::Message(m) => {
                     if let Some(original) = m.reply_to {
                         // Its quote is what the original is at this point of the log.
@@ -606,7 +608,7 @@ impl PgStore {
             .await?;
         tx.execute(&move_heads, &[&rooms, &new_heads, &last_active]).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(retries)
     }
 
     async fn search_async(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
@@ -722,9 +724,9 @@ impl MessageStore for PgStore {
         })
     }
 
-    fn append(&self, batch: &mut [RoomEvent]) -> Result<(), StoreError> {
+    fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.pg.run(self.append_async(batch))
     }
@@ -935,7 +937,7 @@ mod tests {
 
     impl Messages for PgStore {
         fn put(&self, messages: Vec<ChatMessage>) -> Result<(), StoreError> {
-            self.append(&mut events(messages))
+            self.append(&mut events(messages)).map(drop)
         }
         fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError> {
             let page = self.events_after(room, after, upto, limit)?;
