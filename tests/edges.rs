@@ -1009,6 +1009,9 @@ async fn presence_reports_everyone_named_gone_in_a_room_past_256() {
 /// with `StoreError::Locked` ("in use by another Confab server"); the first keeps working.
 #[tokio::test]
 async fn a_second_server_on_the_same_database_refuses_to_start() {
+    if !common::sqlite_only("checks the SQLite file's lock (PostgreSQL has several writers)") {
+        return;
+    }
     let app = spawn_app().await;
     match confab::server::Server::bind(common::test_config(app.db.clone())).await {
         Ok(_) => panic!("a second server started on a database in use"),
@@ -1028,6 +1031,9 @@ async fn a_second_server_on_the_same_database_refuses_to_start() {
 /// accepts again the same `client_id` is stored and echoed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_failure_reaches_the_sender_and_the_send_stays_retryable() {
+    if !common::sqlite_only("injects the failure with a trigger in the SQLite file") {
+        return;
+    }
     let app = spawn_app().await;
     let (mut ann, _) = app.user("ann").await;
     ann.join("r", None, 0).await;

@@ -48,7 +48,7 @@ pub struct TestApp {
 /// database.
 pub enum Kept {
     Dir(TempDir),
-    Pg(TestDb),
+    Pg(Box<TestDb>),
 }
 
 /// The engine the protocol suites run on: `CONFAB_TEST_ENGINE`, `sqlite` (the default)
@@ -107,14 +107,14 @@ pub async fn spawn_with(tune: impl FnOnce(&mut Config)) -> TestApp {
         }
         Engine::Postgres => {
             let Some(pg) = TestDb::create().await else {
-                let admin = std::env::var(confab::server::store::pg_testing::ADMIN_URL_VAR)
-                    .unwrap_or_else(|_| confab::server::store::pg_testing::DEFAULT_ADMIN_URL.to_owned());
+                // Not the URL itself: it may hold a password.
                 panic!(
-                    "{ENGINE_VAR}=postgres, but PostgreSQL is not reachable at {admin} (set {}; the reason is printed above)",
-                    confab::server::store::pg_testing::ADMIN_URL_VAR
+                    "{ENGINE_VAR}=postgres, but PostgreSQL is not reachable (the server {} names, by default {}): see the reason above",
+                    confab::server::store::pg_testing::ADMIN_URL_VAR,
+                    confab::server::store::pg_testing::DEFAULT_ADMIN_URL,
                 );
             };
-            (PathBuf::from(pg.url()), Kept::Pg(pg))
+            (PathBuf::from(pg.url()), Kept::Pg(Box::new(pg)))
         }
     };
     let mut app = spawn_on(db, tune).await;

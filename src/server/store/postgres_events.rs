@@ -1070,7 +1070,9 @@ mod tests {
             // Messages come in their current state, without the reactions the log builds.
             let page = store.events_after(&room, 0, 2, 10).unwrap();
             assert!(matches!(&page.events[1], RoomEvent::Message(m) if m.reactions.is_empty()));
-            assert!(matches!(&page.events[0], RoomEvent::Message(m) if m.text == "one" && m.edited_ts == Some(9)));
+            assert!(
+                matches!(&page.events[0], RoomEvent::Message(m) if m.text == "one" && m.edited_ts == Some(9))
+            );
             assert_eq!(store.events_after(&room, 7, 7, 10).unwrap(), EventPage::default());
         })
         .await
@@ -1214,7 +1216,8 @@ mod tests {
             let room = name("a");
             store.put(vec![msg("a", 1)]).unwrap();
             // Seqs past i64::MAX (only a client sends them) saturate rather than fail.
-            let mut batch = vec![edit(2, 50, "ghost"), react(3, u64::MAX, "👍", "2", true), edit(4, u64::MAX, "x")];
+            let mut batch =
+                vec![edit(2, 50, "ghost"), react(3, u64::MAX, "👍", "2", true), edit(4, u64::MAX, "x")];
             store.append(&mut batch).unwrap();
             assert!(matches!(&batch[0], RoomEvent::Edit(e) if e.text.is_empty()));
             assert!(matches!(&batch[1], RoomEvent::React(r) if !r.on));
@@ -1249,27 +1252,45 @@ mod tests {
             let emoji = crate::ui::actions::EMOJI;
             let per_emoji = MAX_REACTIONS_PER_MESSAGE / MAX_EMOJI_PER_MESSAGE;
             let mut batch: Vec<RoomEvent> = (0..MAX_REACTIONS_PER_MESSAGE)
-                .map(|i| react(0, 1, emoji[i % MAX_EMOJI_PER_MESSAGE].0, &format!("u{}", i / MAX_EMOJI_PER_MESSAGE), true))
+                .map(|i| {
+                    react(
+                        0,
+                        1,
+                        emoji[i % MAX_EMOJI_PER_MESSAGE].0,
+                        &format!("u{}", i / MAX_EMOJI_PER_MESSAGE),
+                        true,
+                    )
+                })
                 .collect();
             // One too many, on an emoji already there; then a repeat of a reaction that is on.
             batch.push(react(0, 1, emoji[0].0, &format!("u{per_emoji}"), true));
             batch.push(react(0, 1, emoji[0].0, "u0", true));
             store.append(&mut batch).unwrap();
-            assert!(batch[..MAX_REACTIONS_PER_MESSAGE].iter().all(|e| matches!(e, RoomEvent::React(r) if r.on)));
-            assert!(matches!(&batch[MAX_REACTIONS_PER_MESSAGE], RoomEvent::React(r) if !r.on), "over the total");
-            assert!(matches!(&batch[MAX_REACTIONS_PER_MESSAGE + 1], RoomEvent::React(r) if r.on), "already on");
+            assert!(
+                batch[..MAX_REACTIONS_PER_MESSAGE].iter().all(|e| matches!(e, RoomEvent::React(r) if r.on))
+            );
+            assert!(
+                matches!(&batch[MAX_REACTIONS_PER_MESSAGE], RoomEvent::React(r) if !r.on),
+                "over the total"
+            );
+            assert!(
+                matches!(&batch[MAX_REACTIONS_PER_MESSAGE + 1], RoomEvent::React(r) if r.on),
+                "already on"
+            );
             let target = store.target(&room, 1, "u0").unwrap().unwrap();
             assert_eq!((target.reactions, target.emoji.len(), target.mine.len()), (200, 20, 20));
             // Turning one off makes room for another; turning off what is off is logged, off.
-            let mut batch =
-                vec![react(0, 1, emoji[0].0, "u0", false), react(0, 1, emoji[0].0, "u0", false)];
+            let mut batch = vec![react(0, 1, emoji[0].0, "u0", false), react(0, 1, emoji[0].0, "u0", false)];
             batch.push(react(0, 1, emoji[0].0, &format!("u{per_emoji}"), true));
             store.append(&mut batch).unwrap();
             assert!(matches!(&batch[2], RoomEvent::React(r) if r.on));
             let page = store.before(&room, Seq::MAX, 1).unwrap();
             let first = &page.messages[0].reactions[0];
             assert_eq!((first.emoji.as_str(), first.count), (emoji[0].0, per_emoji as u32));
-            assert!(!first.users.contains(&"u0".to_owned()) && first.users.last() == Some(&format!("u{per_emoji}")));
+            assert!(
+                !first.users.contains(&"u0".to_owned())
+                    && first.users.last() == Some(&format!("u{per_emoji}"))
+            );
             assert_eq!(store.head(&room).unwrap(), 1 + 202 + 3);
         })
         .await
@@ -1302,7 +1323,9 @@ mod tests {
             mention.mentions = vec!["bob".into(), "carl".into()];
             let mut deleted_mention = by("a", "1", "a2", "@bob gone");
             deleted_mention.mentions = vec!["bob".into()];
-            store.put(vec![msg("a", 1), from_bob, mention, deleted_mention, by("a", "1", "a3", "plain")]).unwrap();
+            store
+                .put(vec![msg("a", 1), from_bob, mention, deleted_mention, by("a", "1", "a3", "plain")])
+                .unwrap();
             store.append(&mut [delete(0, 4)]).unwrap();
             store.mark_read("2", &room, 1).unwrap();
             let unread = |user: &str, name: Option<&str>| store.unread(user, name, &["a"]).unwrap()[0].1;
@@ -1373,7 +1396,11 @@ mod tests {
     ];
 
     fn corpus() -> Vec<RoomEvent> {
-        CORPUS.iter().enumerate().map(|(i, (r, u, t))| RoomEvent::Message(by(r, u, &format!("s{i}"), t))).collect()
+        CORPUS
+            .iter()
+            .enumerate()
+            .map(|(i, (r, u, t))| RoomEvent::Message(by(r, u, &format!("s{i}"), t)))
+            .collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1429,8 +1456,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn search_pages_go_on_from_their_cursor() {
         with_store(|store, _, _| {
-            let mut batch: Vec<RoomEvent> =
-                (0..7).map(|i| RoomEvent::Message(by(if i % 3 == 0 { "b" } else { "a" }, "1", &format!("p{i}"), "page me"))).collect();
+            let mut batch: Vec<RoomEvent> = (0..7)
+                .map(|i| {
+                    RoomEvent::Message(by(
+                        if i % 3 == 0 { "b" } else { "a" },
+                        "1",
+                        &format!("p{i}"),
+                        "page me",
+                    ))
+                })
+                .collect();
             store.append(&mut batch).unwrap();
             let mut q = query("page", &["a", "b"]);
             q.limit = 3;
@@ -1443,7 +1478,11 @@ mod tests {
                 pages += 1;
                 match page.next {
                     Some(next) => {
-                        assert_eq!(Some(&next), page.positions.last(), "the next page starts after the last hit");
+                        assert_eq!(
+                            Some(&next),
+                            page.positions.last(),
+                            "the next page starts after the last hit"
+                        );
                         q.before = Some(next);
                     }
                     None => break,
@@ -1493,14 +1532,72 @@ mod tests {
             store.append(&mut numbered).unwrap();
             sqlite.append(&mut numbered).unwrap();
             for words in [
-                "deploy", "DEPLOY", "dep*", "depl*", "dep* -friday", "friday deploy", r#""hello there""#,
-                "hello there", "there -hello", "c++", "foo-bar", "foo", "snake_case", "snake", "shouting",
-                r#"hello -"hello there""#, "fri*", "night*",
+                "deploy",
+                "DEPLOY",
+                "dep*",
+                "depl*",
+                "dep* -friday",
+                "friday deploy",
+                r#""hello there""#,
+                "hello there",
+                "there -hello",
+                "c++",
+                "foo-bar",
+                "foo",
+                "snake_case",
+                "snake",
+                "shouting",
+                r#"hello -"hello there""#,
+                "fri*",
+                "night*",
             ] {
                 let q = query(words, &["a", "b"]);
                 let pg_hits = hits(&store.search(&q).unwrap());
                 assert_eq!(pg_hits, hits(&sqlite.search(&q).unwrap()), "{words}");
             }
+        })
+        .await
+    }
+
+    /// Where the engines' tokenizers part: PostgreSQL's parser keeps file names, host names,
+    /// URLs, e-mail addresses and version numbers as single lexemes (`deploy.sh`,
+    /// `example.com`), where SQLite's `unicode61` splits at every non-alphanumeric
+    /// character; and `simple` keeps diacritics, which `remove_diacritics 2` folds. Each
+    /// query below finds a message on SQLite and nothing on PostgreSQL. Ignored until the
+    /// index (`messages.tsv` in `postgres.rs`) splits text the way SQLite does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "engine difference: PostgreSQL's tokenizer (see the doc comment)"]
+    async fn search_splits_words_as_the_sqlite_engine_does() {
+        with_store(|store, _, _| {
+            let dir = tempfile::tempdir().unwrap();
+            let sqlite = SqliteStore::open(&dir.path().join("t.db"), false).unwrap();
+            let texts = [
+                "run deploy.sh now",
+                "see example.com/docs today",
+                "mail ann@example.org please",
+                "v1.2.3 released",
+                "café au lait",
+                "look at a.bcd",
+            ];
+            let mut numbered: Vec<RoomEvent> = texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| RoomEvent::Message(by("a", "1", &format!("t{i}"), t)))
+                .collect();
+            store.append(&mut numbered).unwrap();
+            sqlite.append(&mut numbered).unwrap();
+            let mut differ = Vec::new();
+            for words in
+                ["deploy", "sh", "example", "docs", "ann", "org", "v1", "released", "cafe", "a.bc*", "bcd"]
+            {
+                let q = query(words, &["a"]);
+                let (on_pg, on_sqlite) =
+                    (hits(&store.search(&q).unwrap()), hits(&sqlite.search(&q).unwrap()));
+                if on_pg != on_sqlite {
+                    differ.push(format!("{words}: postgres {on_pg:?}, sqlite {on_sqlite:?}"));
+                }
+            }
+            assert!(differ.is_empty(), "{differ:#?}");
         })
         .await
     }
@@ -1514,13 +1611,16 @@ mod tests {
             batch.push(edit(99, 1, "edited"));
             batch.push(react(3, 1, "👍", "2", true));
             store.append(&mut batch).unwrap();
-            assert_eq!(batch.iter().map(|e| (e.room().to_owned(), e.seq())).collect::<Vec<_>>(), vec![
-                ("a".to_owned(), 1),
-                ("b".to_owned(), 1),
-                ("a".to_owned(), 2),
-                ("a".to_owned(), 3),
-                ("a".to_owned(), 4),
-            ]);
+            assert_eq!(
+                batch.iter().map(|e| (e.room().to_owned(), e.seq())).collect::<Vec<_>>(),
+                vec![
+                    ("a".to_owned(), 1),
+                    ("b".to_owned(), 1),
+                    ("a".to_owned(), 2),
+                    ("a".to_owned(), 3),
+                    ("a".to_owned(), 4),
+                ]
+            );
             // Targets are not renumbered: the edit changed message 1.
             assert_eq!(store.before(&name("a"), Seq::MAX, 10).unwrap().messages[0].text, "edited");
             let mut batch = events([msg("b", 1), msg("a", 1)]);
@@ -1528,8 +1628,11 @@ mod tests {
             assert_eq!((batch[0].seq(), batch[1].seq()), (2, 5));
             // The head is the room row's: a row moved on (another node's counter) is followed,
             // and a room made before its first message (its settings) starts at 1.
-            sql(pg, "UPDATE rooms SET head = 10 WHERE name = 'b';
-                     INSERT INTO rooms (name, created_ms) VALUES ('c', 1)");
+            sql(
+                pg,
+                "UPDATE rooms SET head = 10 WHERE name = 'b';
+                     INSERT INTO rooms (name, created_ms) VALUES ('c', 1)",
+            );
             let mut batch = events([msg("b", 3), msg("c", 9)]);
             store.append(&mut batch).unwrap();
             assert_eq!((batch[0].seq(), batch[1].seq()), (11, 1));
@@ -1583,10 +1686,16 @@ mod tests {
             for r in ["a", "x"] {
                 assert_eq!(store.head(&name(r)).unwrap(), per_room as Seq);
                 let stored = store.after(&name(r), 0, Seq::MAX, per_room + 1).unwrap();
-                assert_eq!(seqs(&stored), (1..=per_room as Seq).collect::<Vec<_>>(), "{r}: a gap or a repeat");
-                let texts: HashMap<Seq, String> = stored.messages.into_iter().map(|m| (m.seq, m.text)).collect();
+                assert_eq!(
+                    seqs(&stored),
+                    (1..=per_room as Seq).collect::<Vec<_>>(),
+                    "{r}: a gap or a repeat"
+                );
+                let texts: HashMap<Seq, String> =
+                    stored.messages.into_iter().map(|m| (m.seq, m.text)).collect();
                 for batch in told.iter().flatten() {
-                    let mine: Vec<&(String, Seq, String)> = batch.iter().filter(|(room, _, _)| room == r).collect();
+                    let mine: Vec<&(String, Seq, String)> =
+                        batch.iter().filter(|(room, _, _)| room == r).collect();
                     // A batch's events of one room are consecutive: its commit held the room.
                     assert!(mine.windows(2).all(|w| w[1].1 == w[0].1 + 1), "{r}: {mine:?}");
                     for (_, seq, text) in mine {
@@ -1609,7 +1718,7 @@ mod tests {
                 by("a", "2", "x", "bob's x"),
                 by("b", "1", "x", "x in b"),
             ]);
-            store.append(&mut batch).unwrap();
+            assert_eq!(store.append(&mut batch).unwrap(), vec![2], "the retry is told apart");
             assert_eq!(batch[2], batch[0]);
             assert!(matches!(&batch[0], RoomEvent::Message(m) if m.seq == 1 && m.text == "first"));
             assert_eq!(batch.iter().map(RoomEvent::seq).collect::<Vec<_>>(), vec![1, 2, 1, 3, 1]);
@@ -1620,7 +1729,7 @@ mod tests {
             let e1 = EditEvent { client_id: "ed".into(), ..edit_of(0, 2, "other, edited") };
             let e2 = EditEvent { client_id: "ed".into(), ..edit_of(0, 2, "edited twice?") };
             let mut batch = vec![RoomEvent::Edit(e1), RoomEvent::Edit(e2)];
-            store.append(&mut batch).unwrap();
+            assert_eq!(store.append(&mut batch).unwrap(), vec![1]);
             assert_eq!(batch[0], batch[1]);
             assert!(matches!(&batch[1], RoomEvent::Edit(e) if e.seq == 4 && e.text == "other, edited"));
             assert_eq!(store.head(&name("a")).unwrap(), 4);
@@ -1638,13 +1747,15 @@ mod tests {
             reply.reply_to = Some(1);
             let mut first = events([original, reply]);
             store.append(&mut first).unwrap();
-            store.append(&mut [RoomEvent::Delete(DeleteEvent { client_id: "del".into(), ..delete_of(0, 1) })]).unwrap();
+            store
+                .append(&mut [RoomEvent::Delete(DeleteEvent { client_id: "del".into(), ..delete_of(0, 1) })])
+                .unwrap();
             let mut retry = by("a", "2", "r", "the answer, sent again");
             retry.ts = 77;
             retry.reply_to = Some(1);
             let mut batch = events([msg("a", 0), retry]);
             batch.push(RoomEvent::Delete(DeleteEvent { client_id: "del".into(), ..delete_of(0, 1) }));
-            store.append(&mut batch).unwrap();
+            assert_eq!(store.append(&mut batch).unwrap(), vec![1, 2]);
             // The message as stored (with its quote as the original is now), the deletion's
             // seq: nothing new for either.
             let RoomEvent::Message(m) = &batch[1] else { panic!("{:?}", batch[1]) };
@@ -1656,7 +1767,7 @@ mod tests {
             assert_eq!(count(pg, "SELECT COUNT(*) FROM events WHERE room = 'a'"), 4);
             // The rooms' heads stay put when a batch holds nothing but retries.
             let mut only = events([by("a", "2", "r", "third time")]);
-            store.append(&mut only).unwrap();
+            assert_eq!(store.append(&mut only).unwrap(), vec![0]);
             assert_eq!((only[0].seq(), store.head(&a).unwrap()), (2, 4));
         })
         .await
@@ -1681,26 +1792,48 @@ mod tests {
                     batch.push(edit(3, 1, "never"));
                     store.append(&mut batch)
                 });
+                // Watched from a third connection: inside the holder's transaction
+                // pg_stat_activity would show one snapshot throughout.
+                let watcher = pg.run(pg.pool().get()).unwrap();
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
-                    let waiting = pg.run(holder.query(
+                    let waiting = pg.run(watcher.query(
                         "SELECT pid FROM pg_stat_activity
                          WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
                         &[],
                     ));
                     if let Some(row) = waiting.unwrap().first() {
                         let pid: i32 = row.get(0);
-                        pg.run(holder.execute("SELECT pg_terminate_backend($1)", &[&pid])).unwrap();
+                        pg.run(watcher.execute("SELECT pg_terminate_backend($1)", &[&pid])).unwrap();
                         break;
                     }
-                    assert!(Instant::now() < deadline, "the batch never waited for the row");
+                    if Instant::now() > deadline {
+                        // Let the batch go on (a panic here would wait for it forever).
+                        pg.run(holder.batch_execute("ROLLBACK")).unwrap();
+                        panic!("the batch never waited for the row");
+                    }
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                assert!(append.join().unwrap().is_err(), "the batch failed");
+                let failed = append.join().unwrap();
+                assert!(failed.is_err(), "the batch failed");
+                eprintln!("the batch: {}", failed.unwrap_err());
             });
             pg.run(holder.batch_execute("ROLLBACK")).unwrap();
             drop(holder);
-            assert_eq!(store.head(&a).unwrap(), 1);
+            // The ended connection can be handed out once more before its task has seen the
+            // socket close (the pool's fast recycling checks only that): that call fails.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let head = loop {
+                match store.head(&a) {
+                    Ok(head) => break head,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("after the ended connection: {e}");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            assert_eq!(head, 1);
             assert!(store.heads(&["b"]).unwrap().is_empty());
             assert_eq!(store.before(&a, Seq::MAX, 10).unwrap().messages, vec![msg("a", 1)]);
             assert_eq!(count(pg, "SELECT COUNT(*) FROM events"), 1);
@@ -1714,7 +1847,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_text_with_a_nul_character_does_not_fail_its_batch() {
         with_store(|store, _, _| {
-            let mut batch = events([by("a", "1", "n1", "before"), by("a", "2", "n2", "a\0b"), by("a", "1", "n3", "after")]);
+            let mut batch = events([
+                by("a", "1", "n1", "before"),
+                by("a", "2", "n2", "a\0b"),
+                by("a", "1", "n3", "after"),
+            ]);
             store.append(&mut batch).unwrap();
             let stored = store.before(&name("a"), Seq::MAX, 10).unwrap();
             assert_eq!(seqs(&stored), vec![1, 2, 3]);
