@@ -10,7 +10,7 @@ use confab::protocol::{ChatMessage, ErrorCode, PresenceState, RoomEvent, RoomInf
 use confab::server::{
     StartError,
     config::Config,
-    store::{MessageStore, StoreError, sqlite::SqliteStore},
+    store::{StoreError, sqlite::SqliteStore},
 };
 use futures::StreamExt;
 use serde_json::{Value, json};

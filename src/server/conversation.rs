@@ -69,9 +69,7 @@ pub const SEARCH_BURST: f64 = 10.0;
 impl Hub {
     /// The stored message `seq` of `room`, as `who` would change it.
     async fn live_target(&self, room: &Room, seq: Seq, who: &Identity) -> Result<Target, ChangeError> {
-        let store = self.store.clone();
-        let (name, user) = (room.name.clone(), who.id.to_string());
-        let found = blocking(move || store.target(&name, seq, &user)).await?;
+        let found = self.store.target(&room.name, seq, &who.id).await?;
         let target = found.ok_or(ChangeError::NoSuchMessage(seq))?;
         if target.deleted {
             return Err(ChangeError::Deleted);
@@ -168,9 +166,7 @@ impl Hub {
             return Ok(None);
         }
         let seq = seq.min(room.head());
-        let store = self.store.clone();
-        let (name, user) = (room.name.clone(), who.id.to_string());
-        Ok(Some(blocking(move || store.mark_read(&user, &name, seq)).await?))
+        Ok(Some(self.store.mark_read(&who.id, &room.name, seq).await?))
     }
 
     /// `who`'s unread counts in `rooms` (signed-in users; guests have none).
@@ -182,14 +178,8 @@ impl Hub {
         if who.is_guest() || rooms.is_empty() {
             return Ok(Vec::new());
         }
-        let store = self.store.clone();
-        let user = who.id.to_string();
-        let username = who.account.as_ref().map(|(_, u)| u.as_str().to_owned());
-        Ok(blocking(move || {
-            let names: Vec<&str> = rooms.iter().map(String::as_str).collect();
-            store.unread(&user, username.as_deref(), &names)
-        })
-        .await?)
+        let username = who.account.as_ref().map(|(_, u)| u.as_str());
+        Ok(self.store.unread(&who.id, username, &rooms).await?)
     }
 
     /// Fills in `who`'s read state of each listed room they may read (a public room
@@ -271,22 +261,10 @@ impl Hub {
         // can be a private room's message.
         let before = before.map(super::search::unseal);
         let q = SearchQuery { fts: query.fts.clone(), terms: query.terms.clone(), rooms, from_user, before, limit };
-        let store = self.store.clone();
-        let turn =
-            self.searching.clone().acquire_owned().await.map_err(|e| StoreError::Task(e.to_string()))?;
-        let mut page = blocking(move || {
-            let _turn = turn;
-            store.search(&q)
-        })
-        .await?;
+        let _turn = self.searching.acquire().await.map_err(|e| StoreError::Task(e.to_string()))?;
+        let mut page = self.store.search(&q).await?;
         page.next = page.next.map(super::search::seal);
         page.positions.iter_mut().for_each(|p| *p = super::search::seal(*p));
         Ok(page)
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Task(e.to_string()))?
 }

@@ -152,8 +152,9 @@ impl Hub {
         for m in accounts.memberships().map_err(load)? {
             memberships.entry(m.room.clone()).or_default().push(m);
         }
-        let rooms = store
-            .rooms()?
+        // Called on a blocking thread (see `Server::bind`): the async store is waited for.
+        let rooms = tokio::runtime::Handle::current()
+            .block_on(store.rooms())?
             .into_iter()
             .map(|r| {
                 let room = Room::new(r.name.clone(), r.head, r.last_active, metrics.clone());
@@ -222,22 +223,24 @@ impl Hub {
     /// and registers it, or refreshes its access. A room the store does not hold is left
     /// alone. Access is replaced as stored; members it now shuts out are removed.
     pub async fn discover_room(&self, name: &RoomName) {
-        let (store, accounts) = (self.store.clone(), self.auth.store.clone());
-        let room = name.as_str().to_owned();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let head = store.heads(&[room.as_str()])?;
-            let load = |e: AccountError| StoreError::Task(format!("loading room access: {e}"));
-            let meta = accounts.room_metas().map_err(load)?.into_iter().find(|(n, _)| *n == room);
-            let members = accounts.memberships_of(Some(&room)).map_err(load)?;
-            Ok::<_, StoreError>((head.first().map(|(_, h)| *h), meta, members))
-        })
-        .await;
-        let (head, meta, members) = match loaded {
-            Ok(Ok(found)) => found,
-            Ok(Err(err)) => return tracing::warn!(%err, room = %name, "reading a room from the store failed"),
+        let head = match self.store.heads(&[name.as_str().to_owned()]).await {
+            Ok(heads) => heads.first().map(|(_, h)| *h),
             Err(err) => return tracing::warn!(%err, room = %name, "reading a room from the store failed"),
         };
         let Some(head) = head else { return };
+        let room = name.as_str().to_owned();
+        let loaded = self
+            .auth
+            .db(move |accounts| {
+                let meta = accounts.room_metas()?.into_iter().find(|(n, _)| *n == room);
+                let members = accounts.memberships_of(Some(&room))?;
+                Ok((meta, members))
+            })
+            .await;
+        let (meta, members) = match loaded {
+            Ok(found) => found,
+            Err(err) => return tracing::warn!(%err, room = %name, "reading a room's access failed"),
+        };
         let mut access = meta.map(|(_, m)| Access::from_meta(&m)).unwrap_or_default();
         for m in &members {
             access.load(m);
@@ -271,8 +274,7 @@ impl Hub {
     /// Several nodes: registers every stored room this node does not know yet (a missed
     /// creation notice).
     pub async fn discover_rooms(&self) {
-        let store = self.store.clone();
-        let Ok(Ok(stored)) = tokio::task::spawn_blocking(move || store.rooms()).await else { return };
+        let Ok(stored) = self.store.rooms().await else { return };
         for r in stored {
             if self.find_room(&r.name).is_none() {
                 self.discover_room(&r.name).await;
@@ -506,9 +508,7 @@ impl Hub {
         upto: Seq,
         limit: usize,
     ) -> Result<EventPage, HubError> {
-        let store = self.store.clone();
-        let room = room.clone();
-        Ok(blocking(move || store.events_after(&room, after, upto, limit)).await?)
+        Ok(self.store.events_after(room, after, upto, limit).await?)
     }
 
     /// `messages_before` for the HTTP side (API, page renders): waits its turn behind other
@@ -524,18 +524,17 @@ impl Hub {
             self.http_reads.clone().acquire_owned().await.map_err(|e| StoreError::Task(e.to_string()))?;
         let store = self.store.clone();
         let room = room.clone();
-        Ok(blocking(move || {
+        // A task of its own, holding the turn until the read ends.
+        let read = tokio::spawn(async move {
             let _turn = turn;
-            store.before(&room, before, limit)
-        })
-        .await?)
+            store.before(&room, before, limit).await
+        });
+        Ok(read.await.map_err(|e| StoreError::Task(e.to_string()))??)
     }
 
     /// The highest seq the store holds of a room.
     pub async fn stored_head(&self, room: &RoomName) -> Result<Seq, HubError> {
-        let store = self.store.clone();
-        let room = room.clone();
-        Ok(blocking(move || store.head(&room)).await?)
+        Ok(self.store.head(room).await?)
     }
 
     /// The newest `limit` messages before `before`.
@@ -545,9 +544,7 @@ impl Hub {
         before: Seq,
         limit: usize,
     ) -> Result<Page, HubError> {
-        let store = self.store.clone();
-        let room = room.clone();
-        Ok(blocking(move || store.before(&room, before, limit)).await?)
+        Ok(self.store.before(room, before, limit).await?)
     }
 }
 
@@ -569,9 +566,3 @@ impl Drop for IpSlot {
     }
 }
 
-/// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Task(e.to_string()))?
-}

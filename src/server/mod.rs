@@ -303,11 +303,8 @@ async fn maintain_store(hub: Arc<Hub>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let store = hub.store.clone();
-        match tokio::task::spawn_blocking(move || store.maintain()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(%err, "store maintenance failed"),
-            Err(err) => tracing::warn!(%err, "store maintenance task failed"),
+        if let Err(err) = hub.store.maintain().await {
+            tracing::warn!(%err, "store maintenance failed");
         }
     }
 }

@@ -330,14 +330,8 @@ impl RedisBroker {
             let Some(hub) = self.hub() else { return };
             let rooms = hub.all_rooms();
             let names: Vec<String> = rooms.iter().map(|r| r.name.as_str().to_owned()).collect();
-            let store = hub.store.clone();
-            let heads = tokio::task::spawn_blocking(move || {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                store.heads(&names)
-            })
-            .await;
-            match heads {
-                Ok(Ok(heads)) => {
+            match hub.store.heads(&names).await {
+                Ok(heads) => {
                     let heads: HashMap<String, Seq> = heads.into_iter().collect();
                     for room in rooms {
                         if let Some(&head) = heads.get(room.name.as_str())
@@ -347,8 +341,7 @@ impl RedisBroker {
                         }
                     }
                 }
-                Ok(Err(err)) => tracing::warn!(%err, "the head check could not read the store"),
-                Err(err) => tracing::warn!(%err, "the head check failed"),
+                Err(err) => tracing::warn!(%err, "the head check could not read the store"),
             }
             if last_sync.elapsed() >= ROOM_SYNC {
                 last_sync = Instant::now();

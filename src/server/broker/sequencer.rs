@@ -72,16 +72,10 @@ async fn fill(room: &Arc<Room>, upto: Seq, store: &Arc<dyn MessageStore>, metric
         // Seqs are dense, so this range holds exactly its length in events: the page is
         // the oldest of the gap, never its newest.
         let to = upto.min(from + FILL_PAGE);
-        let (st, name) = (store.clone(), room.name.clone());
-        let page = tokio::task::spawn_blocking(move || st.events_after(&name, from, to, FILL_PAGE as usize)).await;
-        let events = match page {
-            Ok(Ok(page)) => page.events,
-            Ok(Err(err)) => {
-                tracing::warn!(%err, room = %room.name, from, to, "filling a gap failed");
-                return false;
-            }
+        let events = match store.events_after(&room.name, from, to, FILL_PAGE as usize).await {
+            Ok(page) => page.events,
             Err(err) => {
-                tracing::warn!(%err, room = %room.name, "filling a gap failed");
+                tracing::warn!(%err, room = %room.name, from, to, "filling a gap failed");
                 return false;
             }
         };

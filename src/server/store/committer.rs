@@ -73,7 +73,11 @@ impl Committer {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = thread::Builder::new()
             .name("confab-committer".into())
-            .spawn(move || run(rx, store, broker, metrics))?;
+            .spawn({
+                // The store is async: the thread waits on the runtime the server runs on.
+                let runtime = tokio::runtime::Handle::current();
+                move || run(rx, store, broker, metrics, runtime)
+            })?;
         Ok((Committer { tx, places: Arc::new(Semaphore::new(capacity.max(1))) }, handle))
     }
 
@@ -121,6 +125,7 @@ fn run(
     store: Arc<dyn MessageStore>,
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
+    runtime: tokio::runtime::Handle,
 ) {
     let mut batch: Vec<RoomEvent> = Vec::with_capacity(MAX_BATCH);
     let mut routes: Vec<Route> = Vec::with_capacity(MAX_BATCH);
@@ -163,11 +168,11 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        let Some(retries) = commit(&*store, &mut batch) else {
+        let Some(retries) = commit(&*store, &mut batch, &runtime) else {
             // Rewound before the senders hear of it, so a retry gets a seq of the new epoch.
             // A store that numbers events itself left no seq handed out to take back.
             if !store.assigns_seqs() {
-                rewind(&*store, &routes);
+                rewind(&*store, &routes, &runtime);
             }
             for (msg, route) in batch.iter().zip(routes.iter_mut()) {
                 abandon(msg, route, &metrics);
@@ -217,7 +222,11 @@ fn run(
 /// the events as accepted: a failed attempt may have rewritten edits and reactions (the
 /// store's no-ops) before rolling back, so those are kept aside first. Messages and
 /// deletions are never rewritten, and are not copied.
-fn commit(store: &dyn MessageStore, batch: &mut [RoomEvent]) -> Option<Vec<usize>> {
+fn commit(
+    store: &dyn MessageStore,
+    batch: &mut [RoomEvent],
+    runtime: &tokio::runtime::Handle,
+) -> Option<Vec<usize>> {
     let mut delay = Duration::from_millis(20);
     let rewritable: Vec<(usize, RoomEvent)> = batch
         .iter()
@@ -231,7 +240,7 @@ fn commit(store: &dyn MessageStore, batch: &mut [RoomEvent]) -> Option<Vec<usize
                 batch[*i] = e.clone();
             }
         }
-        match store.append(batch) {
+        match runtime.block_on(store.append(batch)) {
             Ok(retries) => return Some(retries),
             Err(err) => {
                 tracing::error!(%err, attempt, messages = batch.len(), "storing messages failed");
@@ -267,14 +276,14 @@ fn abandon(event: &RoomEvent, route: &mut Route, metrics: &Metrics) {
 }
 
 /// Rewinds each room of a failed batch to what the store holds.
-fn rewind(store: &dyn MessageStore, routes: &[Route]) {
+fn rewind(store: &dyn MessageStore, routes: &[Route], runtime: &tokio::runtime::Handle) {
     let mut done: Vec<&Arc<Room>> = Vec::new();
     for route in routes {
         if done.iter().any(|r| Arc::ptr_eq(r, &route.room)) {
             continue;
         }
         done.push(&route.room);
-        let stored = store.head(&route.room.name).unwrap_or_else(|err| {
+        let stored = runtime.block_on(store.head(&route.room.name)).unwrap_or_else(|err| {
             tracing::error!(%err, room = %route.room.name, "reading the stored head failed");
             route.room.head()
         });
@@ -308,14 +317,18 @@ mod tests {
         }
     }
 
+    #[async_trait::async_trait]
     impl MessageStore for Gate {
-        fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
+        async fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
             Ok(Vec::new())
         }
-        fn head(&self, _: &RoomName) -> Result<Seq, StoreError> {
+        async fn head(&self, _: &RoomName) -> Result<Seq, StoreError> {
             Ok(self.stored.lock().unwrap().last().copied().unwrap_or(0))
         }
-        fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
+        async fn heads(&self, _: &[String]) -> Result<Vec<(String, Seq)>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
             let mut open = self.open.lock().unwrap();
             while !*open {
                 open = self.opened.wait(open).unwrap();
@@ -326,22 +339,22 @@ mod tests {
             self.stored.lock().unwrap().extend(batch.iter().map(|m| m.seq()));
             Ok(Vec::new())
         }
-        fn events_after(&self, _: &RoomName, _: Seq, _: Seq, _: usize) -> Result<EventPage, StoreError> {
+        async fn events_after(&self, _: &RoomName, _: Seq, _: Seq, _: usize) -> Result<EventPage, StoreError> {
             Ok(EventPage::default())
         }
-        fn before(&self, _: &RoomName, _: Seq, _: usize) -> Result<Page, StoreError> {
+        async fn before(&self, _: &RoomName, _: Seq, _: usize) -> Result<Page, StoreError> {
             Ok(Page::default())
         }
-        fn target(&self, _: &RoomName, _: Seq, _: &str) -> Result<Option<Target>, StoreError> {
+        async fn target(&self, _: &RoomName, _: Seq, _: &str) -> Result<Option<Target>, StoreError> {
             Ok(None)
         }
-        fn mark_read(&self, _: &str, _: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
+        async fn mark_read(&self, _: &str, _: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
             Ok(seq)
         }
-        fn unread(&self, _: &str, _: Option<&str>, _: &[&str]) -> Result<Vec<(String, Unread)>, StoreError> {
+        async fn unread(&self, _: &str, _: Option<&str>, _: &[String]) -> Result<Vec<(String, Unread)>, StoreError> {
             Ok(Vec::new())
         }
-        fn search(&self, _: &SearchQuery) -> Result<SearchPage, StoreError> {
+        async fn search(&self, _: &SearchQuery) -> Result<SearchPage, StoreError> {
             Ok(SearchPage::default())
         }
     }

@@ -54,7 +54,11 @@ pub async fn open(
         return Ok((store, accounts));
     }
     let fsync = config.sync == crate::server::config::SyncMode::Full;
-    let store = Arc::new(sqlite::SqliteStore::open_with(&config.db, fsync, config.read_connections as usize)?);
+    let store = Arc::new(sqlite::SqliteMessages::new(Arc::new(sqlite::SqliteStore::open_with(
+        &config.db,
+        fsync,
+        config.read_connections as usize,
+    )?)));
     let accounts = Arc::new(
         sqlite_accounts::SqliteAccounts::open(&config.db, fsync)
             .map_err(|e| StoreError::Task(format!("opening the accounts: {e}")))?,
@@ -151,8 +155,10 @@ pub struct Unread {
     pub mentions: u32,
 }
 
-/// Durable rooms. Calls block: the hub runs them on blocking threads (the PostgreSQL
-/// engine waits there on its async client).
+/// Durable rooms, engine-neutral and async: SQLite runs each call on a blocking thread
+/// (its calls are synchronous), PostgreSQL awaits its client. The hub and the broker only
+/// see this trait.
+#[async_trait::async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Whether `append` assigns each event's seq itself (PostgreSQL: several nodes write
     /// one room, so the seq comes from the row the transaction locks), overwriting the
@@ -162,22 +168,14 @@ pub trait MessageStore: Send + Sync + 'static {
     }
 
     /// Every stored room (a room is stored with its first message).
-    fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError>;
+    async fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError>;
 
     /// Highest stored seq of a room's log, 0 if none.
-    fn head(&self, room: &RoomName) -> Result<Seq, StoreError>;
+    async fn head(&self, room: &RoomName) -> Result<Seq, StoreError>;
 
     /// The heads of several rooms at once (the multi-node head check, every second);
     /// rooms the store does not hold are left out.
-    fn heads(&self, rooms: &[&str]) -> Result<Vec<(String, Seq)>, StoreError> {
-        let mut out = Vec::with_capacity(rooms.len());
-        for room in rooms {
-            if let Ok(name) = RoomName::parse(room) {
-                out.push((room.to_string(), self.head(&name)?));
-            }
-        }
-        Ok(out)
-    }
+    async fn heads(&self, rooms: &[String]) -> Result<Vec<(String, Seq)>, StoreError>;
 
     /// Stores a batch of events, in order, atomically (recording rooms new to the store):
     /// all of it or none, one durable commit. Each event is applied to the current state
@@ -187,12 +185,12 @@ pub trait MessageStore: Send + Sync + 'static {
     /// author, `client_id`) it already holds into the stored original (a retry through
     /// another node), storing nothing for it. Returns the positions of those retries, so
     /// their senders are answered with the original instead of it being fanned out again.
-    fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError>;
+    async fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError>;
 
     /// Events with `after < seq <= upto`, oldest first; when more than `limit`, the
     /// newest `limit` of them and `more = true`. A `message` comes in its current text
     /// (a tombstone if deleted) without reactions: the `react` events after it build them.
-    fn events_after(
+    async fn events_after(
         &self,
         room: &RoomName,
         after: Seq,
@@ -202,31 +200,31 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// The newest `limit` messages with `seq < before` in their current state (with
     /// reactions); `more` when older ones exist.
-    fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError>;
+    async fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError>;
 
     /// The message `seq` of a room, as an edit, deletion or reaction by `user` sees it.
-    fn target(&self, room: &RoomName, seq: Seq, user: &str) -> Result<Option<Target>, StoreError>;
+    async fn target(&self, room: &RoomName, seq: Seq, user: &str) -> Result<Option<Target>, StoreError>;
 
     /// Moves `user`'s read position in `room` up to `seq` (never back); returns where it is.
-    fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError>;
+    async fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError>;
 
     /// `user`'s unread counts in each of `rooms` they have a read position in.
-    fn unread(
+    async fn unread(
         &self,
         user: &str,
         username: Option<&str>,
-        rooms: &[&str],
+        rooms: &[String],
     ) -> Result<Vec<(String, Unread)>, StoreError>;
 
     /// Full-text search, newest first.
-    fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
 
     /// The server has stopped writing (its committer has finished): let another server
     /// have the database, even while something in this process still holds the store.
     fn release(&self) {}
 
     /// Periodic housekeeping off the write path (SQLite: move the WAL into the database).
-    fn maintain(&self) -> Result<(), StoreError> {
+    async fn maintain(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -42,7 +42,10 @@ const MIGRATIONS: &[&str] = &[
         mentions  TEXT    NOT NULL DEFAULT '',
         edited_ts BIGINT,
         deleted   BOOLEAN NOT NULL DEFAULT false,
-        tsv       tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED,
+        -- Words split at every non-alphanumeric, as SQLite's unicode61 tokenizer does
+        -- (PostgreSQL's parser keeps deploy.sh or ann@example.org whole).
+        tsv       tsvector GENERATED ALWAYS AS
+                    (to_tsvector('simple', regexp_replace(text, '[^[:alnum:]]+', ' ', 'g'))) STORED,
         UNIQUE (room, seq)
      );
      CREATE INDEX messages_tsv ON messages USING GIN (tsv);
@@ -203,7 +206,10 @@ impl Pg {
                 engine: "postgres",
                 message: format!("the database URL: {e}"),
             })?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        // Verified: a connection whose backend was killed (pg_terminate_backend, a failover)
+        // is found out when it is taken from the pool, not by the call that gets it.
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(Duration::from_secs(10)))

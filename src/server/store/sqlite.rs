@@ -12,6 +12,7 @@ use super::{
     EventPage, MessageStore, Page, SearchPage, SearchQuery, StoreError, StoredRoom, Target, Unread,
     sqlite_events,
 };
+use std::sync::Arc;
 use crate::protocol::{ChatMessage, RoomEvent, RoomName, Seq};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::{
@@ -375,8 +376,10 @@ fn page_desc(
     Ok(Page { messages, more })
 }
 
-impl MessageStore for SqliteStore {
-    fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
+/// The engine's calls, synchronous: the async [`SqliteMessages`] runs them on blocking
+/// threads (and tests and tools call them directly).
+impl SqliteStore {
+    pub fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT r.name, COALESCE((SELECT MAX(seq) FROM events WHERE room = r.name), 0),
@@ -399,7 +402,7 @@ impl MessageStore for SqliteStore {
         })
     }
 
-    fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
+    pub fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
         self.read(|conn| {
             let head: Option<i64> = conn
                 .prepare_cached("SELECT MAX(seq) FROM events WHERE room = ?1")?
@@ -410,7 +413,7 @@ impl MessageStore for SqliteStore {
         })
     }
 
-    fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
+    pub fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -427,11 +430,11 @@ impl MessageStore for SqliteStore {
         Ok(Vec::new())
     }
 
-    fn release(&self) {
+    pub fn release(&self) {
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    fn maintain(&self) -> Result<(), StoreError> {
+    pub fn maintain(&self) -> Result<(), StoreError> {
         let conn = self.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
         // PASSIVE: copy what it can without waiting for, or blocking, the writer.
         let (_, wal_pages, _) = checkpoint(&conn, "PASSIVE")?;
@@ -441,7 +444,7 @@ impl MessageStore for SqliteStore {
         Ok(())
     }
 
-    fn events_after(
+    pub fn events_after(
         &self,
         room: &RoomName,
         after: Seq,
@@ -463,7 +466,7 @@ impl MessageStore for SqliteStore {
         })
     }
 
-    fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError> {
+    pub fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages
@@ -481,11 +484,11 @@ impl MessageStore for SqliteStore {
         })
     }
 
-    fn target(&self, room: &RoomName, seq: Seq, user: &str) -> Result<Option<Target>, StoreError> {
+    pub fn target(&self, room: &RoomName, seq: Seq, user: &str) -> Result<Option<Target>, StoreError> {
         self.read(|conn| sqlite_events::target(conn, room, seq, user))
     }
 
-    fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
+    pub fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
         // Read first: a marker already there (another tab, a repeat) costs no commit on
         // the writer that every message waits for.
         let stored = self.read(|conn| sqlite_events::read_position(conn, user, room))?;
@@ -496,7 +499,7 @@ impl MessageStore for SqliteStore {
         Ok(sqlite_events::mark_read(&conn, user, room, sql_seq(seq) as Seq)?)
     }
 
-    fn unread(
+    pub fn unread(
         &self,
         user: &str,
         username: Option<&str>,
@@ -505,12 +508,127 @@ impl MessageStore for SqliteStore {
         self.read(|conn| sqlite_events::unread(conn, user, username, rooms))
     }
 
-    fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+    pub fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         let n = self.readers.len();
         let free = (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok());
         let conn = free.unwrap_or_else(|| self.readers[start % n].lock().unwrap_or_else(|p| p.into_inner()));
         sqlite_events::search(&conn, query)
+    }
+}
+
+/// SQLite behind the engine-neutral async trait: each call on a blocking thread.
+pub struct SqliteMessages {
+    inner: Arc<SqliteStore>,
+}
+
+impl SqliteMessages {
+    pub fn new(inner: Arc<SqliteStore>) -> Self {
+        SqliteMessages { inner }
+    }
+
+    /// Runs `f` on the store on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+#[async_trait::async_trait]
+impl MessageStore for SqliteMessages {
+    async fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
+        self.blocking(|s| s.rooms()).await
+    }
+
+    async fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
+        let room = room.clone();
+        self.blocking(move |s| s.head(&room)).await
+    }
+
+    async fn heads(&self, rooms: &[String]) -> Result<Vec<(String, Seq)>, StoreError> {
+        let rooms = rooms.to_vec();
+        self.blocking(move |s| {
+            let mut out = Vec::with_capacity(rooms.len());
+            for room in rooms {
+                if let Ok(name) = RoomName::parse(&room) {
+                    let head = s.head(&name)?;
+                    out.push((room, head));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
+        // Moved to the blocking thread and back: a batch is at most a thousand events,
+        // copied once beside a commit.
+        let owned = batch.to_vec();
+        let (owned, result) = self
+            .blocking(move |s| {
+                let mut owned = owned;
+                let result = s.append(&mut owned);
+                Ok((owned, result))
+            })
+            .await?;
+        batch.clone_from_slice(&owned);
+        result
+    }
+
+    async fn events_after(
+        &self,
+        room: &RoomName,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+    ) -> Result<EventPage, StoreError> {
+        let room = room.clone();
+        self.blocking(move |s| s.events_after(&room, after, upto, limit)).await
+    }
+
+    async fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError> {
+        let room = room.clone();
+        self.blocking(move |s| s.before(&room, before, limit)).await
+    }
+
+    async fn target(&self, room: &RoomName, seq: Seq, user: &str) -> Result<Option<Target>, StoreError> {
+        let (room, user) = (room.clone(), user.to_owned());
+        self.blocking(move |s| s.target(&room, seq, &user)).await
+    }
+
+    async fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
+        let (room, user) = (room.clone(), user.to_owned());
+        self.blocking(move |s| s.mark_read(&user, &room, seq)).await
+    }
+
+    async fn unread(
+        &self,
+        user: &str,
+        username: Option<&str>,
+        rooms: &[String],
+    ) -> Result<Vec<(String, Unread)>, StoreError> {
+        let (user, username, rooms) = (user.to_owned(), username.map(str::to_owned), rooms.to_vec());
+        self.blocking(move |s| {
+            let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+            s.unread(&user, username.as_deref(), &rooms)
+        })
+        .await
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let query = query.clone();
+        self.blocking(move |s| s.search(&query)).await
+    }
+
+    fn release(&self) {
+        self.inner.release();
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        self.blocking(|s| s.maintain()).await
     }
 }
 
