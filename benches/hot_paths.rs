@@ -10,7 +10,7 @@ use confab::server::{
     metrics::Metrics,
     outbound::{ConnHandle, Outbound},
     room::{Room, encode},
-    store::{MessageStore, sqlite::SqliteStore},
+    store::sqlite::SqliteStore,
 };
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::{hint::black_box, sync::Arc};

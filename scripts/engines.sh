@@ -4,7 +4,8 @@
 # starts them when down. A second run changes nothing. The embedded default (SQLite) needs
 # neither.
 #   PostgreSQL: 127.0.0.1:5432, user postgres. A cluster this script creates trusts
-#               loopback connections (a development and CI machine, not a deployment).
+#               loopback connections as any role: for a development or CI machine only,
+#               never a shared or production host.
 #   Redis:      127.0.0.1:6379.
 set -euo pipefail
 
@@ -42,6 +43,8 @@ if ! pg_up; then
   fi
   say "starting PostgreSQL $version/$cluster"
   as_root pg_ctlcluster "$version" "$cluster" start || true
+  # A package install may have started it already, before the trust lines: reload.
+  [ "$fresh" = 1 ] && as_root pg_ctlcluster "$version" "$cluster" reload || true
   wait_for pg_up || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; exit 1; }
 fi
 

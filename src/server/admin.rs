@@ -43,9 +43,8 @@ fn read_password() -> Result<String, AdminError> {
 pub async fn run(config: &Config, command: &AdminCommand) -> Result<String, AdminError> {
     let store: Arc<dyn AccountStore> = if config.uses_postgres() {
         let url = config.db.to_str().unwrap_or_default();
-        let pg = super::store::postgres::Pg::connect(url)
-            .await
-            .map_err(|e| AdminError::Open(e.to_string()))?;
+        let pg =
+            super::store::postgres::Pg::connect(url).await.map_err(|e| AdminError::Open(e.to_string()))?;
         Arc::new(super::store::postgres_accounts::PgAccounts::new(Arc::new(pg)))
     } else {
         Arc::new(SqliteAccounts::open(&config.db, config.sync == super::config::SyncMode::Full)?)

@@ -260,9 +260,24 @@ impl Hub {
         // Cursors leave the server sealed (see `search::seal`): a position in the index
         // can be a private room's message.
         let before = before.map(super::search::unseal);
-        let q = SearchQuery { fts: query.fts.clone(), terms: query.terms.clone(), rooms, from_user, before, limit };
-        let _turn = self.searching.acquire().await.map_err(|e| StoreError::Task(e.to_string()))?;
-        let mut page = self.store.search(&q).await?;
+        let q = SearchQuery {
+            fts: query.fts.clone(),
+            terms: query.terms.clone(),
+            rooms,
+            from_user,
+            before,
+            limit,
+        };
+        // A task of its own, holding the turn until the search ends (a cancelled request
+        // does not free the turn while SQLite still searches).
+        let turn =
+            self.searching.clone().acquire_owned().await.map_err(|e| StoreError::Task(e.to_string()))?;
+        let store = self.store.clone();
+        let search = tokio::spawn(async move {
+            let _turn = turn;
+            store.search(&q).await
+        });
+        let mut page = search.await.map_err(|e| StoreError::Task(e.to_string()))??;
         page.next = page.next.map(super::search::seal);
         page.positions.iter_mut().for_each(|p| *p = super::search::seal(*p));
         Ok(page)

@@ -379,8 +379,13 @@ impl Reader {
         // Several nodes: a room created on another node may not be known here yet (its
         // notice still on the way). It is read from the store before the join decides
         // whether the room exists, and with which access.
-        if self.hub.broker.is_shared() && self.hub.find_room(&name).is_none() {
-            self.hub.discover_room(&name).await;
+        if self.hub.broker.is_shared()
+            && self.hub.find_room(&name).is_none()
+            && let Err(err) = self.hub.discover_room(&name).await
+        {
+            // Fail closed: the room may exist, private, on another node.
+            tracing::warn!(%err, room = %name, "reading a room from the store failed");
+            return self.error(ErrorCode::Internal, "could not load the room; try again").await;
         }
         // Subscribe first, then replay from the store up to the head seen at subscription:
         // the writer holds live messages meanwhile and drops what both would send. The
@@ -414,7 +419,11 @@ impl Reader {
         if self.hub.broker.is_shared() && since.is_some_and(|s| s > head) {
             match self.hub.stored_head(&name).await {
                 Ok(stored) => head = head.max(stored),
-                Err(err) => tracing::warn!(%err, room = %name, "reading the stored head failed"),
+                // The client holds up to `since`: never let those through again.
+                Err(err) => {
+                    tracing::warn!(%err, room = %name, "reading the stored head failed");
+                    head = head.max(since.unwrap_or(0));
+                }
             }
         }
         // A `since` join replays the log after it; a fresh one gets the newest messages

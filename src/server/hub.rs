@@ -220,27 +220,29 @@ impl Hub {
     }
 
     /// Several nodes: reads `name` from the store (created, or changed, on another node)
-    /// and registers it, or refreshes its access. A room the store does not hold is left
-    /// alone. Access is replaced as stored; members it now shuts out are removed.
-    pub async fn discover_room(&self, name: &RoomName) {
-        let head = match self.store.heads(&[name.as_str().to_owned()]).await {
-            Ok(heads) => heads.first().map(|(_, h)| *h),
-            Err(err) => return tracing::warn!(%err, room = %name, "reading a room from the store failed"),
+    /// and registers it, or refreshes its access; false when the store does not hold it.
+    /// Access is replaced as stored, and whoever here it no longer lets in is removed (a
+    /// room made private, a membership ended, a ban). An error leaves the room as it was:
+    /// the caller must not take an unknown room for a new one.
+    pub async fn discover_room(&self, name: &RoomName) -> Result<bool, HubError> {
+        // A change made here meanwhile must not be overwritten by an older reading.
+        let known = self.find_room(name);
+        let _one_at_a_time = match &known {
+            Some(room) => Some(room.moderation.lock().await),
+            None => None,
         };
-        let Some(head) = head else { return };
+        let head = self.store.heads(&[name.as_str().to_owned()]).await?.first().map(|(_, h)| *h);
+        let Some(head) = head else { return Ok(false) };
         let room = name.as_str().to_owned();
-        let loaded = self
+        let (meta, members) = self
             .auth
             .db(move |accounts| {
                 let meta = accounts.room_metas()?.into_iter().find(|(n, _)| *n == room);
                 let members = accounts.memberships_of(Some(&room))?;
                 Ok((meta, members))
             })
-            .await;
-        let (meta, members) = match loaded {
-            Ok(found) => found,
-            Err(err) => return tracing::warn!(%err, room = %name, "reading a room's access failed"),
-        };
+            .await
+            .map_err(|e| StoreError::Task(format!("reading a room's access: {e}")))?;
         let mut access = meta.map(|(_, m)| Access::from_meta(&m)).unwrap_or_default();
         for m in &members {
             access.load(m);
@@ -249,26 +251,23 @@ impl Hub {
             let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
             rooms
                 .entry(name.clone())
-                .or_insert_with(|| Arc::new(Room::new(name.clone(), head, super::unix_ms(), self.metrics.clone())))
+                .or_insert_with(|| {
+                    Arc::new(Room::new(name.clone(), head, super::unix_ms(), self.metrics.clone()))
+                })
                 .clone()
         };
-        // Anyone here the new standings shut out goes (a ban or removal on another node).
-        let shut_out: Vec<Arc<str>> = {
+        let shut_out = {
             let mut current = room.access();
             // Guest bans and mutes live in memory on the node that made them.
             access.banned_guests = std::mem::take(&mut current.banned_guests);
             access.muted_guests = std::mem::take(&mut current.muted_guests);
             *current = access;
-            current
-                .accounts
-                .iter()
-                .filter(|(_, s)| s.banned)
-                .map(|(id, _)| Arc::from(id.to_string()))
-                .collect()
+            room.shut_out(&current)
         };
-        for user in shut_out {
-            super::broker::eject(&room, room.remove_user(&user), "", true);
+        if !shut_out.is_empty() {
+            super::broker::eject(&room, shut_out, "", true);
         }
+        Ok(true)
     }
 
     /// Several nodes: registers every stored room this node does not know yet (a missed
@@ -276,8 +275,10 @@ impl Hub {
     pub async fn discover_rooms(&self) {
         let Ok(stored) = self.store.rooms().await else { return };
         for r in stored {
-            if self.find_room(&r.name).is_none() {
-                self.discover_room(&r.name).await;
+            if self.find_room(&r.name).is_none()
+                && let Err(err) = self.discover_room(&r.name).await
+            {
+                tracing::warn!(%err, room = %r.name, "reading a room from the store failed");
             }
         }
     }
@@ -316,8 +317,7 @@ impl Hub {
         // and the subscription would otherwise miss this connection.
         let access = room.access();
         access.check_join(who)?;
-        let username = who.account.as_ref().map(|(_, u)| u.as_str());
-        let sub = room.subscribe_with(&who.nick, &who.id, who.is_guest(), username, conn);
+        let sub = room.subscribe_identity(who, conn);
         drop(access);
         Ok((room, sub))
     }
@@ -565,4 +565,3 @@ impl Drop for IpSlot {
         }
     }
 }
-

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub head_repairs: AtomicU64,
     /// Times the Redis subscription was lost and re-established.
     pub bus_reconnects: AtomicU64,
+    /// Bus items dropped because Redis or the sequencer was too far behind.
+    pub bus_dropped: AtomicU64,
     pub commit_batches: AtomicU64,
     /// Batches the store refused (their senders were told to resend).
     pub store_failures: AtomicU64,
@@ -114,6 +116,11 @@ impl Metrics {
             ("gap_events_total", "Events read from the store to fill gaps.", &self.gap_events),
             ("head_repairs_total", "Head checks that delivered events the bus lost.", &self.head_repairs),
             ("bus_reconnects_total", "Re-established Redis subscriptions.", &self.bus_reconnects),
+            (
+                "bus_dropped_total",
+                "Bus items dropped as Redis or the sequencer fell behind.",
+                &self.bus_dropped,
+            ),
         ] {
             metric(name, "counter", help, value.load(Relaxed));
         }

@@ -335,7 +335,9 @@ impl Hub {
                     Action::Mute | Action::Unmute => {
                         self.broker.notice(&room, encode(&update(None, None, Some(action == Action::Mute))))
                     }
-                    Action::SetRole(role) => self.broker.notice(&room, encode(&update(Some(role), None, None))),
+                    Action::SetRole(role) => {
+                        self.broker.notice(&room, encode(&update(Some(role), None, None)))
+                    }
                 }
                 if keep != current {
                     self.broker.room_changed(name);
@@ -390,7 +392,11 @@ impl Hub {
         self.broker.room_changed(name);
         self.broker.notice(
             &room,
-            encode(&ServerMsg::Topic { room: name.as_str().to_owned(), topic, by: actor.nick.as_str().to_owned() }),
+            encode(&ServerMsg::Topic {
+                room: name.as_str().to_owned(),
+                topic,
+                by: actor.nick.as_str().to_owned(),
+            }),
         );
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 use super::{
     access::Access,
+    auth::Identity,
     metrics::Metrics,
     outbound::{ConnHandle, ConnId, Outbound},
 };
@@ -28,6 +29,9 @@ struct Member {
     conn: Arc<ConnHandle>,
     /// The member's user id (`UserInfo::id`), so a kick or ban finds every tab.
     user: Arc<str>,
+    /// Who joined (absent for rooms driven directly by tests), so a change of the room's
+    /// access made on another node can be checked against everyone here.
+    who: Option<Box<Identity>>,
 }
 
 struct RoomState {
@@ -76,7 +80,14 @@ impl RoomState {
     }
 
     /// One connection (here, or a node's share) of `nick` more; announces a first one.
-    fn add_person(&mut self, room: &RoomName, key: &Arc<str>, nick: Arc<str>, guest: bool, username: Option<&str>) {
+    fn add_person(
+        &mut self,
+        room: &RoomName,
+        key: &Arc<str>,
+        nick: Arc<str>,
+        guest: bool,
+        username: Option<&str>,
+    ) {
         let count = self.nicks.entry(nick.clone()).or_insert(0);
         *count += 1;
         if *count > 1 {
@@ -218,7 +229,9 @@ impl Room {
             let nick: Arc<str> = Arc::from(nick.as_str());
             state.version += 1;
             state.add_person(&self.name, &self.key, nick.clone(), guest, username);
-            state.members.insert(conn.id, Member { nick, conn: conn.clone(), user: Arc::from(user) });
+            state
+                .members
+                .insert(conn.id, Member { nick, conn: conn.clone(), user: Arc::from(user), who: None });
         }
         let members = state.named.iter().map(|n| n.to_string()).collect();
         let guests =
@@ -226,6 +239,36 @@ impl Room {
         let usernames =
             state.named.iter().filter_map(|n| state.usernames.get(n)).map(|u| u.to_string()).collect();
         Subscription { head: state.head, members, member_count: state.nicks.len(), guests, usernames }
+    }
+
+    /// `subscribe_with` for an identity, kept with the membership (see `shut_out`).
+    pub fn subscribe_identity(&self, who: &Identity, conn: &Arc<ConnHandle>) -> Subscription {
+        let username = who.account.as_ref().map(|(_, u)| u.as_str());
+        let sub = self.subscribe_with(&who.nick, &who.id, who.is_guest(), username, conn);
+        if let Some(member) = self.lock().members.get_mut(&conn.id) {
+            member.who = Some(Box::new(who.clone()));
+        }
+        sub
+    }
+
+    /// Removes every connection whose identity `access` no longer lets in (the room
+    /// turned private, a membership ended or a ban, decided on another node): returns
+    /// them, so each can be told. The caller holds the access lock it passes.
+    pub fn shut_out(&self, access: &Access) -> Vec<Arc<ConnHandle>> {
+        let mut state = self.lock();
+        let ids: Vec<ConnId> = state
+            .members
+            .iter()
+            .filter(|(_, m)| m.who.as_ref().is_some_and(|who| access.check_join(who).is_err()))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(member) = state.remove(&self.name, &self.key, id) {
+                out.push(member.conn);
+            }
+        }
+        out
     }
 
     /// Whether anyone is connected to the room on this node.

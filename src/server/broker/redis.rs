@@ -45,6 +45,11 @@ const PRESENCE_TICK: Duration = Duration::from_millis(500);
 const ROOM_SYNC: Duration = Duration::from_secs(10);
 /// Events published per round trip, at most.
 const PUBLISH_BATCH: usize = 512;
+/// Items waiting to be published, and deliveries waiting for the sequencer. Beyond them
+/// (Redis or PostgreSQL unreachable for long) new ones are dropped and counted: the head
+/// check delivers every dropped event once the store answers, and a lost typing notice
+/// is harmless.
+const QUEUE: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -57,12 +62,32 @@ pub enum BrokerError {
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Control {
     /// A room was created or its settings or standings changed: read it again.
-    Room { node: String, room: String },
-    Typing { node: String, room: String, nick: String },
-    Notice { node: String, room: String, frame: String },
-    Eject { node: String, room: String, user: String, by: String, banned: bool },
+    Room {
+        node: String,
+        room: String,
+    },
+    Typing {
+        node: String,
+        room: String,
+        nick: String,
+    },
+    Notice {
+        node: String,
+        room: String,
+        frame: String,
+    },
+    Eject {
+        node: String,
+        room: String,
+        user: String,
+        by: String,
+        banned: bool,
+    },
     /// A node's people in a room changed: read its entry now.
-    Presence { node: String, room: String },
+    Presence {
+        node: String,
+        room: String,
+    },
 }
 
 impl Control {
@@ -88,8 +113,8 @@ pub struct RedisBroker {
     prefix: String,
     client: redis::Client,
     conn: ConnectionManager,
-    work: mpsc::UnboundedSender<Work>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    work: mpsc::Sender<Work>,
+    out: mpsc::Sender<Outgoing>,
     hub: OnceLock<Weak<Hub>>,
     metrics: Arc<Metrics>,
     /// Wakes the head check (after a reconnect).
@@ -100,6 +125,8 @@ pub struct RedisBroker {
     /// Rooms being read from the store now (a burst of events for a room this node has
     /// not met reads it once).
     discovering: std::sync::Mutex<std::collections::HashSet<RoomName>>,
+    /// Rooms whose notice came while they were being read: read once more after.
+    again: std::sync::Mutex<std::collections::HashSet<RoomName>>,
 }
 
 impl RedisBroker {
@@ -118,8 +145,8 @@ impl RedisBroker {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
-        let (work, work_rx) = mpsc::unbounded_channel();
-        let (out, out_rx) = mpsc::unbounded_channel();
+        let (work, work_rx) = mpsc::channel(QUEUE);
+        let (out, out_rx) = mpsc::channel(QUEUE);
         tokio::spawn(sequencer::run(work_rx, store, metrics.clone()));
         let broker = Arc::new(RedisBroker {
             node: crate::server::auth::token::random_id(),
@@ -134,6 +161,7 @@ impl RedisBroker {
             presence_ttl,
             lag_ms: AtomicU64::new(0),
             discovering: std::sync::Mutex::default(),
+            again: std::sync::Mutex::default(),
         });
         tokio::spawn(publisher(broker.conn.clone(), broker.prefix.clone(), out_rx, broker.metrics.clone()));
         Ok(broker)
@@ -166,7 +194,9 @@ impl RedisBroker {
         for room in hub.all_rooms() {
             let name = room.name.as_str().to_owned();
             pipe.del(self.presence_key(&name, &self.node)).ignore();
-            if let Ok(json) = serde_json::to_string(&Control::Presence { node: self.node.clone(), room: name }) {
+            if let Ok(json) =
+                serde_json::to_string(&Control::Presence { node: self.node.clone(), room: name })
+            {
                 pipe.publish(&ctl, json).ignore();
             }
         }
@@ -179,6 +209,19 @@ impl RedisBroker {
         }
     }
 
+    /// Hands work to the sequencer, or drops and counts it when it is that far behind.
+    fn deliver(&self, work: Work) {
+        if self.work.try_send(work).is_err() {
+            self.metrics.bus_dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Queues an item for Redis, or drops and counts it when Redis is that far behind.
+    fn queue(&self, item: Outgoing) {
+        if self.out.try_send(item).is_err() {
+            self.metrics.bus_dropped.fetch_add(1, Relaxed);
+        }
+    }
 
     fn hub(&self) -> Option<Arc<Hub>> {
         self.hub.get().and_then(Weak::upgrade)
@@ -186,7 +229,7 @@ impl RedisBroker {
 
     fn control(&self, make: impl FnOnce(String) -> Control) {
         if let Ok(json) = serde_json::to_string(&make(self.node.clone())) {
-            let _ = self.out.send(Outgoing::Control(json));
+            self.queue(Outgoing::Control(json));
         }
     }
 
@@ -222,7 +265,9 @@ impl RedisBroker {
                 if let Some(hub) = self.hub() {
                     tokio::spawn(async move {
                         for room in hub.all_rooms() {
-                            hub.discover_room(&room.name).await;
+                            if let Err(err) = hub.discover_room(&room.name).await {
+                                tracing::warn!(%err, room = %room.name, "reading a room from the store failed");
+                            }
                         }
                     });
                 }
@@ -237,7 +282,9 @@ impl RedisBroker {
                     if let Ok(control) = serde_json::from_slice::<Control>(msg.get_payload_bytes()) {
                         self.on_control(control);
                     }
-                } else if let Some(room) = channel.strip_prefix(&self.prefix).and_then(|c| c.strip_prefix("room:")) {
+                } else if let Some(room) =
+                    channel.strip_prefix(&self.prefix).and_then(|c| c.strip_prefix("room:"))
+                {
                     self.on_event(room, msg.get_payload_bytes());
                 }
             }
@@ -254,7 +301,7 @@ impl RedisBroker {
         let Ok(name) = RoomName::parse(room) else { return };
         match hub.find_room(&name) {
             Some(room) => {
-                let _ = self.work.send(Work::Event { room, seq, ts, frame: Utf8Bytes::from(frame.to_owned()) });
+                self.deliver(Work::Event { room, seq, ts, frame: Utf8Bytes::from(frame.to_owned()) });
             }
             // A room this node has not met yet: read it (its head covers this event).
             None => self.discover(hub, name),
@@ -263,13 +310,27 @@ impl RedisBroker {
 
     /// Reads a room from the store unless that is already under way.
     fn discover(self: &Arc<Self>, hub: Arc<Hub>, name: RoomName) {
-        if !self.discovering.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone()) {
-            return;
+        {
+            let mut discovering = self.discovering.lock().unwrap_or_else(|p| p.into_inner());
+            if !discovering.insert(name.clone()) {
+                self.again.lock().unwrap_or_else(|p| p.into_inner()).insert(name);
+                return;
+            }
         }
         let this = self.clone();
         tokio::spawn(async move {
-            hub.discover_room(&name).await;
-            this.discovering.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+            loop {
+                if let Err(err) = hub.discover_room(&name).await {
+                    tracing::warn!(%err, room = %name, "reading a room from the store failed");
+                }
+                // A notice that came while it read may be newer than what it read: read
+                // again, once for any number of them.
+                let mut discovering = this.discovering.lock().unwrap_or_else(|p| p.into_inner());
+                if !this.again.lock().unwrap_or_else(|p| p.into_inner()).remove(&name) {
+                    discovering.remove(&name);
+                    return;
+                }
+            }
         });
     }
 
@@ -297,6 +358,11 @@ impl RedisBroker {
             }
             Control::Eject { room, user, by, banned, .. } => {
                 if let Some(room) = find(&room) {
+                    // An account's ban is in the store (read with the room's notice); a
+                    // guest's lives in memory, so it is kept here too.
+                    if banned && user.starts_with("g-") {
+                        room.access().banned_guests.insert(user.clone());
+                    }
                     super::eject(&room, room.remove_user(&user), &by, banned);
                 }
             }
@@ -337,7 +403,7 @@ impl RedisBroker {
                         if let Some(&head) = heads.get(room.name.as_str())
                             && head > room.head()
                         {
-                            let _ = self.work.send(Work::Head { room, head });
+                            self.deliver(Work::Head { room, head });
                         }
                     }
                 }
@@ -415,6 +481,17 @@ impl RedisBroker {
                     }
                 }
             }
+            // Rooms this node has forgotten (nobody here, nothing stored) leave no entry.
+            let held: std::collections::HashSet<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+            let gone: Vec<String> = written.keys().filter(|n| !held.contains(n.as_str())).cloned().collect();
+            drop(held);
+            {
+                for name in gone {
+                    let _: redis::RedisResult<()> = conn.del(self.presence_key(&name, &self.node)).await;
+                    written.remove(&name);
+                    self.control(|node| Control::Presence { node, room: name });
+                }
+            }
             if last_read.elapsed() < HEAD_CHECK {
                 continue;
             }
@@ -423,7 +500,8 @@ impl RedisBroker {
             if let Ok(all) = conn.smembers::<_, Vec<String>>(&nodes_key).await {
                 nodes = Vec::with_capacity(all.len());
                 for node in all.into_iter().filter(|n| *n != self.node) {
-                    let alive: bool = conn.exists(format!("{}node:{node}", self.prefix)).await.unwrap_or(true);
+                    let alive: bool =
+                        conn.exists(format!("{}node:{node}", self.prefix)).await.unwrap_or(true);
                     if alive {
                         nodes.push(node);
                     } else {
@@ -441,7 +519,8 @@ impl RedisBroker {
                 if ask.is_empty() {
                     continue;
                 }
-                let keys: Vec<String> = ask.iter().map(|n| self.presence_key(room.name.as_str(), n)).collect();
+                let keys: Vec<String> =
+                    ask.iter().map(|n| self.presence_key(room.name.as_str(), n)).collect();
                 let entries: redis::RedisResult<Vec<Option<String>>> =
                     redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
                 let Ok(entries) = entries else { continue };
@@ -479,7 +558,7 @@ fn parse_event(payload: &[u8]) -> Option<(Seq, i64, i64, &str)> {
 async fn publisher(
     mut conn: ConnectionManager,
     prefix: String,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    mut rx: mpsc::Receiver<Outgoing>,
     metrics: Arc<Metrics>,
 ) {
     let ctl = format!("{prefix}ctl");
@@ -488,7 +567,9 @@ async fn publisher(
         let mut pipe = redis::pipe();
         for item in batch.drain(..) {
             match item {
-                Outgoing::Event { room, payload } => pipe.publish(format!("{prefix}room:{room}"), payload).ignore(),
+                Outgoing::Event { room, payload } => {
+                    pipe.publish(format!("{prefix}room:{room}"), payload).ignore()
+                }
                 Outgoing::Control(json) => pipe.publish(&ctl, json).ignore(),
             };
         }
@@ -506,8 +587,8 @@ async fn publisher(
 impl Broker for RedisBroker {
     fn publish(&self, room: &Arc<Room>, seq: Seq, ts: i64, frame: Utf8Bytes) {
         let payload = event_payload(seq, ts, frame.as_str());
-        let _ = self.work.send(Work::Event { room: room.clone(), seq, ts, frame });
-        let _ = self.out.send(Outgoing::Event { room: room.name.as_str().to_owned(), payload });
+        self.deliver(Work::Event { room: room.clone(), seq, ts, frame });
+        self.queue(Outgoing::Event { room: room.name.as_str().to_owned(), payload });
     }
 
     fn typing(&self, room: &Arc<Room>, nick: &Nick) {
@@ -562,9 +643,18 @@ mod tests {
 
     #[test]
     fn control_messages_use_their_kind_as_tag() {
-        let c = Control::Eject { node: "n".into(), room: "r".into(), user: "7".into(), by: "ann".into(), banned: true };
+        let c = Control::Eject {
+            node: "n".into(),
+            room: "r".into(),
+            user: "7".into(),
+            by: "ann".into(),
+            banned: true,
+        };
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains("\"kind\":\"eject\""), "{json}");
-        assert!(matches!(serde_json::from_str::<Control>(&json).unwrap(), Control::Eject { banned: true, .. }));
+        assert!(matches!(
+            serde_json::from_str::<Control>(&json).unwrap(),
+            Control::Eject { banned: true, .. }
+        ));
     }
 }

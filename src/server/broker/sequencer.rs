@@ -28,7 +28,7 @@ pub enum Work {
     Head { room: Arc<Room>, head: Seq },
 }
 
-pub async fn run(mut rx: mpsc::UnboundedReceiver<Work>, store: Arc<dyn MessageStore>, metrics: Arc<Metrics>) {
+pub async fn run(mut rx: mpsc::Receiver<Work>, store: Arc<dyn MessageStore>, metrics: Arc<Metrics>) {
     while let Some(work) = rx.recv().await {
         match work {
             Work::Event { room, seq, ts, frame } => {

@@ -71,13 +71,11 @@ impl Committer {
     ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         // The channel itself need not be bounded: nothing enters it without a place.
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = thread::Builder::new()
-            .name("confab-committer".into())
-            .spawn({
-                // The store is async: the thread waits on the runtime the server runs on.
-                let runtime = tokio::runtime::Handle::current();
-                move || run(rx, store, broker, metrics, runtime)
-            })?;
+        let handle = thread::Builder::new().name("confab-committer".into()).spawn({
+            // The store is async: the thread waits on the runtime the server runs on.
+            let runtime = tokio::runtime::Handle::current();
+            move || run(rx, store, broker, metrics, runtime)
+        })?;
         Ok((Committer { tx, places: Arc::new(Semaphore::new(capacity.max(1))) }, handle))
     }
 
@@ -339,7 +337,13 @@ mod tests {
             self.stored.lock().unwrap().extend(batch.iter().map(|m| m.seq()));
             Ok(Vec::new())
         }
-        async fn events_after(&self, _: &RoomName, _: Seq, _: Seq, _: usize) -> Result<EventPage, StoreError> {
+        async fn events_after(
+            &self,
+            _: &RoomName,
+            _: Seq,
+            _: Seq,
+            _: usize,
+        ) -> Result<EventPage, StoreError> {
             Ok(EventPage::default())
         }
         async fn before(&self, _: &RoomName, _: Seq, _: usize) -> Result<Page, StoreError> {
@@ -351,7 +355,12 @@ mod tests {
         async fn mark_read(&self, _: &str, _: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
             Ok(seq)
         }
-        async fn unread(&self, _: &str, _: Option<&str>, _: &[String]) -> Result<Vec<(String, Unread)>, StoreError> {
+        async fn unread(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: &[String],
+        ) -> Result<Vec<(String, Unread)>, StoreError> {
             Ok(Vec::new())
         }
         async fn search(&self, _: &SearchQuery) -> Result<SearchPage, StoreError> {

@@ -10,10 +10,10 @@
 
 pub mod accounts;
 pub mod committer;
-pub mod postgres;
-pub mod postgres_accounts;
 #[doc(hidden)]
 pub mod pg_testing;
+pub mod postgres;
+pub mod postgres_accounts;
 mod postgres_events;
 pub mod sqlite;
 pub mod sqlite_accounts;
@@ -185,6 +185,7 @@ pub trait MessageStore: Send + Sync + 'static {
     /// author, `client_id`) it already holds into the stored original (a retry through
     /// another node), storing nothing for it. Returns the positions of those retries, so
     /// their senders are answered with the original instead of it being fanned out again.
+    /// Only the committer calls it, from its own thread: an engine may block in it.
     async fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError>;
 
     /// Events with `after < seq <= upto`, oldest first; when more than `limit`, the

@@ -1,9 +1,9 @@
 //! PostgreSQL engine, for several identical nodes on one database (`--db postgres://…`).
 //!
-//! The client is tokio-postgres behind a deadpool pool. The store traits block (SQLite's
-//! calls are synchronous and run on blocking threads), so each call here is an async
-//! transaction that the calling blocking thread waits for on the server's runtime
-//! ([`Pg::run`]); the runtime keeps driving every socket meanwhile.
+//! The client is tokio-postgres behind a deadpool pool. The message store is async and
+//! awaits it directly; the account store's calls block (they run on blocking threads,
+//! like SQLite's), so each of those is an async transaction the blocking thread waits for
+//! on the server's runtime ([`Pg::run`]), which keeps driving every socket meanwhile.
 //!
 //! Durability is PostgreSQL's: a commit is acknowledged once it is in the WAL on the
 //! server's disk with `synchronous_commit = on` (the default), and only then fanned out.
@@ -18,8 +18,7 @@ use tokio_postgres::NoTls;
 /// Schema migrations, applied in order; `confab_schema` records how many ran. The tables
 /// mirror the SQLite schema's final shape; rooms carry their head (the last seq handed
 /// out), which the append's transaction locks and moves.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE rooms (
+const MIGRATIONS: &[&str] = &["CREATE TABLE rooms (
         name        TEXT PRIMARY KEY,
         created_ms  BIGINT  NOT NULL,
         head        BIGINT  NOT NULL DEFAULT 0,
@@ -137,8 +136,7 @@ const MIGRATIONS: &[&str] = &[
         muted    BOOLEAN NOT NULL DEFAULT false,
         since_ms BIGINT  NOT NULL,
         PRIMARY KEY (room, user_id)
-     );",
-];
+     );"];
 
 /// The advisory lock key migrations run under ("confab" in ASCII).
 const MIGRATION_LOCK: i64 = 0x636f_6e66_6162;
@@ -201,15 +199,26 @@ pub fn is_unique_violation(err: &tokio_postgres::Error, constraint: Option<&str>
 impl Pg {
     /// Connects and migrates. Async: called at start, before anything blocks on it.
     pub async fn connect(url: &str) -> Result<Pg, StoreError> {
-        let config: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| StoreError::Engine {
-                engine: "postgres",
-                message: format!("the database URL: {e}"),
-            })?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+            StoreError::Engine { engine: "postgres", message: format!("the database URL: {e}") }
+        })?;
+        // A node that stalls mid-transaction (paused, partitioned) must not hold the rooms'
+        // rows, and with them every other node's commits, for ever: its statements, lock
+        // waits and idle transactions end, and a dead peer is noticed within a minute.
+        // Options given in the URL win.
+        if config.get_options().is_none() {
+            config.options(
+                "-c statement_timeout=30000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=30000",
+            );
+        }
+        config.keepalives_idle(Duration::from_secs(30));
         // Verified: a connection whose backend was killed (pg_terminate_backend, a failover)
         // is found out when it is taken from the pool, not by the call that gets it.
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Verified },
+        );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -226,9 +235,7 @@ impl Pg {
         let mut client = self.pool.get().await?;
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
         let result = async {
-            client
-                .batch_execute("CREATE TABLE IF NOT EXISTS confab_schema (version INT NOT NULL)")
-                .await?;
+            client.batch_execute("CREATE TABLE IF NOT EXISTS confab_schema (version INT NOT NULL)").await?;
             let tx = client.transaction().await?;
             let done: i64 = tx.query_one("SELECT COUNT(*) FROM confab_schema", &[]).await?.get(0);
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {

@@ -19,8 +19,8 @@ use crate::protocol::{
     ChatMessage, DeleteEvent, EditEvent, MAX_EMOJI_PER_MESSAGE, MAX_REACTIONS_PER_MESSAGE, MAX_UNREAD_COUNT,
     Quote, ReactEvent, Reaction, RoomEvent, RoomName, SearchHit, Seq,
 };
-use std::{collections::HashMap, sync::Arc};
 use deadpool_postgres::GenericClient;
+use std::{collections::HashMap, sync::Arc};
 use tokio_postgres::Row;
 
 /// How long one search may run before it is refused as too broad.
@@ -153,8 +153,13 @@ impl MessageRun {
 }
 
 /// What a reply to message `seq` of `room` quotes of it now.
-async fn quote_of(c: &impl GenericClient, room: &str, seq: Seq) -> Result<Option<Quote>, tokio_postgres::Error> {
-    let stmt = c.prepare_cached("SELECT nick, text, deleted FROM messages WHERE room = $1 AND seq = $2").await?;
+async fn quote_of(
+    c: &impl GenericClient,
+    room: &str,
+    seq: Seq,
+) -> Result<Option<Quote>, tokio_postgres::Error> {
+    let stmt =
+        c.prepare_cached("SELECT nick, text, deleted FROM messages WHERE room = $1 AND seq = $2").await?;
     Ok(c.query_opt(&stmt, &[&room, &pg_seq(seq)])
         .await?
         .map(|r| Quote::of(&r.get::<_, String>(0), &r.get::<_, String>(1), r.get(2))))
@@ -179,8 +184,9 @@ async fn current(
     room: &str,
     seq: Seq,
 ) -> Result<Option<(String, bool)>, tokio_postgres::Error> {
-    let stmt =
-        tx.prepare_cached("SELECT text, deleted FROM messages WHERE room = $1 AND seq = $2 FOR UPDATE").await?;
+    let stmt = tx
+        .prepare_cached("SELECT text, deleted FROM messages WHERE room = $1 AND seq = $2 FOR UPDATE")
+        .await?;
     Ok(tx.query_opt(&stmt, &[&room, &pg_seq(seq)]).await?.map(|r| (r.get(0), r.get(1))))
 }
 
@@ -239,7 +245,9 @@ async fn add_mentions(
     names: &[String],
 ) -> Result<(), tokio_postgres::Error> {
     let stmt = tx
-        .prepare_cached("INSERT INTO mentions (username, room, seq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .prepare_cached(
+            "INSERT INTO mentions (username, room, seq) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
         .await?;
     for name in names {
         tx.execute(&stmt, &[name, &room, &pg_seq(seq)]).await?;
@@ -310,7 +318,9 @@ async fn react(tx: &impl GenericClient, r: &mut ReactEvent) -> Result<(), tokio_
         let has: bool = tx.query_one(&has, &[&r.room, &target, &r.emoji, &r.user]).await?.get(0);
         if !has {
             let group = tx
-                .prepare_cached("SELECT MIN(grp) FROM reactions WHERE room = $1 AND target = $2 AND emoji = $3")
+                .prepare_cached(
+                    "SELECT MIN(grp) FROM reactions WHERE room = $1 AND target = $2 AND emoji = $3",
+                )
                 .await?;
             let group: Option<i64> = tx.query_one(&group, &[&r.room, &target, &r.emoji]).await?.get(0);
             let counts = tx
@@ -330,8 +340,11 @@ async fn react(tx: &impl GenericClient, r: &mut ReactEvent) -> Result<(), tokio_
                     )
                     .await?;
                 let seq = r.seq as i64;
-                tx.execute(&insert, &[&r.room, &target, &r.emoji, &r.user, &r.nick, &seq, &group.unwrap_or(seq)])
-                    .await?;
+                tx.execute(
+                    &insert,
+                    &[&r.room, &target, &r.emoji, &r.user, &r.nick, &seq, &group.unwrap_or(seq)],
+                )
+                .await?;
             } else {
                 // Deleted, or full, since the handler looked: the user's reaction stays off.
                 r.on = false;
@@ -454,8 +467,12 @@ async fn attach_reactions(
         )
         .await?;
     for row in c.query(&stmt, &[&room, &pg_seq(lo), &pg_seq(hi)]).await? {
-        let (target, emoji, user, nick) =
-            (row.get::<_, i64>(0) as Seq, row.get::<_, String>(1), row.get::<_, String>(2), row.get::<_, String>(3));
+        let (target, emoji, user, nick) = (
+            row.get::<_, i64>(0) as Seq,
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            row.get::<_, String>(3),
+        );
         let Some(m) = messages.iter_mut().find(|m| m.seq == target) else { continue };
         match m.reactions.iter_mut().find(|r| r.emoji == emoji) {
             Some(r) => {
@@ -523,10 +540,15 @@ impl PgStore {
             }
             let find = tx
                 .prepare_cached(
-                    "SELECT e.room, e.user_id, e.client_id, e.seq FROM events e
-                     JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(room, user_id, client_id)
-                       ON e.room = k.room AND e.user_id = k.user_id AND e.client_id = k.client_id
-                     WHERE e.client_id <> '' AND e.user_id <> ''",
+                    // One index probe per key (LATERAL): a join the planner is free to
+                    // turn into a scan of the whole log would grow with it.
+                    "SELECT k.room, k.user_id, k.client_id, e.seq
+                     FROM unnest($1::text[], $2::text[], $3::text[]) AS k(room, user_id, client_id)
+                     CROSS JOIN LATERAL (
+                        SELECT seq FROM events
+                        WHERE room = k.room AND user_id = k.user_id AND client_id = k.client_id
+                          AND client_id <> '' AND user_id <> ''
+                     ) e",
                 )
                 .await?;
             for row in tx.query(&find, &[&rooms, &users, &ids]).await? {
@@ -654,14 +676,17 @@ impl PgStore {
             q.limit + 1
         );
         let before = q.before.unwrap_or(i64::MAX);
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&q.rooms, &before, &q.from_user];
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&q.rooms, &before, &q.from_user];
         for v in &values {
             params.push(v);
         }
         let rows = match tx.query(&sql, &params).await {
             Ok(rows) => rows,
             Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
-                return Err(StoreError::Query("the search is too broad: add words, or search one room".into()));
+                return Err(StoreError::Query(
+                    "the search is too broad: add words, or search one room".into(),
+                ));
             }
             Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::SYNTAX_ERROR) => {
                 return Err(StoreError::Query(err.to_string()));
@@ -696,8 +721,9 @@ impl MessageStore for PgStore {
     async fn rooms(&self) -> Result<Vec<StoredRoom>, StoreError> {
         async {
             let client = self.pg.pool().get().await?;
-            let rows =
-                client.query("SELECT name, head, GREATEST(last_active, created_ms) FROM rooms ORDER BY name", &[]).await?;
+            let rows = client
+                .query("SELECT name, head, GREATEST(last_active, created_ms) FROM rooms ORDER BY name", &[])
+                .await?;
             Ok(rows
                 .iter()
                 .filter_map(|r| {
@@ -784,12 +810,16 @@ impl MessageStore for PgStore {
     async fn target(&self, room: &RoomName, seq: Seq, user: &str) -> Result<Option<Target>, StoreError> {
         async {
             let client = self.pg.pool().get().await?;
-            let stmt = client.prepare_cached("SELECT user_id, deleted FROM messages WHERE room = $1 AND seq = $2").await?;
+            let stmt = client
+                .prepare_cached("SELECT user_id, deleted FROM messages WHERE room = $1 AND seq = $2")
+                .await?;
             let Some(row) = client.query_opt(&stmt, &[&room.as_str(), &pg_seq(seq)]).await? else {
                 return Ok(None);
             };
             let mut t = Target { author: row.get(0), deleted: row.get(1), ..Target::default() };
-            let stmt = client.prepare_cached("SELECT emoji, user_id FROM reactions WHERE room = $1 AND target = $2").await?;
+            let stmt = client
+                .prepare_cached("SELECT emoji, user_id FROM reactions WHERE room = $1 AND target = $2")
+                .await?;
             for row in client.query(&stmt, &[&room.as_str(), &pg_seq(seq)]).await? {
                 let (emoji, by): (String, String) = (row.get(0), row.get(1));
                 t.reactions += 1;
@@ -889,7 +919,13 @@ mod tests {
         fn append(&self, batch: &mut [RoomEvent]) -> Result<Vec<usize>, StoreError> {
             self.pg.run(MessageStore::append(self, batch))
         }
-        fn events_after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<EventPage, StoreError> {
+        fn events_after(
+            &self,
+            room: &RoomName,
+            after: Seq,
+            upto: Seq,
+            limit: usize,
+        ) -> Result<EventPage, StoreError> {
             self.pg.run(MessageStore::events_after(self, room, after, upto, limit))
         }
         fn before(&self, room: &RoomName, before: Seq, limit: usize) -> Result<Page, StoreError> {
@@ -901,7 +937,12 @@ mod tests {
         fn mark_read(&self, user: &str, room: &RoomName, seq: Seq) -> Result<Seq, StoreError> {
             self.pg.run(MessageStore::mark_read(self, user, room, seq))
         }
-        fn unread(&self, user: &str, username: Option<&str>, rooms: &[&str]) -> Result<Vec<(String, Unread)>, StoreError> {
+        fn unread(
+            &self,
+            user: &str,
+            username: Option<&str>,
+            rooms: &[&str],
+        ) -> Result<Vec<(String, Unread)>, StoreError> {
             let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
             self.pg.run(MessageStore::unread(self, user, username, &rooms))
         }
@@ -909,7 +950,6 @@ mod tests {
             self.pg.run(MessageStore::search(self, query))
         }
     }
-
 
     use super::*;
     use crate::server::store::{SearchTerm, pg_testing, sqlite::SqliteStore};
@@ -1631,9 +1671,19 @@ mod tests {
             store.append(&mut numbered).unwrap();
             sqlite.append(&mut numbered).unwrap();
             let mut differ = Vec::new();
-            for words in
-                ["deploy", "sh", "example", "docs", "ann", "org", "v1", "released", "a.bc*", "bcd", "deploy.sh"]
-            {
+            for words in [
+                "deploy",
+                "sh",
+                "example",
+                "docs",
+                "ann",
+                "org",
+                "v1",
+                "released",
+                "a.bc*",
+                "bcd",
+                "deploy.sh",
+            ] {
                 let q = query(words, &["a"]);
                 let (on_pg, on_sqlite) =
                     (hits(&store.search(&q).unwrap()), hits(&sqlite.search(&q).unwrap()));
