@@ -1626,3 +1626,104 @@ async fn presence_crosses_nodes_and_a_killed_nodes_people_leave_within_the_ttl()
         started.elapsed()
     );
 }
+
+/// Access decided on one node holds on every node. Eve sits in `board` on node 1 (a
+/// public room nobody has written in, so only node 1 knows it); on node 0 the owner then
+/// creates `board` as a private room. Node 1 reads the room again on its creation notice
+/// and removes Eve, and she cannot come back. Then a ban on node 0 removes her from a
+/// public room she is in on node 1, and keeps her out there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn access_decided_on_one_node_holds_on_every_node() {
+    let Some(cluster) = cluster_of(2).await else { return };
+    // The first account of a server is its admin, who may enter any room: the owner.
+    let owner = cluster::signup(cluster.port(0), "owner").await;
+    let eve = cluster::signup(cluster.port(1), "eve").await;
+    let (mut eve_ws, _) = hello(cluster.port(1), Some(&eve.cookie), "eve").await.unwrap();
+    assert!(send_frame(&mut eve_ws, &json!({"type": "join", "room": "board"})).await);
+    wait_for(
+        &mut eve_ws,
+        Duration::from_secs(5),
+        "eve joins board on node1",
+        |m| matches!(m, ServerMsg::Joined { room, .. } if room == "board"),
+    )
+    .await;
+
+    let (mut owner_ws, _) = hello(cluster.port(0), Some(&owner.cookie), "owner").await.unwrap();
+    let create = json!({"type": "create_room", "room": "board", "visibility": "private"});
+    assert!(send_frame(&mut owner_ws, &create).await);
+    wait_for(
+        &mut owner_ws,
+        Duration::from_secs(5),
+        "the owner creates board on node0",
+        |m| matches!(m, ServerMsg::Joined { room, .. } if room == "board"),
+    )
+    .await;
+    let took = wait_for(
+        &mut eve_ws,
+        Duration::from_secs(10),
+        "eve is removed from board on node1",
+        |m| matches!(m, ServerMsg::Kicked { room, .. } if room == "board"),
+    )
+    .await;
+    eprintln!("eve left the now-private board on node1 {took:?} after its creation on node0");
+    assert!(send_frame(&mut eve_ws, &json!({"type": "join", "room": "board"})).await);
+    wait_for(&mut eve_ws, Duration::from_secs(5), "eve may not rejoin board on node1", |m| {
+        matches!(m, ServerMsg::Error { code: ErrorCode::NotFound, .. })
+    })
+    .await;
+
+    // A ban on node 0 reaches node 1.
+    let create = json!({"type": "create_room", "room": "square", "visibility": "public"});
+    assert!(send_frame(&mut owner_ws, &create).await);
+    wait_for(
+        &mut owner_ws,
+        Duration::from_secs(5),
+        "the owner creates square",
+        |m| matches!(m, ServerMsg::Joined { room, .. } if room == "square"),
+    )
+    .await;
+    assert!(send_frame(&mut eve_ws, &json!({"type": "join", "room": "square"})).await);
+    wait_for(
+        &mut eve_ws,
+        Duration::from_secs(10),
+        "eve joins square on node1",
+        |m| matches!(m, ServerMsg::Joined { room, .. } if room == "square"),
+    )
+    .await;
+    assert!(send_frame(&mut owner_ws, &json!({"type": "ban", "room": "square", "username": "eve"})).await);
+    wait_for(
+        &mut eve_ws,
+        Duration::from_secs(10),
+        "eve is banned from square on node1",
+        |m| matches!(m, ServerMsg::Kicked { room, banned: true, .. } if room == "square"),
+    )
+    .await;
+    // Node 1 learns the ban from the store with the room's notice; a join there waits for
+    // nothing else, so it is tried until the notice has surely been applied, never past 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(send_frame(&mut eve_ws, &json!({"type": "join", "room": "square"})).await);
+        let refused = loop {
+            match next_frame(&mut eve_ws, Duration::from_secs(5)).await {
+                Next::Frame(ServerMsg::Error { code: ErrorCode::Banned, .. }) => break true,
+                Next::Frame(ServerMsg::Joined { room, .. }) if room == "square" => break false,
+                Next::Frame(_) => continue,
+                other => panic!("eve: {other:?}"),
+            }
+        };
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node1 still lets the banned eve into square");
+        // Joined before the notice landed: the notice will remove her again.
+        wait_for(
+            &mut eve_ws,
+            Duration::from_secs(10),
+            "eve removed again",
+            |m| matches!(m, ServerMsg::Kicked { room, .. } if room == "square"),
+        )
+        .await;
+    }
+    drop((eve_ws, owner_ws));
+    cluster.shutdown().await;
+}
