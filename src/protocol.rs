@@ -310,7 +310,12 @@ impl Request {
     /// Decodes one text frame with its `ref`. The `ref` is recovered even when the frame
     /// is otherwise invalid, so the error can carry it.
     pub fn decode(text: &str) -> (Result<ClientMsg, DecodeError>, Option<String>) {
-        match serde_json::from_str::<Request>(text) {
+        let decoded = if type_is_a_string(text) {
+            serde_json::from_str::<Request>(text).map_err(|_| ())
+        } else {
+            Err(())
+        };
+        match decoded {
             Ok(req) => match check_ref(req.reference.as_deref()) {
                 Ok(()) => (Ok(req.msg), req.reference),
                 Err(err) => (Err(err), None),
@@ -366,8 +371,9 @@ impl ClientMsg {
     /// JSON" (`bad_frame`) from "a type we do not know" (`unknown_type`).
     pub fn decode(text: &str) -> Result<ClientMsg, DecodeError> {
         let err = match serde_json::from_str::<ClientMsg>(text) {
-            Ok(msg) => return Ok(msg),
-            Err(err) => err,
+            Ok(msg) if type_is_a_string(text) => return Ok(msg),
+            Ok(_) => "\"type\" must be a string".to_owned(),
+            Err(err) => err.to_string(),
         };
         // Only on the error path: look again to say what was wrong.
         let (code, message) = match serde_json::from_str::<serde_json::Value>(text) {
@@ -376,6 +382,9 @@ impl ClientMsg {
                     (ErrorCode::UnknownType, format!("unknown type {t:?}"))
                 }
                 Some(_) => (ErrorCode::BadFrame, format!("bad fields: {err}")),
+                None if obj.contains_key("type") => {
+                    (ErrorCode::BadFrame, "\"type\" must be a string".to_owned())
+                }
                 None => (ErrorCode::BadFrame, "missing \"type\"".to_owned()),
             },
             Ok(_) => (ErrorCode::BadFrame, "a frame must be a JSON object".to_owned()),
@@ -383,6 +392,18 @@ impl ClientMsg {
         };
         Err(DecodeError { code, message })
     }
+}
+
+/// Whether the frame's `type` is a JSON string. serde's derived decoder for a tagged enum
+/// also takes a number as the index of a variant (`{"type":0}` would decode as `hello`):
+/// the wire names types by name only. A cheap second pass that skips every other field.
+fn type_is_a_string(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct TypeOnly<'a> {
+        #[serde(rename = "type", borrow)]
+        _kind: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_str::<TypeOnly>(text).is_ok()
 }
 
 fn default_history_limit() -> u32 {
@@ -1844,6 +1865,24 @@ mod tests {
         assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":7}"#), ErrorCode::BadFrame);
         assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+    }
+
+    /// A number is not a type, though serde's derived decoder would read `0` as the first
+    /// variant (`hello`): found by `proptest_frames`, which then saw `unauthenticated`.
+    #[test]
+    fn a_type_given_as_a_number_is_a_bad_frame() {
+        for text in [r#"{"type":0}"#, r#"{"type":0,"nick":"ann"}"#, r#"{"type":3,"room":"r"}"#] {
+            let err = ClientMsg::decode(text).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadFrame, "{text}");
+            assert_eq!(err.message, "\"type\" must be a string", "{text}");
+            let (decoded, _) = Request::decode(text);
+            assert_eq!(decoded.unwrap_err().code, ErrorCode::BadFrame, "{text}");
+        }
+        let (decoded, reference) = Request::decode(r#"{"type":0,"nick":"ann","ref":"q1"}"#);
+        assert_eq!(decoded.unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(reference.as_deref(), Some("q1"), "the ref is still echoed");
+        // Escaped names are still names.
+        assert!(ClientMsg::decode(r#"{"type":"list\u005frooms"}"#).is_ok());
     }
 
     #[test]
