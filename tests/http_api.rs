@@ -88,6 +88,36 @@ async fn the_room_page_is_server_rendered_with_escaped_history() {
     );
 }
 
+/// Room pages rendered at once on a multi-threaded runtime, as a browser opening several
+/// tabs does: each is whole, with its own room's title. The server once panicked a worker
+/// here (CI, 2026-12-01): the page's `<Title>`, read after the body's first chunk, read a
+/// signal of its page component, which by then could be gone; it reads the app's page now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_pages_rendered_at_once_each_have_their_own_title() {
+    let _render = common::PAGE_RENDER.lock().await;
+    let app = spawn_with(|c| c.msg_burst = 100).await;
+    let (mut ann, _) = app.user("ann").await;
+    let rooms = ["lobby", "kitchen", "garden", "attic"];
+    for room in rooms {
+        ann.join(room, None, 0).await;
+        ann.say_acked(room, &format!("hello {room}"), &format!("c-{room}")).await;
+    }
+    let client = reqwest::Client::new();
+    let pages = (0..96).map(|i| {
+        let room = rooms[i % rooms.len()];
+        let request = client.get(app.url(&format!("/r/{room}"))).send();
+        async move {
+            let resp = request.await.expect("the page is answered");
+            (room, resp.status(), resp.text().await.expect("the whole page"))
+        }
+    });
+    for (room, status, html) in futures::future::join_all(pages).await {
+        assert_eq!(status, 200, "/r/{room}");
+        assert!(html.contains(&format!("<title>#{room} · Confab</title>")), "/r/{room} has its own title");
+        assert!(html.contains(&format!("hello {room}")), "/r/{room} has its own history");
+    }
+}
+
 /// The `PageSeed` a rendered page carries in its JSON script element.
 fn page_seed(html: &str) -> PageSeed {
     let start =

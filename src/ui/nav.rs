@@ -48,7 +48,12 @@ impl Nav {
         })
     }
 
-    /// Shows the page at `path` and records it in the browser's history.
+    /// The document title of the current page (tracked). A page that is gone (the app
+    /// unmounting) has the plain title: never a panic from a title.
+    pub fn title(&self) -> String {
+        self.page.try_with(page_title).unwrap_or_else(|| page_title(&Page::Lobby))
+    }
+
     /// The path of the page shown.
     pub fn path(&self) -> String {
         self.page.with(|p| match p {
@@ -57,12 +62,21 @@ impl Nav {
         })
     }
 
+    /// Shows the page at `path` and records it in the browser's history.
     pub fn navigate(&self, path: &str) {
         #[cfg(feature = "hydrate")]
         if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
             let _ = history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(path));
         }
         self.page.set(Page::from_path(path));
+    }
+}
+
+/// `#room · Confab` on a room's page, `Confab` elsewhere.
+fn page_title(page: &Page) -> String {
+    match page {
+        Page::Room(room) => format!("#{room} · Confab"),
+        _ => "Confab".to_owned(),
     }
 }
 
@@ -152,5 +166,18 @@ mod tests {
         for path in ["/r/", "/r", "/r/a/b", "/nope", "", "/pkg/confab.js"] {
             assert_eq!(Page::from_path(path), Page::NotFound, "{path}");
         }
+    }
+
+    #[test]
+    fn titles_follow_the_page_and_survive_its_disposal() {
+        let owner = Owner::new();
+        owner.set();
+        let nav = Nav { page: RwSignal::new(Page::Room("general".into())) };
+        assert_eq!(nav.title(), "#general · Confab");
+        nav.page.set(Page::Lobby);
+        assert_eq!(nav.title(), "Confab");
+        nav.page.set(Page::Room("x".into()));
+        nav.page.dispose();
+        assert_eq!(nav.title(), "Confab");
     }
 }

@@ -13,7 +13,7 @@ use super::{
     seed::use_seed,
 };
 use crate::protocol::RoomName;
-use leptos::prelude::*;
+use leptos::{prelude::*, text_prop::TextProp};
 use leptos_meta::Title;
 
 #[component]
@@ -57,8 +57,18 @@ pub fn RoomPage() -> impl IntoView {
         nav.navigate("/");
     };
 
+    // leptos_meta reads the title on the server after the render, once the body's first
+    // chunk is out, when this request's reactive arena need not be the current one any
+    // more (another request may have rendered on this thread meanwhile): reading a signal
+    // then panicked, or could read that other request's page. So the server's title is a
+    // plain string, taken now; in the browser it follows the room.
+    #[cfg(all(feature = "ssr", not(feature = "hydrate")))]
+    let title = TextProp::from(nav.title());
+    #[cfg(any(feature = "hydrate", not(feature = "ssr")))]
+    let title = TextProp::from(move || nav.title());
+
     view! {
-        <Title text=move || format!("#{} · Confab", room.get()) />
+        <Title text=title />
         <Show
             when=move || valid.get()
             fallback=move || view! {
