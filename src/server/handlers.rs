@@ -494,7 +494,18 @@ impl Reader {
         let mut frames = Vec::with_capacity(replay.len() + 1);
         frames.push(encode(&joined));
         frames.extend(replay);
-        self.conn.replay(Outbound::Replay { room: room.key.clone(), frames, upto: head }, reserve);
+        let replay = Outbound::Replay { room: room.key.clone(), frames, upto: head };
+        if !room.replay_to_member(&self.conn, replay, reserve) {
+            // Removed while the history was read: the removal's `kicked` is on its way, and
+            // a `joined` after it would leave the client in a room it is not in.
+            self.joined.remove(&name);
+            self.conn.replay(Outbound::EndRoom { room: room.key.clone() }, reserve);
+            let refused = room.access().check_join(who).err();
+            match refused {
+                Some(denied) => self.error(denied.code(), denied.to_string()).await,
+                None => self.error(ErrorCode::NotJoined, format!("removed from {name} while joining")).await,
+            }
+        }
     }
 
     async fn leave(&mut self, room: &str) {

@@ -276,6 +276,19 @@ impl Room {
         !self.lock().members.is_empty()
     }
 
+    /// Queues a join's replay (`joined` and the history) for `conn` if it is still a
+    /// member, under the room's lock: a removal (a kick, a ban, access lost on another
+    /// node) then either comes after it, its `EndRoom` and `kicked` behind `joined`, or
+    /// came before, and the join is not confirmed. False when `conn` was removed.
+    pub fn replay_to_member(&self, conn: &ConnHandle, replay: Outbound, reserved: usize) -> bool {
+        let state = self.lock();
+        if !state.members.contains_key(&conn.id) {
+            return false;
+        }
+        conn.replay(replay, reserved);
+        true
+    }
+
     /// Whether `conn` is in the room now (a kick removes it without the reader's help).
     pub fn is_member(&self, conn: ConnId) -> bool {
         self.lock().members.contains_key(&conn)
@@ -527,6 +540,32 @@ mod tests {
             client_id: "c".into(),
             ..ChatMessage::default()
         }
+    }
+
+    /// A join's `joined` reaches the client only while it is a member: one removed while
+    /// its history was read hears `kicked` and no `joined` after it (found by the cluster
+    /// test of a ban on another node, which saw `kicked`, then `joined`).
+    #[test]
+    fn a_join_is_confirmed_only_to_a_member() {
+        let room = Room::new(RoomName::parse("r").unwrap(), 0, 0, Arc::default());
+        let eve = Nick::parse("eve").unwrap();
+        let replay =
+            || Outbound::Replay { room: room.key.clone(), frames: vec![Utf8Bytes::from("joined")], upto: 0 };
+        let (conn, writer) = member(1);
+        room.subscribe_as(&eve, "u-eve", false, &conn);
+        // Removed while the replay was read: not confirmed, nothing queued for it.
+        crate::server::broker::eject(&room, room.remove_user("u-eve"), "owner", true);
+        assert!(!room.replay_to_member(&conn, replay(), 0));
+        let kicked = frames(&writer);
+        assert_eq!(kicked.len(), 2, "{kicked:?}");
+        assert!(kicked[0].starts_with("EndRoom") && kicked[1].contains(r#""type":"kicked""#), "{kicked:?}");
+        // Still a member: the replay goes first, so a removal right after follows it.
+        let (conn, writer) = member(2);
+        room.subscribe_as(&eve, "u-eve", false, &conn);
+        assert!(room.replay_to_member(&conn, replay(), 0));
+        crate::server::broker::eject(&room, room.remove_user("u-eve"), "owner", true);
+        let order = frames(&writer);
+        assert!(order[0].starts_with("Replay") && order[2].contains(r#""type":"kicked""#), "{order:?}");
     }
 
     #[test]
