@@ -23,6 +23,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -135,9 +136,10 @@ async fn write_loop(
     loop {
         tokio::select! {
             biased;
-            _ = conn.closed().cancelled() => break,
-            // Everything queued is written with one flush (write coalescing).
+            // Everything queued is written with one flush (write coalescing). None once
+            // the connection is closed.
             items = conn.take() => {
+                let Some(items) = items else { break };
                 let mut dropped = 0;
                 for item in items {
                     dropped += streams.order(item, &mut out);
@@ -148,18 +150,28 @@ async fn write_loop(
                 // the connection closes, or when the client has taken no data for a whole
                 // idle timeout (a quiet room would otherwise never push it over its
                 // budget). Checked on the ping ticks, so a write costs no timer of its own.
-                let writing_since = Instant::now();
                 let result = {
                     let write = write_all(&mut sink, &mut out);
                     tokio::pin!(write);
-                    loop {
-                        tokio::select! {
-                            r = &mut write => break Some(r),
-                            _ = conn.closed().cancelled() => break None,
-                            _ = ping.tick() => {
-                                if writing_since.elapsed().as_millis() as u64 > idle_timeout {
-                                    conn.close(CloseReason::SLOW_CONSUMER);
-                                    break None;
+                    // A socket with room takes the batch in the first poll: the common
+                    // case polls no cancellation future and no timer for it.
+                    match futures::poll!(&mut write) {
+                        Poll::Ready(r) => Some(r),
+                        Poll::Pending => {
+                            let writing_since = Instant::now();
+                            let closed = conn.closed().cancelled();
+                            tokio::pin!(closed);
+                            loop {
+                                tokio::select! {
+                                    biased;
+                                    r = &mut write => break Some(r),
+                                    _ = &mut closed => break None,
+                                    _ = ping.tick() => {
+                                        if writing_since.elapsed().as_millis() as u64 > idle_timeout {
+                                            conn.close(CloseReason::SLOW_CONSUMER);
+                                            break None;
+                                        }
+                                    }
                                 }
                             }
                         }

@@ -12,10 +12,8 @@
 use super::outbound::Outbound;
 use crate::protocol::Seq;
 use axum::extract::ws::Utf8Bytes;
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use rustc_hash::FxHashMap;
+use std::{collections::VecDeque, sync::Arc};
 
 /// Per-room state of the writer: replaying a join, or streaming live.
 enum Stream {
@@ -25,10 +23,11 @@ enum Stream {
     Live { last: Seq },
 }
 
-/// The ordering state of every room of one connection.
+/// The ordering state of every room of one connection. Looked up for every frame the
+/// connection is sent, so with FxHash: the keys are its own rooms, few and bounded.
 #[derive(Default)]
 pub struct Streams {
-    rooms: HashMap<Arc<str>, Stream>,
+    rooms: FxHashMap<Arc<str>, Stream>,
 }
 
 impl Streams {

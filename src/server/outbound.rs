@@ -13,7 +13,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard, OnceLock,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 use tokio::sync::Notify;
@@ -105,6 +105,9 @@ pub struct ConnHandle {
     /// Signalled by the writer whenever it gives bytes back.
     drained: Notify,
     max_bytes: usize,
+    /// Set by `close`: the fan-out and the writer check this flag, an atomic load, on
+    /// every frame; the token is for the few places that wait for the close.
+    is_closed: AtomicBool,
     closed: CancellationToken,
     close_reason: OnceLock<CloseReason>,
 }
@@ -118,6 +121,7 @@ impl ConnHandle {
             queued_bytes: AtomicUsize::new(0),
             drained: Notify::new(),
             max_bytes,
+            is_closed: AtomicBool::new(false),
             closed: CancellationToken::new(),
             close_reason: OnceLock::new(),
         })
@@ -147,7 +151,7 @@ impl ConnHandle {
     /// Queues room traffic without waiting. Returns false (and cuts the connection as a slow
     /// consumer) when it does not fit in the byte or frame budget.
     pub fn push(&self, item: Outbound) -> bool {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return false;
         }
         let bytes = item.bytes();
@@ -215,7 +219,7 @@ impl ConnHandle {
             let queued = self.queued_bytes.load(Ordering::Acquire);
             let fits = queued == 0 || queued + needed <= self.max_bytes;
             if fits && self.pending().items.len() < QUEUE_FRAMES {
-                return !self.closed.is_cancelled();
+                return !self.is_closed();
             }
             tokio::select! {
                 _ = drained => {}
@@ -235,12 +239,19 @@ impl ConnHandle {
         if pending.items.is_empty() { None } else { Some(std::mem::take(&mut pending.items)) }
     }
 
-    /// Waits for queued items and takes them all (the writer's side of the queue).
-    pub async fn take(&self) -> VecDeque<Outbound> {
+    /// Waits for queued items and takes them all (the writer's side of the queue); None
+    /// once the connection is closed. `close` wakes it: one wait point for the writer,
+    /// so a delivery costs it no cancellation future to register and drop.
+    pub async fn take(&self) -> Option<VecDeque<Outbound>> {
         loop {
-            if let Some(items) = self.try_take() {
-                return items;
+            if self.is_closed() {
+                return None;
             }
+            if let Some(items) = self.try_take() {
+                return Some(items);
+            }
+            // `close` sets the flag before it notifies, and a notification given while
+            // nobody waits is kept: a close between the check and the wait is not lost.
             self.ready.notified().await;
         }
     }
@@ -269,7 +280,14 @@ impl ConnHandle {
     /// Asks the connection to close; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
         let _ = self.close_reason.set(reason);
+        self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
+        self.ready.notify_one();
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Acquire)
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
@@ -360,6 +378,27 @@ mod tests {
         assert_eq!(conn.queued_bytes(), 5_000);
         // Room traffic is now measured against everything queued, replies included.
         assert!(!conn.push(live(2, 5_001)));
+    }
+
+    /// The writer waits in one place, `take`: a close wakes it there, and from then on
+    /// `take` says the connection is closed (what is still queued is for `shut`).
+    #[tokio::test]
+    async fn a_close_wakes_the_writer_waiting_for_items() {
+        let conn = ConnHandle::new(1, 10_000);
+        let waiting = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.take().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(conn.push(live(1, 10)));
+        conn.close(CloseReason::IDLE);
+        // Whichever the writer saw first, the items or the close, it is woken.
+        let first = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert!(conn.take().await.is_none(), "closed: nothing more to take");
+        assert!(!conn.push(live(2, 10)), "nothing is queued after the close");
+        // What the writer did not take before the close is left for its closing flush.
+        let left = conn.shut();
+        assert_eq!(first.map_or(0, |items| items.len()) + left.len(), 1, "the one item, once");
     }
 
     /// Replies keep `headroom` free for room traffic: pipelined requests wait, they do not

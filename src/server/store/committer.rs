@@ -436,7 +436,10 @@ mod tests {
         // Both senders hear `internal` with their client_id, and nothing closed.
         let mut errors = Vec::new();
         while errors.len() < 2 {
-            let items = tokio::time::timeout(Duration::from_secs(5), sender.take()).await.unwrap();
+            let items = tokio::time::timeout(Duration::from_secs(5), sender.take())
+                .await
+                .unwrap()
+                .expect("the connection stays open");
             for item in items {
                 if let Outbound::Frame(f) = item {
                     errors.push(serde_json::from_str::<ServerMsg>(&f).unwrap());
