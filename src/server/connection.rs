@@ -15,7 +15,10 @@ use super::{
     outbound::{CloseReason, ConnHandle},
 };
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::{Sink, SinkExt, StreamExt, stream::SplitSink};
+use futures::{
+    Sink, SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
 use std::{
     collections::VecDeque,
     net::IpAddr,
@@ -40,22 +43,40 @@ fn close_patience(reason: CloseReason) -> Duration {
     }
 }
 
-/// Runs a connection to its end.
-pub async fn serve(
+/// Starts a connection: splits the socket, starts its writer, and returns the reader,
+/// which runs the connection to its end.
+///
+/// Not an `async fn`: a future keeps room for its arguments for as long as it lives, even
+/// once they are moved out, and an idle connection would carry a whole second `WebSocket`
+/// (and sign-in) that way. The socket is split here; the reader holds only its halves.
+pub fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
     peer: IpAddr,
-    principal: Option<super::auth::Principal>,
-) {
-    let (sink, mut stream) = socket.split();
+    principal: Option<Box<super::auth::Principal>>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (sink, stream) = socket.split();
     let conn = ConnHandle::new(hub.next_conn_id(), hub.config.outbound_queue_bytes);
     hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
     hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let last_heard = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let writer = tokio::spawn(write_loop(sink, conn.clone(), hub.clone(), last_heard.clone(), started));
+    let state = Reader::new(hub.clone(), conn.clone(), peer, principal);
+    read_loop(stream, writer, state, conn, hub, last_heard, started)
+}
 
-    let mut state = Reader::new(hub.clone(), conn.clone(), peer, principal);
+/// The reader: decodes client frames and hands them to the request handlers until the
+/// connection ends, then closes it (see the module's doc).
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    writer: tokio::task::JoinHandle<()>,
+    mut state: Reader,
+    conn: Arc<ConnHandle>,
+    hub: Arc<Hub>,
+    last_heard: Arc<AtomicU64>,
+    started: Instant,
+) {
     let mut peer_closed = false;
     loop {
         let frame = tokio::select! {

@@ -53,7 +53,7 @@ pub struct Reader {
     conn: Arc<ConnHandle>,
     peer: IpAddr,
     /// Who the WebSocket upgrade signed in as (cookie or Bearer token), if anyone.
-    principal: Option<Principal>,
+    principal: Option<Box<Principal>>,
     session: Option<Arc<Session>>,
     /// Who this connection is, from `hello` on.
     identity: Option<Identity>,
@@ -79,7 +79,12 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn new(hub: Arc<Hub>, conn: Arc<ConnHandle>, peer: IpAddr, principal: Option<Principal>) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        conn: Arc<ConnHandle>,
+        peer: IpAddr,
+        principal: Option<Box<Principal>>,
+    ) -> Self {
         let cfg = &hub.config;
         let strikes = TokenBucket::new(1.0, cfg.abuse_strikes as f64);
         // Tracked from the upgrade on, not from `hello`: a socket that waits to say hello

@@ -264,6 +264,8 @@ async fn ws_upgrade(
         return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
     };
     let tasks = hub.tasks.clone();
+    // Boxed: the upgrade's callback keeps room for it for the connection's whole life.
+    let principal = principal.map(Box::new);
     // Tungstenite's defaults (64 MiB messages, 128 KiB read buffer, unbounded write buffer)
     // are replaced by our own bounds.
     ws.max_message_size(cfg.max_frame_bytes)
@@ -272,10 +274,11 @@ async fn ws_upgrade(
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(cfg.outbound_queue_bytes + cfg.max_frame_bytes + 64 * 1024)
         .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                connection::serve(socket, hub, peer.ip(), principal).await;
-                drop(slot);
-            })
+            use futures::FutureExt;
+            // Not an `async` block around `serve`: it would keep room for the socket it
+            // moved into the connection, for as long as the connection lives.
+            let connection = connection::serve(socket, hub, peer.ip(), principal);
+            tasks.track_future(connection.map(move |()| drop(slot)))
         })
 }
 
