@@ -326,8 +326,11 @@ impl Request {
                     #[serde(rename = "ref", default)]
                     reference: Option<String>,
                 }
-                let reference = serde_json::from_str::<RefOnly>(text)
-                    .ok()
+                // Only from an object: the derived decoder would read an array's first
+                // element as the `ref`.
+                let reference = (is_an_object(text))
+                    .then(|| serde_json::from_str::<RefOnly>(text).ok())
+                    .flatten()
                     .and_then(|r| r.reference)
                     .filter(|r| check_ref(Some(r)).is_ok());
                 match ClientMsg::decode(text) {
@@ -394,16 +397,22 @@ impl ClientMsg {
     }
 }
 
-/// Whether the frame's `type` is a JSON string. serde's derived decoder for a tagged enum
-/// also takes a number as the index of a variant (`{"type":0}` would decode as `hello`):
-/// the wire names types by name only. A cheap second pass that skips every other field.
+/// Whether the frame is a JSON object whose `type` is a string. serde's derived decoders
+/// also take a number as the index of a variant (`{"type":0}` would decode as `hello`)
+/// and an array as a list of fields (`["list_rooms"]`): the wire has neither. A cheap
+/// second pass that skips every other field.
 fn type_is_a_string(text: &str) -> bool {
     #[derive(Deserialize)]
     struct TypeOnly<'a> {
         #[serde(rename = "type", borrow)]
         _kind: std::borrow::Cow<'a, str>,
     }
-    serde_json::from_str::<TypeOnly>(text).is_ok()
+    is_an_object(text) && serde_json::from_str::<TypeOnly>(text).is_ok()
+}
+
+/// Whether the text can only be a JSON object (or is not JSON at all).
+fn is_an_object(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{')
 }
 
 fn default_history_limit() -> u32 {
@@ -1883,6 +1892,19 @@ mod tests {
         assert_eq!(reference.as_deref(), Some("q1"), "the ref is still echoed");
         // Escaped names are still names.
         assert!(ClientMsg::decode(r#"{"type":"list\u005frooms"}"#).is_ok());
+        // Nor is an array a frame, though the derived decoders would read one as fields.
+        for text in [r#"["list_rooms"]"#, r#" ["list_rooms", null, null]"#] {
+            let err = ClientMsg::decode(text).unwrap_err();
+            assert_eq!(
+                (err.code, err.message.as_str()),
+                (ErrorCode::BadFrame, "a frame must be a JSON object")
+            );
+            let (decoded, reference) = Request::decode(text);
+            assert_eq!(decoded.unwrap_err().message, "a frame must be a JSON object", "{text}");
+            assert_eq!(reference, None);
+        }
+        let (_, reference) = Request::decode(r#"["q1"]"#);
+        assert_eq!(reference, None, "an array's first string is not a ref");
     }
 
     #[test]

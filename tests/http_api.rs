@@ -91,7 +91,8 @@ async fn the_room_page_is_server_rendered_with_escaped_history() {
 /// Room pages rendered at once on a multi-threaded runtime, as a browser opening several
 /// tabs does: each is whole, with its own room's title. The server once panicked a worker
 /// here (CI, 2026-12-01): the page's `<Title>`, read after the body's first chunk, read a
-/// signal of its page component, which by then could be gone; it reads the app's page now.
+/// signal of its page component, outside the request's reactive arena. The server's title
+/// is now a plain string, taken during the render.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_pages_rendered_at_once_each_have_their_own_title() {
     let _render = common::PAGE_RENDER.lock().await;

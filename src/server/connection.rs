@@ -152,6 +152,8 @@ async fn write_loop(
     // after it: an idle connection should cost as little as possible.
     let mut out = VecDeque::new();
     let mut ping = tokio::time::interval(hub.config.ping_interval());
+    // A connection kept busy past a tick handles it once, late, not once per tick missed.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let idle_timeout = hub.config.idle_timeout().as_millis() as u64;
     loop {
