@@ -78,6 +78,9 @@ if [ -z "${SKIP_CONFAB_ONLY:-}" ]; then
   bench_confab read-flood:confab read-flood --clients 64 --size 1000 --warmup 2 --duration 10
 fi
 
+python3 "$WORK/summarize.py" "$out" || true
+echo "results: $out"
+
 # Time to interactive in Chromium against the release build (the WASM of `cargo leptos
 # build --release`, as `make run` serves it): printed by end2end/tests/interactive.spec.ts.
 if [ -z "${SKIP_INTERACTIVE:-}" ]; then
@@ -91,5 +94,3 @@ if [ -z "${SKIP_INTERACTIVE:-}" ]; then
   kill -TERM "$pid"; wait "$pid" || true
 fi
 
-python3 "$WORK/summarize.py" "$out" || true
-echo "results: $out"

@@ -92,6 +92,54 @@ pub struct EventPage {
     pub more: bool,
 }
 
+impl EventPage {
+    /// Pages a query read newest first with one row more than `limit` (see `oldest_first`).
+    pub(crate) fn from_newest(rows: Vec<RoomEvent>, limit: usize) -> EventPage {
+        let (events, more) = oldest_first(rows, limit);
+        EventPage { events, more }
+    }
+
+    /// The page's messages only (the store suites compare them).
+    #[cfg(test)]
+    pub(crate) fn into_messages(self) -> Page {
+        let messages = self
+            .events
+            .into_iter()
+            .filter_map(|e| match e {
+                RoomEvent::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        Page { messages, more: self.more }
+    }
+
+    /// The page's messages, to complete in place (their quotes).
+    pub(crate) fn messages_mut(&mut self) -> impl Iterator<Item = &mut ChatMessage> {
+        self.events.iter_mut().filter_map(|e| match e {
+            RoomEvent::Message(m) => Some(m),
+            _ => None,
+        })
+    }
+}
+
+impl Page {
+    /// Pages a query read newest first with one row more than `limit` (see `oldest_first`).
+    pub(crate) fn from_newest(rows: Vec<ChatMessage>, limit: usize) -> Page {
+        let (messages, more) = oldest_first(rows, limit);
+        Page { messages, more }
+    }
+}
+
+/// Both engines page the same way: read newest first, one row more than `limit`, so the
+/// extra row tells whether there is more. Returns the `limit` newest rows in seq order,
+/// and whether there were more.
+fn oldest_first<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    rows.reverse();
+    (rows, more)
+}
+
 /// What an edit, a deletion or a reaction needs to know of the message it changes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Target {

@@ -771,17 +771,11 @@ impl MessageStore for PgStore {
     ) -> Result<EventPage, StoreError> {
         async {
             let client = self.pg.pool().get().await?;
-            let mut events =
+            let events =
                 events_desc(&client, room.as_str(), pg_seq(after), pg_seq(upto), (limit + 1) as i64).await?;
-            let more = events.len() > limit;
-            events.truncate(limit);
-            events.reverse();
-            let messages = events.iter_mut().filter_map(|e| match e {
-                RoomEvent::Message(m) => Some(m),
-                _ => None,
-            });
-            attach_quotes(&client, room.as_str(), messages).await?;
-            Ok(EventPage { events, more })
+            let mut page = EventPage::from_newest(events, limit);
+            attach_quotes(&client, room.as_str(), page.messages_mut()).await?;
+            Ok(page)
         }
         .await
     }
@@ -795,14 +789,12 @@ impl MessageStore for PgStore {
                 ))
                 .await?;
             let rows = client.query(&stmt, &[&room.as_str(), &pg_seq(before), &((limit + 1) as i64)]).await?;
-            let mut messages =
+            let messages =
                 rows.iter().map(|r| message_at(room.as_str(), r, 0)).collect::<Result<Vec<_>, _>>()?;
-            let more = messages.len() > limit;
-            messages.truncate(limit);
-            messages.reverse();
-            attach_reactions(&client, room.as_str(), &mut messages).await?;
-            attach_quotes(&client, room.as_str(), messages.iter_mut()).await?;
-            Ok(Page { messages, more })
+            let mut page = Page::from_newest(messages, limit);
+            attach_reactions(&client, room.as_str(), &mut page.messages).await?;
+            attach_quotes(&client, room.as_str(), page.messages.iter_mut()).await?;
+            Ok(page)
         }
         .await
     }
@@ -1027,16 +1019,7 @@ mod tests {
             self.append(&mut events(messages)).map(drop)
         }
         fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError> {
-            let page = self.events_after(room, after, upto, limit)?;
-            let messages = page
-                .events
-                .into_iter()
-                .filter_map(|e| match e {
-                    RoomEvent::Message(m) => Some(m),
-                    _ => None,
-                })
-                .collect();
-            Ok(Page { messages, more: page.more })
+            Ok(self.events_after(room, after, upto, limit)?.into_messages())
         }
     }
 

@@ -368,12 +368,9 @@ fn page_desc(
     room: &RoomName,
     limit: usize,
 ) -> rusqlite::Result<Page> {
-    let mut messages =
+    let messages =
         stmt.query_map(params, |row| row_to_message(room, row))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = messages.len() > limit;
-    messages.truncate(limit);
-    messages.reverse();
-    Ok(Page { messages, more })
+    Ok(Page::from_newest(messages, limit))
 }
 
 /// The engine's calls, synchronous: the async [`SqliteMessages`] runs them on blocking
@@ -452,17 +449,11 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<EventPage, StoreError> {
         self.read(|conn| {
-            let mut events =
+            let events =
                 sqlite_events::events_desc(conn, room, sql_seq(after), sql_seq(upto), (limit + 1) as i64)?;
-            let more = events.len() > limit;
-            events.truncate(limit);
-            events.reverse();
-            let messages = events.iter_mut().filter_map(|e| match e {
-                RoomEvent::Message(m) => Some(m),
-                _ => None,
-            });
-            sqlite_events::attach_quotes(conn, room, messages)?;
-            Ok(EventPage { events, more })
+            let mut page = EventPage::from_newest(events, limit);
+            sqlite_events::attach_quotes(conn, room, page.messages_mut())?;
+            Ok(page)
         })
     }
 
@@ -656,16 +647,7 @@ mod tests {
             self.append(&mut events(messages)).map(drop)
         }
         fn after(&self, room: &RoomName, after: Seq, upto: Seq, limit: usize) -> Result<Page, StoreError> {
-            let page = self.events_after(room, after, upto, limit)?;
-            let messages = page
-                .events
-                .into_iter()
-                .filter_map(|e| match e {
-                    RoomEvent::Message(m) => Some(m),
-                    _ => None,
-                })
-                .collect();
-            Ok(Page { messages, more: page.more })
+            Ok(self.events_after(room, after, upto, limit)?.into_messages())
         }
     }
 
