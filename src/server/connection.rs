@@ -1,37 +1,44 @@
-//! One WebSocket connection: a reader (this task) that decodes client frames and hands
-//! them to the request handlers, and a writer task that drains the outbound queue into
-//! the socket, in per-room order (see `ordering`).
+//! One WebSocket connection, as one task: it reads the client's frames and hands them to
+//! the request handlers (`handlers::Reader`), and it drains the connection's outbound
+//! queue into the socket, in per-room order (see `ordering`).
 //!
-//! Closing is done so the client learns why: the writer puts the close frame behind what
-//! the socket already holds and waits (a while) for it to be written; the reader keeps
+//! One task, not a reader and a writer: an idle connection is one task waiting on its
+//! socket and its queue, and nothing else. Its state is this module's `Connection`, polled
+//! by hand, so no generated future keeps room for states it is not in; it keeps no timer
+//! (the `heartbeat` pings it, and cuts it when it falls silent or its socket stops taking
+//! data) and no cancellation future (a close wakes it through its queue). A frame being
+//! handled is a boxed future the connection polls beside its writing, so a handler that
+//! waits for room in the queue is never waiting for itself.
+//!
+//! Closing is done so the client learns why: what the socket already holds goes first,
+//! then the close frame, and the connection waits (a while) for it to be written; it keeps
 //! reading, and discarding, until the client answers the close or the patience runs out,
 //! so the socket is never dropped with unread input (which would make the kernel send a
 //! reset, and the client lose the close frame and whatever it had not yet read).
 
 use super::{
+    auth::Principal,
     handlers::Reader,
     hub::Hub,
     ordering::Streams,
-    outbound::{CloseReason, ConnHandle},
+    outbound::{BUSY, CloseReason, ConnHandle},
 };
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::{
-    Sink, SinkExt, StreamExt,
-    stream::{SplitSink, SplitStream},
-};
+use futures::{Sink, Stream};
 use std::{
     collections::VecDeque,
+    future::Future,
     net::IpAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    task::Poll,
-    time::{Duration, Instant},
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll, ready},
+    time::Duration,
 };
 
-/// `last_heard` while the reader is handling a frame.
-const BUSY: u64 = u64::MAX;
+/// Client frames read in one poll at most, and batches written: then the task lets the
+/// others run (tokio's own budget usually says so first).
+const FRAMES_PER_POLL: usize = 32;
+const BATCHES_PER_POLL: usize = 16;
 
 /// How long a close may take, by reason: a slow consumer is given time to read what the
 /// socket holds before the close frame; at shutdown the whole server has five seconds.
@@ -43,237 +50,334 @@ fn close_patience(reason: CloseReason) -> Duration {
     }
 }
 
-/// Starts a connection: splits the socket, starts its writer, and returns the reader,
-/// which runs the connection to its end.
+/// Starts a connection: registers it with the heartbeat and returns its task, which runs
+/// it to its end.
 ///
-/// Not an `async fn`: a future keeps room for its arguments for as long as it lives, even
-/// once they are moved out, and an idle connection would carry a whole second `WebSocket`
-/// (and sign-in) that way. The socket is split here; the reader holds only its halves.
+/// Not an `async fn`: a future keeps room for its arguments for as long as it lives,
+/// even once they are moved out, and an idle connection would carry a second `WebSocket`
+/// (and sign-in) that way.
 pub fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
     peer: IpAddr,
-    principal: Option<Box<super::auth::Principal>>,
+    principal: Option<Box<Principal>>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let (sink, stream) = socket.split();
     let conn = ConnHandle::new(hub.next_conn_id(), hub.config.outbound_queue_bytes);
     hub.metrics.connections.fetch_add(1, Ordering::Relaxed);
     hub.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    let last_heard = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let writer = tokio::spawn(write_loop(sink, conn.clone(), hub.clone(), last_heard.clone(), started));
-    let state = Reader::new(hub.clone(), conn.clone(), peer, principal);
-    read_loop(stream, writer, state, conn, hub, last_heard, started)
+    hub.open_conn(&conn);
+    let reader = Box::new(Reader::new(hub.clone(), conn.clone(), peer, principal));
+    run(Connection {
+        socket,
+        hub,
+        conn,
+        reader: ReaderState::Idle(reader),
+        streams: Streams::default(),
+        out: VecDeque::new(),
+        writing: 0,
+        unflushed: false,
+        ping: false,
+        stuck: false,
+        input_done: false,
+    })
 }
 
-/// The reader: decodes client frames and hands them to the request handlers until the
-/// connection ends, then closes it (see the module's doc).
-async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
-    writer: tokio::task::JoinHandle<()>,
-    mut state: Reader,
-    conn: Arc<ConnHandle>,
-    hub: Arc<Hub>,
-    last_heard: Arc<AtomicU64>,
-    started: Instant,
-) {
-    let mut peer_closed = false;
-    loop {
-        let frame = tokio::select! {
-            frame = stream.next() => frame,
-            _ = conn.closed().cancelled() => break,
-            _ = hub.shutdown.cancelled() => { conn.close(CloseReason::GOING_AWAY); break }
-        };
-        // While a frame is being handled (a sender waiting for the store, say) the client
-        // counts as heard: it is the server that is not reading.
-        last_heard.store(BUSY, Ordering::Relaxed);
-        match frame {
-            // Boxed: handling a frame needs a few KB of future state for a moment, and an
-            // idle connection should not carry that in its task.
-            Some(Ok(Message::Text(text))) => Box::pin(state.handle_text(&text)).await,
-            Some(Ok(Message::Binary(_))) => Box::pin(state.handle_binary()).await,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) | None => {
-                last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                peer_closed = true;
-                break;
-            }
-            Some(Err(err)) => {
-                peer_closed = true;
-                // tungstenite reports a frame or message over the limit as a capacity error.
-                match err.into_inner().downcast::<tungstenite::Error>() {
-                    Ok(err) if matches!(*err, tungstenite::Error::Capacity(_)) => {
-                        peer_closed = false;
-                        conn.close(CloseReason::TOO_BIG)
-                    }
-                    Ok(err) => tracing::debug!(conn = conn.id, %err, "read error"),
-                    Err(err) => tracing::debug!(conn = conn.id, %err, "read error"),
-                }
-                break;
-            }
-        }
-        last_heard.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-    state.leave_all();
-    if conn.close_reason().is_none() {
-        // The client went away: let the writer finish by itself.
-        conn.close(CloseReason { code: 1000, reason: "" });
-    }
-    let reason = conn.close_reason().unwrap_or(CloseReason::GOING_AWAY);
-    // A second more than the writer's patience: the client's answer to the close frame
-    // may arrive just after it was written.
-    let deadline = tokio::time::Instant::now() + close_patience(reason) + Duration::from_secs(1);
-    // Read (and discard) while the writer closes, and until the client answers the close:
-    // input left unread when the socket is dropped makes the kernel reset the connection,
-    // and the client would lose the close frame and what it had not read yet.
-    let drain = async {
-        if peer_closed {
-            return;
-        }
-        while let Some(Ok(frame)) = stream.next().await {
-            if matches!(frame, Message::Close(_)) {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout_at(deadline, async { tokio::join!(writer, drain) }).await;
-    hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+async fn run(mut connection: Connection) {
+    let end = (&mut connection).await;
+    connection.finish(end).await;
 }
 
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    conn: Arc<ConnHandle>,
+/// A frame's handling: the reader's state, lent to the handler until it is done.
+type Handling = Pin<Box<dyn Future<Output = Box<Reader>> + Send>>;
+
+enum ReaderState {
+    /// Waiting for the client's next frame.
+    Idle(Box<Reader>),
+    /// Handling a frame; the next one is not read until it is done.
+    Busy(Handling),
+    /// Only while moving from one to the other.
+    Moving,
+}
+
+/// Why the connection's live part ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed, or its socket ended: there is nothing more to read.
+    PeerClosed,
+    /// `ConnHandle::close` was called (a limit, the heartbeat, a kick, shutdown).
+    Closed,
+    /// The socket refused a write: nothing more can be written.
+    WriteFailed,
+}
+
+struct Connection {
+    socket: WebSocket,
     hub: Arc<Hub>,
-    last_heard: Arc<AtomicU64>,
-    started: Instant,
-) {
-    let mut streams = Streams::default();
-    // Frames ordered and not yet handed to the socket. Allocated per batch and dropped
-    // after it: an idle connection should cost as little as possible.
-    let mut out = VecDeque::new();
-    let mut ping = tokio::time::interval(hub.config.ping_interval());
-    // A connection kept busy past a tick handles it once, late, not once per tick missed.
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.tick().await;
-    let idle_timeout = hub.config.idle_timeout().as_millis() as u64;
-    loop {
-        tokio::select! {
-            biased;
-            // Everything queued is written with one flush (write coalescing). None once
-            // the connection is closed.
-            items = conn.take() => {
-                let Some(items) = items else { break };
-                let mut dropped = 0;
-                for item in items {
-                    dropped += streams.order(item, &mut out);
+    conn: Arc<ConnHandle>,
+    reader: ReaderState,
+    streams: Streams,
+    /// Frames ordered and not yet handed to the socket. Allocated per batch and dropped
+    /// after it: an idle connection should cost as little as possible.
+    out: VecDeque<Utf8Bytes>,
+    /// Bytes of the batch being written: given back to the budget once it is flushed.
+    writing: usize,
+    /// Frames handed to the socket since its last flush.
+    unflushed: bool,
+    /// A ping the heartbeat asked for, not yet handed to the socket.
+    ping: bool,
+    /// The socket refused a write and the heartbeat was told (`ConnHandle::stuck`).
+    stuck: bool,
+    /// The client's close arrived, or its input ended: nothing more to read.
+    input_done: bool,
+}
+
+impl Future for Connection {
+    type Output = End;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
+        let this = self.get_mut();
+        if let Poll::Ready(end) = this.poll_read(cx) {
+            return Poll::Ready(end);
+        }
+        this.poll_write(cx)
+    }
+}
+
+impl Connection {
+    /// Reads and handles the client's frames, one at a time.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        for _ in 0..FRAMES_PER_POLL {
+            if let ReaderState::Busy(handling) = &mut self.reader {
+                let reader = ready!(handling.as_mut().poll(cx));
+                self.reader = ReaderState::Idle(reader);
+                self.conn.heard(self.hub.now_ms());
+            }
+            if self.conn.is_closed() {
+                return Poll::Ready(End::Closed);
+            }
+            let frame = match ready!(Pin::new(&mut self.socket).poll_next(cx)) {
+                Some(Ok(Message::Text(text))) => Some(text),
+                Some(Ok(Message::Binary(_))) => None,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                    self.conn.heard(self.hub.now_ms());
+                    continue;
                 }
-                conn.release(dropped);
-                let writing: usize = out.iter().map(|f: &Utf8Bytes| f.len()).sum();
-                // A client that stops reading must not keep this task alive forever: cut when
-                // the connection closes, or when the client has taken no data for a whole
-                // idle timeout (a quiet room would otherwise never push it over its
-                // budget). Checked on the ping ticks, so a write costs no timer of its own.
-                let result = {
-                    let write = write_all(&mut sink, &mut out);
-                    tokio::pin!(write);
-                    // A socket with room takes the batch in the first poll: the common
-                    // case polls no cancellation future and no timer for it.
-                    match futures::poll!(&mut write) {
-                        Poll::Ready(r) => Some(r),
-                        Poll::Pending => {
-                            let writing_since = Instant::now();
-                            let closed = conn.closed().cancelled();
-                            tokio::pin!(closed);
-                            loop {
-                                tokio::select! {
-                                    biased;
-                                    r = &mut write => break Some(r),
-                                    _ = &mut closed => break None,
-                                    _ = ping.tick() => {
-                                        if writing_since.elapsed().as_millis() as u64 > idle_timeout {
-                                            conn.close(CloseReason::SLOW_CONSUMER);
-                                            break None;
-                                        }
-                                    }
-                                }
-                            }
+                Some(Ok(Message::Close(_))) | None => {
+                    self.conn.heard(self.hub.now_ms());
+                    self.input_done = true;
+                    return Poll::Ready(End::PeerClosed);
+                }
+                Some(Err(err)) => {
+                    // tungstenite reports a frame or message over the limit as a capacity
+                    // error: the client is told (1009), and its input is still drained.
+                    match err.into_inner().downcast::<tungstenite::Error>() {
+                        Ok(err) if matches!(*err, tungstenite::Error::Capacity(_)) => {
+                            self.conn.close(CloseReason::TOO_BIG);
+                            return Poll::Ready(End::Closed);
                         }
+                        Ok(err) => tracing::debug!(conn = self.conn.id, %err, "read error"),
+                        Err(err) => tracing::debug!(conn = self.conn.id, %err, "read error"),
                     }
-                };
-                let Some(result) = result else { break };
+                    self.input_done = true;
+                    return Poll::Ready(End::PeerClosed);
+                }
+            };
+            self.begin(frame);
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Starts handling a text frame (or a binary one, `None`). Boxed: handling needs a few
+    /// KB of future state for a moment, and an idle connection should not carry that.
+    fn begin(&mut self, text: Option<Utf8Bytes>) {
+        if let ReaderState::Idle(mut reader) = std::mem::replace(&mut self.reader, ReaderState::Moving) {
+            // While a frame is being handled (a sender waiting for the store, say) the
+            // client counts as heard: it is the server that is not reading.
+            self.conn.heard(BUSY);
+            self.reader = ReaderState::Busy(Box::pin(async move {
+                match text {
+                    Some(text) => reader.handle_text(&text).await,
+                    None => reader.handle_binary().await,
+                }
+                reader
+            }));
+        }
+    }
+
+    /// Writes what is queued: each batch taken whole, written with one flush (write
+    /// coalescing), and given back to the budget once flushed.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        for _ in 0..BATCHES_PER_POLL {
+            if self.ping {
+                match Pin::new(&mut self.socket).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(End::WriteFailed),
+                    Poll::Pending => return self.blocked(cx),
+                }
+                if Pin::new(&mut self.socket).start_send(Message::Ping(Default::default())).is_err() {
+                    return Poll::Ready(End::WriteFailed);
+                }
+                self.ping = false;
+                self.unflushed = true;
+            }
+            if self.unflushed || !self.out.is_empty() {
+                match write_all(&mut self.socket, &mut self.out, cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(End::WriteFailed),
+                    Poll::Pending => {
+                        self.unflushed = true;
+                        return self.blocked(cx);
+                    }
+                }
+                self.unflushed = false;
+                if self.stuck {
+                    self.stuck = false;
+                    self.conn.unstuck();
+                }
                 // Given back once written: frames waiting on the socket, and frames held
                 // while a join replays, count against the connection's budget.
-                conn.release(writing);
-                if result.is_err() {
-                    conn.close(CloseReason { code: 1006, reason: "write failed" });
-                    conn.shut();
-                    return;
-                }
-                out = VecDeque::new();
+                self.conn.release(std::mem::take(&mut self.writing));
+                self.out = VecDeque::new();
             }
-            _ = ping.tick() => {
-                let heard = last_heard.load(Ordering::Relaxed);
-                if heard != BUSY && started.elapsed().as_millis() as u64 > heard + idle_timeout {
-                    conn.close(CloseReason::IDLE);
-                    break;
+            // Between two batches, so a queue that never empties does not hold it back.
+            if self.conn.take_ping() {
+                self.ping = true;
+                continue;
+            }
+            let Some(items) = ready!(self.conn.poll_take(cx)) else {
+                return Poll::Ready(End::Closed);
+            };
+            let mut dropped = 0;
+            for item in items {
+                dropped += self.streams.order(item, &mut self.out);
+            }
+            self.conn.release(dropped);
+            self.writing = self.out.iter().map(|frame| frame.len()).sum();
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// The socket takes no more for now: the heartbeat is told, so a client that takes
+    /// nothing for a whole idle timeout is cut, and a close still ends the wait.
+    fn blocked(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        if !self.stuck {
+            self.stuck = true;
+            self.conn.stuck(self.hub.now_ms());
+        }
+        if self.conn.poll_closed(cx) { Poll::Ready(End::Closed) } else { Poll::Pending }
+    }
+
+    /// Ends the connection: the frame being handled is finished, the rooms are left, and
+    /// the client is told why, behind what it is still owed (see the module's doc).
+    async fn finish(&mut self, end: End) {
+        let conn = self.conn.clone();
+        if end == End::WriteFailed {
+            // Nothing more can be written: a handler waiting for room is let go.
+            conn.close(CloseReason { code: 1006, reason: "write failed" });
+        }
+        if let ReaderState::Busy(handling) = &mut self.reader {
+            // Its waits end with the close; what it does must be complete before the rooms
+            // are left.
+            let reader = handling.await;
+            self.reader = ReaderState::Idle(reader);
+        }
+        if let ReaderState::Idle(reader) = &mut self.reader {
+            reader.leave_all();
+        }
+        // The client went away: a normal close.
+        conn.close(CloseReason { code: 1000, reason: "" });
+        let reason = conn.close_reason().unwrap_or(CloseReason::GOING_AWAY);
+        let m = &self.hub.metrics;
+        match reason {
+            CloseReason::SLOW_CONSUMER => m.slow_consumers.fetch_add(1, Ordering::Relaxed),
+            CloseReason::RATE_ABUSE => m.abusive_closed.fetch_add(1, Ordering::Relaxed),
+            CloseReason::IDLE => m.idle_closed.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        let leftover = conn.shut();
+        let deadline = tokio::time::Instant::now() + close_patience(reason);
+        if end != End::WriteFailed {
+            if reason == CloseReason::SLOW_CONSUMER {
+                // Its queue is the problem: what is not yet in the socket is dropped.
+                self.out.clear();
+            } else {
+                // Say what is already queued (the errors that led to an abuse close, the
+                // last messages before a shutdown), then why we close. `out` still holds
+                // what an interrupted write had not handed over: it goes first.
+                for item in leftover {
+                    self.streams.order(item, &mut self.out);
                 }
-                let sent = tokio::select! {
-                    r = sink.send(Message::Ping(Default::default())) => r.is_ok(),
-                    _ = conn.closed().cancelled() => break,
-                };
-                if !sent {
-                    conn.close(CloseReason { code: 1006, reason: "write failed" });
-                    conn.shut();
-                    return;
+            }
+            let close = Message::Close(Some(CloseFrame {
+                code: reason.code,
+                reason: Utf8Bytes::from_static(reason.reason),
+            }));
+            let mut close = Some(close);
+            // Behind whatever the socket still holds: a client that reads in time gets it
+            // all, then the close frame. A dead one never will, hence the deadline.
+            let closing = std::future::poll_fn(|cx| self.poll_closing(&mut close, cx));
+            let _ = tokio::time::timeout_at(deadline, closing).await;
+        }
+        // A second more than the write's patience: the client's answer to the close frame
+        // may arrive just after it was written.
+        let draining = std::future::poll_fn(|cx| self.poll_drain(cx));
+        let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), draining).await;
+        self.hub.close_conn(conn.id);
+        self.hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Writes what is left and the close frame, reading (and discarding) meanwhile.
+    fn poll_closing(&mut self, close: &mut Option<Message>, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = self.poll_drain(cx);
+        if ready!(write_all(&mut self.socket, &mut self.out, cx)).is_err() {
+            return Poll::Ready(());
+        }
+        if let Some(frame) = close.take() {
+            match Pin::new(&mut self.socket).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => {
+                    *close = Some(frame);
+                    return Poll::Pending;
                 }
+            }
+            if Pin::new(&mut self.socket).start_send(frame).is_err() {
+                return Poll::Ready(());
             }
         }
+        Pin::new(&mut self.socket).poll_flush(cx).map(|_| ())
     }
-    let reason = conn.close_reason().unwrap_or(CloseReason::GOING_AWAY);
-    let m = &hub.metrics;
-    match reason {
-        CloseReason::SLOW_CONSUMER => m.slow_consumers.fetch_add(1, Ordering::Relaxed),
-        CloseReason::RATE_ABUSE => m.abusive_closed.fetch_add(1, Ordering::Relaxed),
-        CloseReason::IDLE => m.idle_closed.fetch_add(1, Ordering::Relaxed),
-        _ => 0,
-    };
-    let leftover = conn.shut();
-    let deadline = tokio::time::Instant::now() + close_patience(reason);
-    if reason == CloseReason::SLOW_CONSUMER {
-        // Its queue is the problem: what is not yet in the socket is dropped.
-        out.clear();
-    } else {
-        // Say what is already queued (the errors that led to an abuse close, the last
-        // messages before a shutdown), then why we close. `out` still holds what an
-        // interrupted write had not handed over: it goes first.
-        for item in leftover {
-            streams.order(item, &mut out);
+
+    /// Reads and discards until the client's close arrives or its input ends: input left
+    /// unread when the socket is dropped makes the kernel reset the connection, and the
+    /// client would lose the close frame and what it had not read yet.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.input_done {
+            match ready!(Pin::new(&mut self.socket).poll_next(cx)) {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => self.input_done = true,
+                Some(Ok(_)) => {}
+            }
         }
-        let _ = tokio::time::timeout_at(deadline, write_all(&mut sink, &mut out)).await;
+        Poll::Ready(())
     }
-    let close =
-        Message::Close(Some(CloseFrame { code: reason.code, reason: Utf8Bytes::from_static(reason.reason) }));
-    // Behind whatever the socket still holds: a client that reads in time gets it all,
-    // then the close frame. A dead one never will, hence the deadline.
-    let _ = tokio::time::timeout_at(deadline, sink.send(close)).await;
 }
 
-/// Writes `out` and flushes. A frame leaves `out` only once the socket has taken it, so a
-/// write cut short (the connection closing) leaves exactly the unsent frames behind.
-async fn write_all<S: Sink<Message> + Unpin>(
+/// Hands `out` to the socket, front first, and flushes. A frame leaves `out` only once the
+/// socket has taken it, so a write cut short (the connection closing) leaves exactly the
+/// unsent frames behind.
+fn write_all<S: Sink<Message> + Unpin>(
     sink: &mut S,
     out: &mut VecDeque<Utf8Bytes>,
-) -> Result<(), S::Error> {
-    if out.is_empty() {
-        return Ok(());
-    }
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), S::Error>> {
     while let Some(frame) = out.front() {
-        // `feed` hands the frame over in the same poll that finds the sink ready, so if
-        // this future is dropped the frame was either taken or not, never half.
-        sink.feed(Message::Text(frame.clone())).await?;
+        ready!(Pin::new(&mut *sink).poll_ready(cx))?;
+        Pin::new(&mut *sink).start_send(Message::Text(frame.clone()))?;
         out.pop_front();
     }
-    sink.flush().await
+    Pin::new(sink).poll_flush(cx)
 }
 
 #[cfg(test)]
@@ -312,14 +416,17 @@ mod tests {
         let mut sink = Stalling { room: 3, taken: Vec::new() };
         let mut out: VecDeque<Utf8Bytes> = (1..=5).map(|i| Utf8Bytes::from(format!("m{i}"))).collect();
         // The connection closes while the write waits on the socket: the write is dropped.
-        let interrupted =
-            tokio::time::timeout(Duration::from_millis(20), write_all(&mut sink, &mut out)).await;
+        let interrupted = tokio::time::timeout(
+            Duration::from_millis(20),
+            std::future::poll_fn(|cx| write_all(&mut sink, &mut out, cx)),
+        )
+        .await;
         assert!(interrupted.is_err(), "the write was still waiting");
         assert_eq!(sink.taken, ["m1", "m2", "m3"]);
         assert_eq!(out, ["m4", "m5"].map(Utf8Bytes::from_static));
         // The closing flush sends the rest, each frame once.
         sink.room = 10;
-        write_all(&mut sink, &mut out).await.unwrap();
+        std::future::poll_fn(|cx| write_all(&mut sink, &mut out, cx)).await.unwrap();
         assert_eq!(sink.taken, ["m1", "m2", "m3", "m4", "m5"]);
         assert!(out.is_empty());
     }

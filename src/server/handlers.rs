@@ -22,7 +22,6 @@ use crate::protocol::{
 };
 use axum::extract::ws::Utf8Bytes;
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex, atomic::Ordering},
 };
@@ -57,7 +56,7 @@ pub struct Reader {
     session: Option<Arc<Session>>,
     /// Who this connection is, from `hello` on.
     identity: Option<Identity>,
-    joined: HashMap<RoomName, Arc<Room>>,
+    joined: Joined,
     /// The `ref` of the request being handled, echoed on its reply.
     reference: Option<String>,
     /// The account's (or guest session's) `send` allowance, shared by its connections;
@@ -99,7 +98,7 @@ impl Reader {
             principal,
             session: None,
             identity: None,
-            joined: HashMap::new(),
+            joined: Joined::default(),
             reference: None,
             sends: Vec::new(),
             moderation: TokenBucket::new(MODERATION_RATE, 10.0),
@@ -239,15 +238,10 @@ impl Reader {
                 (session, identity)
             }
         };
-        self.sends = vec![self.hub.send_bucket(&identity.id, 1)];
-        self.searches = vec![self.hub.bucket(&format!("search:{}", identity.id), SEARCH_RATE, SEARCH_BURST)];
-        self.reads = vec![self.hub.bucket(&format!("read:{}", identity.id), READ_RATE, READ_BURST)];
-        if identity.is_guest() {
-            let scale = f64::from(GUEST_ADDRESS_SCALE);
-            self.sends.push(self.hub.send_bucket(&format!("ip:{}", self.peer), GUEST_ADDRESS_SCALE));
-            let key = format!("search:ip:{}", self.peer);
-            self.searches.push(self.hub.bucket(&key, SEARCH_RATE * scale, SEARCH_BURST * scale));
-        }
+        // Fetched again, for this identity, when first used.
+        self.sends = Vec::new();
+        self.reads = Vec::new();
+        self.searches = Vec::new();
         let welcome = ServerMsg::Welcome {
             session: if identity.is_guest() { session.token.clone() } else { String::new() },
             nick: identity.nick.as_str().to_owned(),
@@ -262,8 +256,59 @@ impl Reader {
     }
 
     /// Takes a `send` token of every allowance this connection draws on.
-    fn check_send_rate(&self) -> Result<(), Refusal> {
-        check_all(&self.sends)
+    fn check_send_rate(&mut self) -> Result<(), Refusal> {
+        self.check_allowance(Allowance::Send)
+    }
+
+    /// Takes a token of every allowance of `kind` this connection draws on: the account's
+    /// (or guest session's), shared by its connections, and a guest's address's. Fetched
+    /// from the hub on first use, so a connection that only listens holds none.
+    fn check_allowance(&mut self, kind: Allowance) -> Result<(), Refusal> {
+        let held = match kind {
+            Allowance::Send => &self.sends,
+            Allowance::Read => &self.reads,
+            Allowance::Search => &self.searches,
+        };
+        if held.is_empty() {
+            let fetched = match &self.identity {
+                Some(identity) => self.allowances(kind, identity),
+                None => Vec::new(),
+            };
+            *match kind {
+                Allowance::Send => &mut self.sends,
+                Allowance::Read => &mut self.reads,
+                Allowance::Search => &mut self.searches,
+            } = fetched;
+        }
+        check_all(match kind {
+            Allowance::Send => &self.sends,
+            Allowance::Read => &self.reads,
+            Allowance::Search => &self.searches,
+        })
+    }
+
+    fn allowances(&self, kind: Allowance, identity: &Identity) -> Vec<Arc<Mutex<TokenBucket>>> {
+        let scale = f64::from(GUEST_ADDRESS_SCALE);
+        let mut buckets = match kind {
+            Allowance::Send => vec![self.hub.send_bucket(&identity.id, 1)],
+            Allowance::Read => vec![self.hub.bucket(&format!("read:{}", identity.id), READ_RATE, READ_BURST)],
+            Allowance::Search => {
+                vec![self.hub.bucket(&format!("search:{}", identity.id), SEARCH_RATE, SEARCH_BURST)]
+            }
+        };
+        if identity.is_guest() {
+            match kind {
+                Allowance::Send => {
+                    buckets.push(self.hub.send_bucket(&format!("ip:{}", self.peer), GUEST_ADDRESS_SCALE))
+                }
+                Allowance::Read => {}
+                Allowance::Search => {
+                    let key = format!("search:ip:{}", self.peer);
+                    buckets.push(self.hub.bucket(&key, SEARCH_RATE * scale, SEARCH_BURST * scale));
+                }
+            }
+        }
+        buckets
     }
 
     async fn create_room(
@@ -763,7 +808,7 @@ impl Reader {
             Ok(room) => room,
             Err((code, message)) => return self.error(code, message).await,
         };
-        if let Err(refusal) = check_all(&self.reads) {
+        if let Err(refusal) = self.check_allowance(Allowance::Read) {
             return self.rate_limited(refusal, "too many read markers", None).await;
         }
         match self.hub.mark_read(&room, seq, who).await {
@@ -794,7 +839,7 @@ impl Reader {
         before: Option<i64>,
         limit: Option<u32>,
     ) {
-        if let Err(refusal) = check_all(&self.searches) {
+        if let Err(refusal) = self.check_allowance(Allowance::Search) {
             return self.rate_limited(refusal, "too many searches", None).await;
         }
         let query = match Query::parse(raw) {
@@ -921,13 +966,56 @@ impl Reader {
 
     /// Leaves every room and lets go of the session (the connection has ended).
     pub fn leave_all(&mut self) {
-        for (_, room) in self.joined.drain() {
+        for room in self.joined.drain() {
             self.hub.leave_room(&room, self.conn.id);
         }
         if let Some(session) = self.session.take() {
             self.hub.sessions.detach(&session);
         }
     }
+}
+
+/// The rooms a connection is in: a few at most (`--max-rooms-per-conn`), so a list, which
+/// holding one room takes a fifth of the smallest map's table.
+#[derive(Default)]
+struct Joined(Vec<Arc<Room>>);
+
+impl Joined {
+    fn get(&self, name: &RoomName) -> Option<&Arc<Room>> {
+        self.0.iter().find(|room| room.name == *name)
+    }
+
+    fn contains_key(&self, name: &RoomName) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Adds `room` under `name`, in place of the room of that name if it was there.
+    fn insert(&mut self, name: RoomName, room: Arc<Room>) {
+        debug_assert!(room.name == name);
+        self.remove(&name);
+        self.0.push(room);
+    }
+
+    fn remove(&mut self, name: &RoomName) -> Option<Arc<Room>> {
+        let at = self.0.iter().position(|room| room.name == *name)?;
+        Some(self.0.swap_remove(at))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Arc<Room>> + '_ {
+        self.0.drain(..)
+    }
+}
+
+/// The allowances shared by an account's (or guest's) connections.
+#[derive(Debug, Clone, Copy)]
+enum Allowance {
+    Send,
+    Read,
+    Search,
 }
 
 /// Takes a token of each allowance (all of them, or a refusal naming the longest wait

@@ -122,6 +122,11 @@ pub struct Hub {
     /// between the registry check and the registration.
     pub(super) creating: tokio::sync::Mutex<()>,
     next_conn: AtomicU64,
+    /// Every open connection, for the heartbeat (pings, idle and stuck-socket cuts) and
+    /// for shutdown: a connection waits on nothing of its own but its socket and queue.
+    live: Mutex<HashMap<ConnId, Arc<ConnHandle>>>,
+    /// The hub's clock (`now_ms`) starts here.
+    epoch: Instant,
 }
 
 impl Hub {
@@ -190,12 +195,44 @@ impl Hub {
             rooms: Mutex::new(rooms),
             creations: Mutex::default(),
             next_conn: AtomicU64::new(1),
+            live: Mutex::default(),
+            epoch: Instant::now(),
         };
         Ok((Arc::new(hub), thread))
     }
 
     pub fn next_conn_id(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Milliseconds since the hub started: the connections' heard and stuck times.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Registers an open connection with the heartbeat. One opened once shutdown has begun
+    /// is closed at once (the shutdown's sweep may have passed already).
+    pub fn open_conn(&self, conn: &Arc<ConnHandle>) {
+        conn.heard(self.now_ms());
+        self.live().insert(conn.id, conn.clone());
+        if self.shutdown.is_cancelled() {
+            conn.close(super::outbound::CloseReason::GOING_AWAY);
+        }
+    }
+
+    /// The connection has ended.
+    pub fn close_conn(&self, id: ConnId) {
+        self.live().remove(&id);
+    }
+
+    /// The open connections whose id is `slice` modulo `slices` (the heartbeat visits
+    /// them a slice at a time, so pings are spread over the interval).
+    pub fn live_conns(&self, slice: u64, slices: u64) -> Vec<Arc<ConnHandle>> {
+        self.live().values().filter(|c| c.id % slices == slice).cloned().collect()
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<ConnHandle>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts a connection from `ip` unless that IP is at the limit; the returned guard

@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod conversation;
 pub mod handlers;
+pub mod heartbeat;
 pub mod http;
 pub mod hub;
 pub mod message_api;
@@ -134,6 +135,8 @@ impl Server {
         };
         let stopped = hub.shutdown.clone();
         let sweeper = tokio::spawn(sweep_sessions(hub.clone()));
+        // Pings every connection, cuts the silent and stuck ones, closes all at shutdown.
+        let heartbeat = tokio::spawn(heartbeat::run(hub.clone()));
         let maintenance = tokio::spawn(maintain_store(hub.clone()));
         // No Nagle: chat frames are small and must go out now, not after a delayed ACK.
         let listener = listener.tap_io(|tcp| {
@@ -153,6 +156,9 @@ impl Server {
         }
         sweeper.abort();
         maintenance.abort();
+        // It has closed every connection (1001) by now, or does so as it sees the
+        // shutdown; a connection opened after that is closed as it registers.
+        drop(heartbeat);
         hub.tasks.close();
         if tokio::time::timeout(Duration::from_secs(4), hub.tasks.wait()).await.is_err() {
             tracing::warn!("some connections did not close in time");

@@ -9,15 +9,16 @@
 
 use crate::protocol::Seq;
 use axum::extract::ws::Utf8Bytes;
+use futures::task::AtomicWaker;
 use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex, MutexGuard, OnceLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
 };
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 pub type ConnId = u64;
 
@@ -93,23 +94,39 @@ struct Pending {
     shut: bool,
 }
 
+/// `ConnHandle::heard_at` while the connection is handling a frame of the client's: the
+/// client counts as heard, it is the server that is not reading.
+pub const BUSY: u64 = u64::MAX;
+
 pub struct ConnHandle {
     pub id: ConnId,
     pending: Mutex<Pending>,
-    /// Wakes the writer when `pending` gains items (a stored permit if it is not waiting).
-    ready: Notify,
+    /// The connection's task, woken when `pending` gains items, a ping is asked for, or
+    /// the connection is closed. One waker, not a `Notify`: the task polls the queue
+    /// itself (see `connection`), and an idle connection keeps no wait-list node.
+    task: AtomicWaker,
     /// Every byte queued for this connection and not yet written or dropped: room
     /// traffic, replies, and live frames the writer holds while a join replays. One
     /// budget (`max_bytes`) for all of it.
     queued_bytes: AtomicUsize,
-    /// Signalled by the writer whenever it gives bytes back.
+    /// Signalled by the writer whenever it gives bytes back, and by `close`.
     drained: Notify,
     max_bytes: usize,
     /// Set by `close`: the fan-out and the writer check this flag, an atomic load, on
-    /// every frame; the token is for the few places that wait for the close.
+    /// every frame.
     is_closed: AtomicBool,
-    closed: CancellationToken,
     close_reason: OnceLock<CloseReason>,
+    /// When the client was last heard from, in the hub's milliseconds (`Hub::now_ms`), or
+    /// [`BUSY`]. Read by the heartbeat (`heartbeat`), which closes a silent connection.
+    heard_at: AtomicU64,
+    /// Since when (hub milliseconds, plus one) the socket has refused a write the
+    /// connection is waiting to make; 0 while it is not stuck. A client that takes no data
+    /// for a whole idle timeout is cut by the heartbeat, even in a quiet room that never
+    /// pushes it over its budget.
+    stuck_since: AtomicU64,
+    /// The heartbeat asks for a ping; the connection sends it between two batches, so a
+    /// queue that never empties does not hold it back.
+    ping_due: AtomicBool,
 }
 
 impl ConnHandle {
@@ -117,13 +134,15 @@ impl ConnHandle {
         Arc::new(ConnHandle {
             id,
             pending: Mutex::default(),
-            ready: Notify::new(),
+            task: AtomicWaker::new(),
             queued_bytes: AtomicUsize::new(0),
             drained: Notify::new(),
             max_bytes,
             is_closed: AtomicBool::new(false),
-            closed: CancellationToken::new(),
             close_reason: OnceLock::new(),
+            heard_at: AtomicU64::new(0),
+            stuck_since: AtomicU64::new(0),
+            ping_due: AtomicBool::new(false),
         })
     }
 
@@ -144,7 +163,7 @@ impl ConnHandle {
             }
             pending.items.push_back(item);
         }
-        self.ready.notify_one();
+        self.task.wake();
         Enqueued::Queued
     }
 
@@ -215,16 +234,18 @@ impl ConnHandle {
     /// connection closed.
     async fn wait_for_room(&self, needed: usize) -> bool {
         loop {
+            // Created before the checks: a `notify_waiters` (a release, a close) after
+            // them reaches it.
             let drained = self.drained.notified();
+            if self.is_closed() {
+                return false;
+            }
             let queued = self.queued_bytes.load(Ordering::Acquire);
             let fits = queued == 0 || queued + needed <= self.max_bytes;
             if fits && self.pending().items.len() < QUEUE_FRAMES {
-                return !self.is_closed();
+                return true;
             }
-            tokio::select! {
-                _ = drained => {}
-                _ = self.closed.cancelled() => return false,
-            }
+            drained.await;
         }
     }
 
@@ -239,21 +260,31 @@ impl ConnHandle {
         if pending.items.is_empty() { None } else { Some(std::mem::take(&mut pending.items)) }
     }
 
-    /// Waits for queued items and takes them all (the writer's side of the queue); None
-    /// once the connection is closed. `close` wakes it: one wait point for the writer,
-    /// so a delivery costs it no cancellation future to register and drop.
-    pub async fn take(&self) -> Option<VecDeque<Outbound>> {
-        loop {
+    /// Takes everything queued (the writer's side of the queue), or registers the task to
+    /// be woken when there is something; None once the connection is closed. `close`
+    /// wakes it too: one wait point for the writer, so a delivery costs it no
+    /// cancellation future to register and drop.
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<VecDeque<Outbound>>> {
+        for registered in [false, true] {
             if self.is_closed() {
-                return None;
+                return Poll::Ready(None);
             }
             if let Some(items) = self.try_take() {
-                return Some(items);
+                return Poll::Ready(Some(items));
             }
-            // `close` sets the flag before it notifies, and a notification given while
-            // nobody waits is kept: a close between the check and the wait is not lost.
-            self.ready.notified().await;
+            if registered {
+                break;
+            }
+            // Registered before the second look: a push or a close after the first one
+            // wakes this waker.
+            self.task.register(cx.waker());
         }
+        Poll::Pending
+    }
+
+    /// [`ConnHandle::poll_take`] as a future.
+    pub async fn take(&self) -> Option<VecDeque<Outbound>> {
+        std::future::poll_fn(|cx| self.poll_take(cx)).await
     }
 
     /// Stops accepting items and takes what is left (the writer, as it finishes). A
@@ -277,12 +308,19 @@ impl ConnHandle {
         }
     }
 
-    /// Asks the connection to close; the first reason given wins.
+    /// Asks the connection to close; the first reason given wins. Wakes the connection's
+    /// task, and a reader waiting for budget (which then finds the connection closed).
     pub fn close(&self, reason: CloseReason) {
         let _ = self.close_reason.set(reason);
         self.is_closed.store(true, Ordering::Release);
-        self.closed.cancel();
-        self.ready.notify_one();
+        self.task.wake();
+        self.drained.notify_waiters();
+    }
+
+    /// Whether `close` was called; if not, the task is woken when it is.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> bool {
+        self.task.register(cx.waker());
+        self.is_closed()
     }
 
     /// Whether `close` was called.
@@ -294,8 +332,43 @@ impl ConnHandle {
         self.close_reason.get().copied()
     }
 
-    pub fn closed(&self) -> &CancellationToken {
-        &self.closed
+    /// The client was heard from at `now` (hub milliseconds), or is being served ([`BUSY`]).
+    pub fn heard(&self, now: u64) {
+        self.heard_at.store(now, Ordering::Relaxed);
+    }
+
+    pub fn heard_at(&self) -> u64 {
+        self.heard_at.load(Ordering::Relaxed)
+    }
+
+    /// The socket refused a write at `now` (hub milliseconds); kept from the first refusal
+    /// until [`ConnHandle::unstuck`].
+    pub fn stuck(&self, now: u64) {
+        let _ = self.stuck_since.compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The socket took what was waiting.
+    pub fn unstuck(&self) {
+        self.stuck_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Since when the socket has refused the write the connection waits to make.
+    pub fn stuck_since(&self) -> Option<u64> {
+        match self.stuck_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(since - 1),
+        }
+    }
+
+    /// Asks the connection to send a ping (the heartbeat's).
+    pub fn ask_ping(&self) {
+        self.ping_due.store(true, Ordering::Relaxed);
+        self.task.wake();
+    }
+
+    /// Whether a ping was asked for since the last call.
+    pub fn take_ping(&self) -> bool {
+        self.ping_due.load(Ordering::Relaxed) && self.ping_due.swap(false, Ordering::Relaxed)
     }
 }
 
