@@ -169,7 +169,8 @@ impl Connection {
                 }
                 Some(Err(err)) => {
                     // tungstenite reports a frame or message over the limit as a capacity
-                    // error: the client is told (1009), and its input is still drained.
+                    // error: the client is told (1009). The stream ends with the error, so
+                    // there is no more input to drain.
                     match err.into_inner().downcast::<tungstenite::Error>() {
                         Ok(err) if matches!(*err, tungstenite::Error::Capacity(_)) => {
                             self.conn.close(CloseReason::TOO_BIG);
@@ -245,8 +246,16 @@ impl Connection {
                 self.ping = true;
                 continue;
             }
-            let Some(items) = ready!(self.conn.poll_take(cx)) else {
-                return Poll::Ready(End::Closed);
+            let items = match self.conn.poll_take(cx) {
+                Poll::Ready(Some(items)) => items,
+                Poll::Ready(None) => return Poll::Ready(End::Closed),
+                // Now registered: a ping asked for before that is seen here, one asked
+                // for after it wakes the task.
+                Poll::Pending if self.conn.take_ping() => {
+                    self.ping = true;
+                    continue;
+                }
+                Poll::Pending => return Poll::Pending,
             };
             let mut dropped = 0;
             for item in items {
@@ -269,19 +278,13 @@ impl Connection {
         if self.conn.poll_closed(cx) { Poll::Ready(End::Closed) } else { Poll::Pending }
     }
 
-    /// Ends the connection: the frame being handled is finished, the rooms are left, and
-    /// the client is told why, behind what it is still owed (see the module's doc).
+    /// Ends the connection: the rooms are left, and the client is told why, behind what it
+    /// is still owed (see the module's doc), while a frame being handled finishes.
     async fn finish(&mut self, end: End) {
         let conn = self.conn.clone();
         if end == End::WriteFailed {
             // Nothing more can be written: a handler waiting for room is let go.
             conn.close(CloseReason { code: 1006, reason: "write failed" });
-        }
-        if let ReaderState::Busy(handling) = &mut self.reader {
-            // Its waits end with the close; what it does must be complete before the rooms
-            // are left.
-            let reader = handling.await;
-            self.reader = ReaderState::Idle(reader);
         }
         if let ReaderState::Idle(reader) = &mut self.reader {
             reader.leave_all();
@@ -289,16 +292,17 @@ impl Connection {
         // The client went away: a normal close.
         conn.close(CloseReason { code: 1000, reason: "" });
         let reason = conn.close_reason().unwrap_or(CloseReason::GOING_AWAY);
-        let m = &self.hub.metrics;
-        match reason {
-            CloseReason::SLOW_CONSUMER => m.slow_consumers.fetch_add(1, Ordering::Relaxed),
-            CloseReason::RATE_ABUSE => m.abusive_closed.fetch_add(1, Ordering::Relaxed),
-            CloseReason::IDLE => m.idle_closed.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
         let leftover = conn.shut();
         let deadline = tokio::time::Instant::now() + close_patience(reason);
+        let mut close = None;
         if end != End::WriteFailed {
+            let m = &self.hub.metrics;
+            match reason {
+                CloseReason::SLOW_CONSUMER => m.slow_consumers.fetch_add(1, Ordering::Relaxed),
+                CloseReason::RATE_ABUSE => m.abusive_closed.fetch_add(1, Ordering::Relaxed),
+                CloseReason::IDLE => m.idle_closed.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
             if reason == CloseReason::SLOW_CONSUMER {
                 // Its queue is the problem: what is not yet in the socket is dropped.
                 self.out.clear();
@@ -310,43 +314,64 @@ impl Connection {
                     self.streams.order(item, &mut self.out);
                 }
             }
-            let close = Message::Close(Some(CloseFrame {
+            close = Some(Message::Close(Some(CloseFrame {
                 code: reason.code,
                 reason: Utf8Bytes::from_static(reason.reason),
-            }));
-            let mut close = Some(close);
-            // Behind whatever the socket still holds: a client that reads in time gets it
-            // all, then the close frame. A dead one never will, hence the deadline.
-            let closing = std::future::poll_fn(|cx| self.poll_closing(&mut close, cx));
-            let _ = tokio::time::timeout_at(deadline, closing).await;
+            })));
         }
+        // Behind whatever the socket still holds: a client that reads in time gets it all,
+        // then the close frame. A dead one never will, hence the deadline. A frame being
+        // handled finishes meanwhile (its waits for room end with the close).
+        let closing = std::future::poll_fn(|cx| {
+            let handled = self.poll_handled(cx);
+            let written =
+                if end == End::WriteFailed { Poll::Ready(()) } else { self.poll_closing(&mut close, cx) };
+            if handled.is_ready() && written.is_ready() { Poll::Ready(()) } else { Poll::Pending }
+        });
+        let _ = tokio::time::timeout_at(deadline, closing).await;
         // A second more than the write's patience: the client's answer to the close frame
-        // may arrive just after it was written.
-        let draining = std::future::poll_fn(|cx| self.poll_drain(cx));
+        // may arrive just after it was written, and a handler still running gets as long.
+        let draining = std::future::poll_fn(|cx| {
+            let handled = self.poll_handled(cx);
+            let drained = self.poll_drain(cx);
+            if handled.is_ready() && drained.is_ready() { Poll::Ready(()) } else { Poll::Pending }
+        });
         let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), draining).await;
-        self.hub.close_conn(conn.id);
-        self.hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        // A handler still running then is dropped with its reader, which leaves its rooms
+        // as it goes (`Reader`'s `Drop`); the rest is `Connection`'s `Drop`.
+    }
+
+    /// Finishes the frame being handled, if any, then leaves the rooms.
+    fn poll_handled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let ReaderState::Busy(handling) = &mut self.reader {
+            let mut reader = ready!(handling.as_mut().poll(cx));
+            reader.leave_all();
+            self.reader = ReaderState::Idle(reader);
+        }
+        Poll::Ready(())
     }
 
     /// Writes what is left and the close frame, reading (and discarding) meanwhile.
+    ///
+    /// After the client's own close, tungstenite refuses more frames but has queued its
+    /// answer to that close: a refused write still ends with a flush, which sends it.
     fn poll_closing(&mut self, close: &mut Option<Message>, cx: &mut Context<'_>) -> Poll<()> {
         let _ = self.poll_drain(cx);
-        if ready!(write_all(&mut self.socket, &mut self.out, cx)).is_err() {
-            return Poll::Ready(());
-        }
-        if let Some(frame) = close.take() {
+        if ready!(write_all(&mut self.socket, &mut self.out, cx)).is_ok()
+            && let Some(frame) = close.take()
+        {
             match Pin::new(&mut self.socket).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {
+                    let _ = Pin::new(&mut self.socket).start_send(frame);
+                }
+                Poll::Ready(Err(_)) => {}
                 Poll::Pending => {
                     *close = Some(frame);
                     return Poll::Pending;
                 }
             }
-            if Pin::new(&mut self.socket).start_send(frame).is_err() {
-                return Poll::Ready(());
-            }
         }
+        self.out.clear();
         Pin::new(&mut self.socket).poll_flush(cx).map(|_| ())
     }
 
@@ -361,6 +386,20 @@ impl Connection {
             }
         }
         Poll::Ready(())
+    }
+}
+
+/// However the task ends (finished, dropped at runtime shutdown, a handler that panicked),
+/// the connection is closed, its queue refuses more, and the hub forgets it.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.conn.close(CloseReason::GOING_AWAY);
+        self.conn.shut();
+        if let ReaderState::Idle(reader) = &mut self.reader {
+            reader.leave_all();
+        }
+        self.hub.close_conn(self.conn.id);
+        self.hub.metrics.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

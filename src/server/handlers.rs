@@ -1018,6 +1018,14 @@ enum Allowance {
     Search,
 }
 
+/// A reader dropped without `leave_all` (its connection's task dropped, or a handler that
+/// panicked) still leaves its rooms and its guest session.
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.leave_all();
+    }
+}
+
 /// Takes a token of each allowance (all of them, or a refusal naming the longest wait
 /// among those that refused first).
 fn check_all(buckets: &[Arc<Mutex<TokenBucket>>]) -> Result<(), Refusal> {

@@ -31,9 +31,13 @@ pub enum Verdict {
 
 /// The verdict at `now` for a connection last heard at `heard` (or [`BUSY`] handling a
 /// frame) whose socket has refused writes since `stuck` (all in hub milliseconds).
+///
+/// A stuck socket is judged by how long it has been stuck, not by what was heard: a client
+/// that stopped reading cannot see the pings it would answer, and it is a slow consumer
+/// (4008, with a slow consumer's patience for what the socket holds), not a silent one.
 pub fn verdict(now: u64, heard: u64, stuck: Option<u64>, idle_timeout: u64) -> Verdict {
-    if stuck.is_some_and(|since| now.saturating_sub(since) > idle_timeout) {
-        return Verdict::Stuck;
+    if let Some(since) = stuck {
+        return if now.saturating_sub(since) > idle_timeout { Verdict::Stuck } else { Verdict::Ping };
     }
     if heard != BUSY && now.saturating_sub(heard) > idle_timeout {
         return Verdict::Idle;
@@ -94,6 +98,14 @@ mod tests {
         assert_eq!(verdict(10_000, 9_999, Some(7_000), 2_000), Verdict::Stuck);
         assert_eq!(verdict(10_000, 9_999, Some(8_000), 2_000), Verdict::Ping);
         assert_eq!(verdict(10_000, BUSY, Some(1_000), 2_000), Verdict::Stuck);
+    }
+
+    /// A client whose socket is stuck has not seen the pings: unheard, it is still judged
+    /// by the stuck socket.
+    #[test]
+    fn a_stuck_client_is_not_judged_silent() {
+        assert_eq!(verdict(10_000, 1_000, Some(9_000), 2_000), Verdict::Ping);
+        assert_eq!(verdict(10_000, 1_000, Some(7_000), 2_000), Verdict::Stuck);
     }
 
     /// A clock read before a connection registered its times must not wrap around.
