@@ -243,7 +243,7 @@ impl Reader {
         self.reads = Vec::new();
         self.searches = Vec::new();
         let welcome = ServerMsg::Welcome {
-            session: if identity.is_guest() { session.token.clone() } else { String::new() },
+            session: if identity.is_guest() { session.token.to_string() } else { String::new() },
             nick: identity.nick.as_str().to_owned(),
             limits: self.hub.config.limits(),
             protocol: PROTOCOL_VERSION,

@@ -12,7 +12,6 @@
 use super::outbound::Outbound;
 use crate::protocol::Seq;
 use axum::extract::ws::Utf8Bytes;
-use rustc_hash::FxHashMap;
 use std::{collections::VecDeque, sync::Arc};
 
 /// Per-room state of the writer: replaying a join, or streaming live.
@@ -23,11 +22,42 @@ enum Stream {
     Live { last: Seq },
 }
 
-/// The ordering state of every room of one connection. Looked up for every frame the
-/// connection is sent, so with FxHash: the keys are its own rooms, few and bounded.
+/// The ordering state of every room of one connection.
 #[derive(Default)]
 pub struct Streams {
-    rooms: FxHashMap<Arc<str>, Stream>,
+    rooms: Rooms,
+}
+
+/// A connection's rooms and their streams: a list, not a map. Its rooms are few and
+/// bounded (`--max-rooms-per-conn`), so a scan costs no more than hashing the name, and one
+/// room takes a quarter of the smallest map's table. Grown one room at a time: an idle
+/// connection in one room keeps one entry.
+#[derive(Default)]
+struct Rooms(Vec<(Arc<str>, Stream)>);
+
+impl Rooms {
+    fn get(&self, room: &str) -> Option<&Stream> {
+        self.0.iter().find(|(name, _)| **name == *room).map(|(_, stream)| stream)
+    }
+
+    fn get_mut(&mut self, room: &str) -> Option<&mut Stream> {
+        self.0.iter_mut().find(|(name, _)| **name == *room).map(|(_, stream)| stream)
+    }
+
+    fn insert(&mut self, room: Arc<str>, stream: Stream) {
+        match self.get_mut(&room) {
+            Some(existing) => *existing = stream,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((room, stream));
+            }
+        }
+    }
+
+    fn remove(&mut self, room: &str) -> Option<Stream> {
+        let at = self.0.iter().position(|(name, _)| **name == *room)?;
+        Some(self.0.swap_remove(at).1)
+    }
 }
 
 impl Streams {

@@ -37,8 +37,9 @@ struct Dedup {
 }
 
 pub struct Session {
-    /// The guest's resume secret (`welcome.session`).
-    pub token: String,
+    /// The guest's resume secret (`welcome.session`). Shared, not copied, by the registry's
+    /// two indexes: a guest holds one copy of it.
+    pub token: Arc<str>,
     /// A guest's public id (its user id is `g-{public_id}`): never the secret.
     pub public_id: String,
     pub nick: Nick,
@@ -50,7 +51,7 @@ pub struct Session {
 impl Session {
     fn new(nick: Nick) -> Self {
         Session {
-            token: super::auth::token::random_token(),
+            token: Arc::from(super::auth::token::random_token()),
             public_id: super::auth::token::random_id(),
             nick,
             account: None,
@@ -104,9 +105,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Registry {
-    by_token: HashMap<String, Entry>,
+    by_token: HashMap<Arc<str>, Entry>,
     /// Nick key → token.
-    by_nick: HashMap<String, String>,
+    by_nick: HashMap<String, Arc<str>>,
     /// Signed-in accounts' sessions (never reachable by a guest's `hello`).
     by_account: HashMap<UserId, Entry>,
 }
@@ -203,7 +204,7 @@ impl Sessions {
     pub fn sweep(&self) -> usize {
         let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let expired: Vec<(String, String)> = reg
+        let expired: Vec<(Arc<str>, String)> = reg
             .by_token
             .iter()
             .filter(|(_, e)| !self.is_live(e, now))
@@ -319,7 +320,7 @@ mod tests {
         let a = Session::new(nick("a"));
         let b = Session::new(nick("b"));
         assert_eq!(a.token.len(), 64);
-        assert_ne!(a.public_id, a.token);
+        assert_ne!(a.public_id.as_str(), &*a.token);
         assert_ne!(a.token, b.token);
     }
 }
