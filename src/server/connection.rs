@@ -83,7 +83,8 @@ pub fn serve(
 }
 
 /// The connection's task. Not an `async fn`: one keeps a second copy of an argument bound
-/// with `mut`; the block uses the one it captured.
+/// with `mut`; the block uses the one it captured (`the_task_holds_the_connection_once`).
+#[allow(clippy::manual_async_fn)]
 fn run(mut connection: Connection) -> impl Future<Output = ()> + Send {
     async move {
         let end = (&mut connection).await;
