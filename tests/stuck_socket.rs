@@ -6,7 +6,10 @@
 mod common;
 
 use common::{Client, spawn_with};
-use confab::protocol::{Seq, ServerMsg};
+use confab::{
+    protocol::{Seq, ServerMsg},
+    server::outbound::QUEUE_FRAMES,
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use std::{
@@ -18,9 +21,6 @@ use std::{
 };
 use tokio_tungstenite::{MaybeTlsStream, tungstenite::Message};
 
-/// Frames a connection's queue holds at most (`outbound::QUEUE_FRAMES`): the test stays
-/// well under it, so only the stuck socket can be the reason for the cut.
-const QUEUE_FRAMES: usize = 4096;
 const WINDOW: usize = 64;
 
 /// The most the server's socket can hold unsent: its send buffer at its largest (the third
@@ -55,10 +55,8 @@ async fn a_client_that_talks_but_never_reads_is_cut_once_its_socket_takes_nothin
     stuck.send(json!({"type": "hello", "nick": "stuck"})).await;
     assert!(matches!(stuck.recv().await, ServerMsg::Welcome { .. }));
     stuck.join("r", None, 0).await;
-    let (mut sender, _) = app.user("sender").await;
-    sender.join("r", None, 0).await;
 
-    // It talks (pings of its own, which count as heard) and never reads again.
+    // From now on it talks (pings of its own, which count as heard) and never reads.
     let cut = Arc::new(AtomicBool::new(false));
     let talking = tokio::spawn({
         let cut = cut.clone();
@@ -74,10 +72,14 @@ async fn a_client_that_talks_but_never_reads_is_cut_once_its_socket_takes_nothin
         }
     });
 
-    // Enough to fill the server's socket and then some, far fewer than the queue holds.
+    let (mut sender, _) = app.user("sender").await;
+    sender.join("r", None, 0).await;
+
+    // Enough to fill the server's socket and then some, and at most half what the queue
+    // holds, so only the stuck socket can be the reason for the cut. (The client's small
+    // window keeps the server's send buffer from growing to its maximum.)
     let text = "x".repeat(4000);
-    let messages = server_send_buffer_at_most() / text.len() + 256;
-    assert!(messages < QUEUE_FRAMES / 2, "this machine's socket buffers need a longer text");
+    let messages = (server_send_buffer_at_most() / text.len() + 256).min(QUEUE_FRAMES / 2);
     let (mut sent, mut in_flight, mut last) = (0usize, 0usize, 0 as Seq);
     while last < messages as Seq {
         while sent < messages && in_flight < WINDOW {
@@ -93,7 +95,22 @@ async fn a_client_that_talks_but_never_reads_is_cut_once_its_socket_takes_nothin
         }
     }
 
-    // Then the room is quiet. The stuck client is cut within a few idle timeouts.
+    // Then the room is quiet. The sender keeps reading (so it answers the server's pings
+    // and is not cut as silent) until the stuck client has been dealt with.
+    let done = Arc::new(AtomicBool::new(false));
+    let listening = tokio::spawn({
+        let done = done.clone();
+        async move {
+            while !done.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(50), sender.ws.next()).await {
+                    Ok(Some(Ok(_))) | Err(_) => {}
+                    other => panic!("the sender's connection ended: {other:?}"),
+                }
+            }
+            sender
+        }
+    });
+    // The stuck client is cut within a few idle timeouts.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while app.hub.metrics.slow_consumers.load(Ordering::Relaxed) == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the stuck client was never cut");
@@ -113,6 +130,9 @@ async fn a_client_that_talks_but_never_reads_is_cut_once_its_socket_takes_nothin
     };
     assert_eq!(code, 4008);
     // The sender was never affected.
+    done.store(true, Ordering::Relaxed);
+    let mut sender = listening.await.unwrap();
+    assert_eq!(app.hub.metrics.idle_closed.load(Ordering::Relaxed), 0, "nobody was judged silent");
     let more = sender.say_acked("r", "still here", "s-last").await;
     assert_eq!(more.seq, last + 1);
 }

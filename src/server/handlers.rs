@@ -270,10 +270,12 @@ impl Reader {
             Allowance::Search => &self.searches,
         };
         if held.is_empty() {
-            let fetched = match &self.identity {
-                Some(identity) => self.allowances(kind, identity),
-                None => Vec::new(),
+            // Every request that draws on an allowance comes after `hello`; without an
+            // identity there is no allowance to draw on, and nothing goes through.
+            let Some(identity) = &self.identity else {
+                return Err(Refusal { retry_after: std::time::Duration::from_secs(1), strike: false });
             };
+            let fetched = self.allowances(kind, identity);
             *match kind {
                 Allowance::Send => &mut self.sends,
                 Allowance::Read => &mut self.reads,

@@ -25,7 +25,7 @@ pub type ConnId = u64;
 /// Frames in one connection's queue at most (bytes are bounded separately).
 pub const QUEUE_FRAMES: usize = 4096;
 
-/// What the writer task receives. Room traffic carries its seq so the writer can put a
+/// What the connection's queue holds. Room traffic carries its seq so the writer can put a
 /// join's replay and the live stream in order and drop what both contain.
 #[derive(Debug)]
 pub enum Outbound {
@@ -453,8 +453,9 @@ mod tests {
         assert!(!conn.push(live(2, 5_001)));
     }
 
-    /// The writer waits in one place, `take`: a close wakes it there, and from then on
-    /// `take` says the connection is closed (what is still queued is for `shut`).
+    /// The writer waits in one place, `poll_take` (here as `take`): a close wakes it there,
+    /// and from then on it says the connection is closed (what is still queued is for
+    /// `shut`).
     #[tokio::test]
     async fn a_close_wakes_the_writer_waiting_for_items() {
         let conn = ConnHandle::new(1, 10_000);
