@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, TestApp, WAIT, seqs, spawn_app, spawn_on, spawn_with};
+use common::{Client, TestApp, WAIT, eventually, seqs, small_window_user, spawn_app, spawn_on, spawn_with};
 use confab::protocol::{ChatMessage, ErrorCode, PresenceState, RoomEvent, RoomInfo, ServerMsg};
 use confab::server::{
     StartError,
@@ -22,7 +22,7 @@ use std::{
 };
 use tempfile::TempDir;
 use tokio::time::Instant;
-use tokio_tungstenite::{MaybeTlsStream, tungstenite::Message};
+use tokio_tungstenite::tungstenite::Message;
 
 // --- Helpers ---
 
@@ -171,31 +171,6 @@ async fn read_to_close(c: &mut Client) -> (Vec<String>, u16) {
             }
             None => panic!("the stream ended without a close frame, after {} text frames", texts.len()),
         }
-    }
-}
-
-/// A user whose socket has a small receive buffer: when it stops reading, the server's
-/// side backs up after a few KB instead of the kernel's default hundreds.
-async fn small_window_user(app: &TestApp, nick: &str) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(app.addr).await.unwrap();
-    let (ws, _) =
-        tokio_tungstenite::client_async(format!("ws://{}/ws", app.addr), MaybeTlsStream::Plain(stream))
-            .await
-            .expect("ws connects");
-    let mut c = Client { ws };
-    c.send(json!({"type": "hello", "nick": nick})).await;
-    assert!(matches!(c.recv().await, ServerMsg::Welcome { .. }));
-    c
-}
-
-/// Polls `cond` until it holds (bounded).
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

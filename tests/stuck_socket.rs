@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, spawn_with};
+use common::{eventually, small_window_user, spawn_with};
 use confab::{
     protocol::{Seq, ServerMsg},
     server::outbound::QUEUE_FRAMES,
@@ -19,7 +19,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio_tungstenite::{MaybeTlsStream, tungstenite::Message};
+use tokio_tungstenite::tungstenite::Message;
 
 const WINDOW: usize = 64;
 
@@ -44,16 +44,7 @@ async fn a_client_that_talks_but_never_reads_is_cut_once_its_socket_takes_nothin
     })
     .await;
     // A small receive buffer: the client's side holds little, so the server's socket fills.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(app.addr).await.unwrap();
-    let (ws, _) =
-        tokio_tungstenite::client_async(format!("ws://{}/ws", app.addr), MaybeTlsStream::Plain(tcp))
-            .await
-            .unwrap();
-    let mut stuck = Client { ws };
-    stuck.send(json!({"type": "hello", "nick": "stuck"})).await;
-    assert!(matches!(stuck.recv().await, ServerMsg::Welcome { .. }));
+    let mut stuck = small_window_user(&app, "stuck").await;
     stuck.join("r", None, 0).await;
 
     // From now on it talks (pings of its own, which count as heard) and never reads.
@@ -111,11 +102,8 @@ async fn a_client_that_talks_but_never_reads_is_cut_once_its_socket_takes_nothin
         }
     });
     // The stuck client is cut within a few idle timeouts.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.hub.metrics.slow_consumers.load(Ordering::Relaxed) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the stuck client was never cut");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the stuck client is cut", || app.hub.metrics.slow_consumers.load(Ordering::Relaxed) > 0)
+        .await;
     cut.store(true, Ordering::Relaxed);
     assert_eq!(app.hub.metrics.idle_closed.load(Ordering::Relaxed), 0, "it was heard all along");
     let mut stuck = talking.await.unwrap();

@@ -524,3 +524,28 @@ impl Rng {
         self.next().is_multiple_of(one_in)
     }
 }
+
+/// A user whose socket has a small receive buffer: when it stops reading, the server's
+/// side backs up after a few KB instead of the kernel's default hundreds.
+pub async fn small_window_user(app: &TestApp, nick: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{}/ws", app.addr), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("ws connects");
+    let mut c = Client { ws };
+    c.send(json!({"type": "hello", "nick": nick})).await;
+    assert!(matches!(c.recv().await, ServerMsg::Welcome { .. }));
+    c
+}
+
+/// Polls `cond` until it holds (bounded).
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
